@@ -1,0 +1,22 @@
+"""mechgrok: record, analyze and report how the Fourier algorithm forms inside grokking
+ReLU MLPs on modular addition (Swaroop 2026, arXiv 2603.23784).
+
+The public API is imported on first use, so that `mechgrok --help` does not wait for torch."""
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_PUBLIC = {
+    "RunConfig": "mechgrok.config",
+    "record": "mechgrok.recorder",
+    "open_trajectory": "mechgrok.trajectory",
+}
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'mechgrok' has no attribute {name!r}")

@@ -1,0 +1,97 @@
+"""The paper's ReLU MLP in batched (ensemble) form: every tensor carries a leading model
+dimension M, so one run is an ensemble of one. Forward only; training lives in train.py.
+
+Neuron i of model m reads W_a[m, a, i] + W_b[m, b, i] + b_in[m, 0, i] (the two-hot input
+realised as two row gathers), applies ReLU and writes logits h @ W_out[m] + b_out[m].
+Shapes: W_a, W_b (M, p, H); b_in (M, 1, H); W_out (M, H, p); b_out (M, 1, p).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+PARAM_NAMES = ("W_a", "W_b", "b_in", "W_out", "b_out")
+
+
+@dataclass
+class MLPParams:
+    """Stacked parameters of M models (see module docstring for shapes). Without biases,
+    b_in and b_out are zero tensors that training never changes."""
+
+    W_a: torch.Tensor
+    W_b: torch.Tensor
+    b_in: torch.Tensor
+    W_out: torch.Tensor
+    b_out: torch.Tensor
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [getattr(self, name) for name in PARAM_NAMES]
+
+    @property
+    def n_models(self) -> int:
+        return self.W_a.shape[0]
+
+    def flat(self) -> torch.Tensor:
+        """All parameters of each model in one row: (M, P), PARAM_NAMES order, C order."""
+        return torch.cat([t.reshape(t.shape[0], -1) for t in self.tensors()], 1)
+
+    @staticmethod
+    def from_flat(flat: torch.Tensor, modulus: int, width: int) -> "MLPParams":
+        """Views into an (M, P) buffer laid out as `flat()` writes it (no copy)."""
+        p, H = modulus, width
+        shapes = [(p, H), (p, H), (1, H), (H, p), (1, p)]
+        views, offset = [], 0
+        for shape in shapes:
+            size = shape[0] * shape[1]
+            views.append(flat[:, offset:offset + size].view(flat.shape[0], *shape))
+            offset += size
+        return MLPParams(*views)
+
+
+def init_params(modulus: int, width: int, seed: int, bias: bool = True) -> MLPParams:
+    """One model initialised as PyTorch's default nn.Linear does for the paper's layers:
+    U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases, fan_in = 2p for the first
+    layer (two-hot input) and H for the output layer. Drawn from a generator seeded by `seed`
+    in the order W_in, b_in, W_out, b_out, so a model does not depend on its ensemble."""
+    gen = torch.Generator().manual_seed(seed)
+    p, H = modulus, width
+    bound_in, bound_out = 1.0 / math.sqrt(2 * p), 1.0 / math.sqrt(H)
+
+    def uniform(shape: tuple[int, ...], bound: float) -> torch.Tensor:
+        return (torch.rand(shape, generator=gen, dtype=torch.float32) * 2 - 1) * bound
+
+    W_in = uniform((2 * p, H), bound_in)  # rows 0..p-1: token a, rows p..2p-1: token b
+    b_in = uniform((1, H), bound_in)
+    W_out = uniform((H, p), bound_out)
+    b_out = uniform((1, p), bound_out)
+    if not bias:
+        b_in, b_out = torch.zeros_like(b_in), torch.zeros_like(b_out)
+    return MLPParams(W_in[:p][None], W_in[p:][None], b_in[None], W_out[None], b_out[None])
+
+
+def flat_token_index(tokens: torch.Tensor, modulus: int) -> torch.Tensor:
+    """(M, N) residues -> (M*N,) row indices into W.reshape(M*p, H)."""
+    offsets = torch.arange(tokens.shape[0], device=tokens.device)[:, None] * modulus
+    return (tokens + offsets).reshape(-1)
+
+
+def hidden_preactivation(params: MLPParams, a_flat: torch.Tensor, b_flat: torch.Tensor) -> torch.Tensor:
+    """W_a[a] + W_b[b] + b_in as (M, N, H). b_in is folded into the p rows of W_a before the
+    gather (one small add instead of one over all pairs). index_select, not W[a]: its
+    backward (index_add) is fast on CPU, where advanced indexing accumulates serially."""
+    M, p, H = params.W_a.shape
+    pre = (params.W_a + params.b_in).reshape(M * p, H).index_select(0, a_flat)
+    pre.add_(params.W_b.reshape(M * p, H).index_select(0, b_flat))
+    return pre.view(M, -1, H)
+
+
+def logits_from_hidden(params: MLPParams, hidden: torch.Tensor) -> torch.Tensor:
+    """(M, N, H) ReLU outputs -> (M, N, p) logits."""
+    return torch.bmm(hidden, params.W_out).add_(params.b_out)
+
+
+def forward(params: MLPParams, a_flat: torch.Tensor, b_flat: torch.Tensor) -> torch.Tensor:
+    """Logits (M, N, p) for flat pair indices from `flat_token_index`."""
+    return logits_from_hidden(params, hidden_preactivation(params, a_flat, b_flat).clamp_min_(0))

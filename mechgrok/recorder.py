@@ -1,0 +1,86 @@
+"""Recording: train runs and stream their snapshots into trajectory files (train -> file)."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from pathlib import Path
+
+from .errors import TrajectoryError
+from .task import make_task
+from .config import RunConfig
+from .train import ProgressCallback, initial_state, train_ensemble
+from .trajectory import TrajectoryWriter, is_complete
+
+DEFAULT_TRAJECTORY_DIR = Path("trajectories")
+# Options that only decide when to stop or what to keep: a resumed run may change them.
+RESUMABLE_CHANGES = ("steps", "stop_val_acc", "patience")
+
+
+def default_trajectory_name(config: RunConfig) -> str:
+    """File name from the config: modulus, width, split, noise and seed, plus a short hash of
+    every other training option that differs from the default (so distinct runs get distinct
+    names; the step cap and stopping rule are left out so a resumed run finds its file)."""
+    name = f"p{config.modulus}_w{config.width}_tf{config.train_frac:g}_noise{config.noise:g}_seed{config.seed}"
+    named = {"modulus", "width", "train_frac", "noise", "seed", *RESUMABLE_CHANGES}
+    default = RunConfig(device=config.device)
+    extra = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
+             if f.name not in named and f.name != "device" and getattr(config, f.name) != getattr(default, f.name)}
+    if extra:
+        name += "_" + hashlib.sha1(repr(sorted(extra.items())).encode()).hexdigest()[:8]
+    return name + ".h5"
+
+
+def config_differences(recorded: RunConfig, requested: RunConfig) -> list[str]:
+    """Fields (other than RESUMABLE_CHANGES and device) on which two configs disagree."""
+    return [f"{f.name} {getattr(recorded, f.name)!r} on file, {getattr(requested, f.name)!r} asked"
+            for f in dataclasses.fields(RunConfig)
+            if f.name not in RESUMABLE_CHANGES + ("device",) and getattr(recorded, f.name) != getattr(requested, f.name)]
+
+
+def record_runs(configs: list[RunConfig], outs: list[Path], resume: bool = False, force: bool = False,
+                on_step: ProgressCallback | None = None) -> list[Path]:
+    """Record runs that can share one batched ensemble into `outs` (one file each).
+
+    resume: continue files that exist (an unfinished one from its last snapshot; a complete
+    one is left as it is) and start the others. force: overwrite existing files. Neither:
+    an existing file is an error and nothing is touched."""
+    outs = [Path(out) for out in outs]
+    writers, states, active_configs, active_outs = [], [], [], []
+    try:
+        for config, out in zip(configs, outs):
+            if resume and out.exists():
+                if is_complete(out, config):
+                    continue
+                writer, state = TrajectoryWriter.reopen(out)
+                differences = config_differences(writer.config, config)
+                if differences:
+                    writer.close()
+                    raise TrajectoryError(f"{out}: cannot resume with a different config ({'; '.join(differences)})")
+                writer.update_config(config)
+            else:
+                writer = TrajectoryWriter.create(out, config, make_task(config.modulus, config.train_frac, config.noise, config.seed), force=force)
+                state = None
+            writers.append(writer)
+            states.append(state)
+            active_configs.append(config)
+            active_outs.append(out)
+        if writers:
+            start = [s if s is not None else initial_state(c) for s, c in zip(states, active_configs)]
+            for snapshot in train_ensemble(active_configs, start, on_step=on_step):
+                writers[snapshot.run].append(snapshot)
+    finally:
+        for writer in writers:
+            writer.close()
+    return outs
+
+
+def record(config: RunConfig | None = None, out: str | os.PathLike | None = None, resume: bool = False,
+           force: bool = False, on_step: ProgressCallback | None = None, **options) -> Path:
+    """Train one run and write its trajectory; returns the file's path.
+
+    `config` or keyword options (RunConfig fields, e.g. modulus=31, noise=0.1) give the run;
+    `out` defaults to trajectories/<default_trajectory_name>."""
+    config = config if config is not None else RunConfig(**options)
+    path = Path(out) if out is not None else DEFAULT_TRAJECTORY_DIR / default_trajectory_name(config)
+    return record_runs([config], [path], resume=resume, force=force, on_step=on_step)[0]

@@ -1,0 +1,315 @@
+"""Full-batch AdamW training of an ensemble of MLPs, with the paper's stopping rule and a
+snapshot schedule. Yields snapshots; knows nothing of files.
+
+Step convention: the snapshot at step t holds the weights after t optimizer updates and the
+metrics of exactly those weights (training metrics come from the forward pass of update t+1).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from .config import RunConfig
+from .model import PARAM_NAMES, MLPParams, flat_token_index, hidden_preactivation, init_params, logits_from_hidden
+from .task import TaskSplit, make_task
+
+SATURATION_TRAIN_ACC = 0.99  # the paper's saturation checkpoint: first step with train acc >= 0.99
+PATIENCE_MIN_GAIN = 1e-4  # the paper: stop when best val acc has not improved by this for `patience` steps
+ADAM_EPS = 1e-8
+
+
+def snapshot_steps(config: RunConfig) -> np.ndarray:
+    """Sorted steps in [0, config.steps] the schedule snapshots (the saturation and final
+    steps are added while training). Log schedule: floor(10^(j / per_decade)), j = 0, 1, ..."""
+    if config.every > 0:
+        steps = np.arange(0, config.steps + 1, config.every)
+    else:
+        n_points = int(math.ceil(config.per_decade * math.log10(max(config.steps, 1)))) + 1
+        steps = np.floor(10.0 ** (np.arange(n_points) / config.per_decade)).astype(np.int64)
+        steps = np.concatenate([[0], steps[steps <= config.steps]])
+    return np.unique(np.append(steps, config.steps))
+
+
+@dataclass
+class RunState:
+    """Everything needed to continue a run from `step` exactly: its weights, AdamW moments
+    (`adam_m`, `adam_v`, same shapes as the weights, M = 1) and the stopping rule's memory.
+    Training is full batch with no dropout, so no random state is consumed after init."""
+
+    step: int
+    params: MLPParams
+    adam_m: MLPParams
+    adam_v: MLPParams
+    best_val_acc: float = -1.0
+    best_val_step: int = 0
+    saturation_step: int = -1
+
+
+def initial_state(config: RunConfig) -> RunState:
+    params = init_params(config.modulus, config.width, config.seed, config.bias)
+    zeros = MLPParams(*(torch.zeros_like(t) for t in params.tensors()))
+    return RunState(0, params, zeros, MLPParams(*(torch.zeros_like(t) for t in params.tensors())))
+
+
+@dataclass
+class Snapshot:
+    """One run's weights and metrics at one step. `weights` maps PARAM_NAMES to numpy
+    arrays without the model dimension; `is_saturation`/`is_final` mark the special ones."""
+
+    run: int
+    step: int
+    weights: dict[str, np.ndarray]
+    metrics: dict[str, float]
+    state: RunState
+    is_saturation: bool = False
+    is_final: bool = False
+    stop_reason: str = ""
+
+
+@dataclass
+class _Batch:
+    """Device tensors of the active runs, stacked on the model dimension. Weights and AdamW
+    moments live in flat (M, P) buffers so the optimizer is a handful of whole-buffer ops;
+    `params` holds named views into `flat_params`."""
+
+    runs: list[int]
+    modulus: int
+    width: int
+    flat_params: torch.Tensor
+    flat_m: torch.Tensor
+    flat_v: torch.Tensor
+    train_a: torch.Tensor
+    train_b: torch.Tensor
+    train_label: torch.Tensor
+    train_label_true: torch.Tensor
+    val_a: torch.Tensor
+    val_b: torch.Tensor
+    val_label: torch.Tensor
+    hyper: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def minus_ones(self) -> torch.Tensor:
+        return torch.full(self.train_label[..., None].shape, -1.0, device=self.train_label.device)
+
+    @property
+    def params(self) -> MLPParams:
+        return MLPParams.from_flat(self.flat_params, self.modulus, self.width)
+
+    def keep(self, rows: list[int]) -> "_Batch":
+        index = torch.tensor(rows, dtype=torch.long, device=self.train_a.device)
+        tensors = ("flat_params", "flat_m", "flat_v", "train_a", "train_b", "train_label",
+                   "train_label_true", "val_a", "val_b", "val_label")
+        return _Batch(
+            runs=[self.runs[r] for r in rows],
+            modulus=self.modulus,
+            width=self.width,
+            **{name: getattr(self, name)[index] for name in tensors},
+            hyper={name: value[index] for name, value in self.hyper.items()},
+        )
+
+
+def _stack_batch(configs: list[RunConfig], tasks: list[TaskSplit], states: list[RunState], device: torch.device) -> _Batch:
+    def stack(values: list[np.ndarray]) -> torch.Tensor:
+        return torch.as_tensor(np.stack(values), device=device)
+
+    def per_model(values: list[float]) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.float32, device=device)[:, None]
+
+    def flat(which: str) -> torch.Tensor:
+        return torch.cat([getattr(s, which).flat() for s in states], 0).to(device)
+
+    return _Batch(
+        runs=list(range(len(configs))),
+        modulus=configs[0].modulus,
+        width=configs[0].width,
+        flat_params=flat("params"),
+        flat_m=flat("adam_m"),
+        flat_v=flat("adam_v"),
+        train_a=stack([t.train_a for t in tasks]),
+        train_b=stack([t.train_b for t in tasks]),
+        train_label=stack([t.train_label for t in tasks]),
+        train_label_true=stack([t.train_label_true for t in tasks]),
+        val_a=stack([t.val_a for t in tasks]),
+        val_b=stack([t.val_b for t in tasks]),
+        val_label=stack([t.val_label for t in tasks]),
+        hyper={
+            "lr": per_model([c.lr for c in configs]),
+            "weight_decay": per_model([c.weight_decay for c in configs]),
+            "beta1": per_model([c.betas[0] for c in configs]),
+            "beta2": per_model([c.betas[1] for c in configs]),
+        },
+    )
+
+
+def correct_predictions(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(M, N) bool: the label's logit is the unique maximum (ties count as wrong, so a
+    collapsed model that outputs equal logits scores 0, not 1)."""
+    is_top = logits == logits.amax(-1, keepdim=True)
+    return is_top.gather(-1, labels[..., None]).squeeze(-1) & (is_top.sum(-1) == 1)
+
+
+def mean_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-model mean cross-entropy (M,) in nats of (M, N, p) logits against (M, N) labels."""
+    return -torch.log_softmax(logits, -1).gather(-1, labels[..., None]).squeeze(-1).mean(1)
+
+
+def evaluate(params: MLPParams, a: torch.Tensor, b: torch.Tensor, labels: torch.Tensor, block: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean loss (M,) in nats and accuracy (M,) of each model on its own (M, N) pairs,
+    `block` pairs at a time. Blocks the size of the training set reuse the training step's
+    freed buffers; one large allocation per call costs more here than the matmul."""
+    p, n = params.W_a.shape[1], labels.shape[1]
+    loss_sum = torch.zeros(labels.shape[0], device=labels.device)
+    n_correct = torch.zeros(labels.shape[0], device=labels.device)
+    for start in range(0, n, block):
+        part = slice(start, start + block)
+        hidden = hidden_preactivation(params, flat_token_index(a[:, part], p), flat_token_index(b[:, part], p)).clamp_min_(0)
+        logits = logits_from_hidden(params, hidden)
+        loss_sum += mean_cross_entropy(logits, labels[:, part]) * logits.shape[1]
+        n_correct += correct_predictions(logits, labels[:, part]).sum(1)
+    return loss_sum / n, n_correct / n
+
+
+def _forward_backward(batch: _Batch, a_flat: torch.Tensor, b_flat: torch.Tensor, bias: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward pass on the training set and a hand-written backward pass of the mean
+    cross-entropy (no autograd graph). Returns the logits (M, N, p), from which metrics are
+    read only when needed, and the gradient as an (M, P) buffer laid out like `flat_params`."""
+    params = batch.params
+    M, p, H = params.W_a.shape
+    hidden = hidden_preactivation(params, a_flat, b_flat).clamp_min_(0)
+    logits = logits_from_hidden(params, hidden)
+
+    n_pairs = batch.train_label.shape[1]
+    d_logits = torch.softmax(logits, -1)
+    d_logits.scatter_add_(-1, batch.train_label[..., None], batch.minus_ones)
+    d_logits.mul_(1.0 / n_pairs)
+    grad_W_out = torch.bmm(hidden.transpose(1, 2), d_logits)
+    # ReLU backward: hidden > 0 exactly where the pre-activation is > 0.
+    d_pre = torch.ops.aten.threshold_backward(torch.bmm(d_logits, params.W_out.transpose(1, 2)), hidden, 0)
+    flat_d_pre = d_pre.view(M * n_pairs, H)
+    grad_W_a = torch.zeros(M * p, H, device=hidden.device).index_add_(0, a_flat, flat_d_pre).view(M, p, H)
+    grad_W_b = torch.zeros(M * p, H, device=hidden.device).index_add_(0, b_flat, flat_d_pre).view(M, p, H)
+    # every pair adds its d_pre to exactly one row of W_a and to b_in, so grad b_in = sum of grad W_a rows
+    grad_b_in = grad_W_a.sum(1, keepdim=True) if bias else torch.zeros(M, 1, H, device=hidden.device)
+    grad_b_out = d_logits.sum(1, keepdim=True) if bias else torch.zeros(M, 1, p, device=hidden.device)
+    return logits, MLPParams(grad_W_a, grad_W_b, grad_b_in, grad_W_out, grad_b_out).flat()
+
+
+def _adamw_update(batch: _Batch, grad: torch.Tensor, step_counts: list[int], configs: list[RunConfig]) -> None:
+    """torch.optim.AdamW's update (decoupled weight decay, bias-corrected moments, eps 1e-8)
+    on the (M, P) buffers, with per-model lr, weight decay and betas. `step_counts` are the
+    active models' update numbers, counted from 1."""
+    h = batch.hyper
+    corrections = torch.tensor(
+        [[c.lr / (1 - c.betas[0] ** t), math.sqrt(1 - c.betas[1] ** t)]
+         for c, t in zip((configs[run] for run in batch.runs), step_counts)],
+        dtype=torch.float32, device=grad.device)
+    step_size, bias_correction2_sqrt = corrections[:, :1], corrections[:, 1:]
+    batch.flat_params.mul_(1 - h["lr"] * h["weight_decay"])
+    batch.flat_m.lerp_(grad, 1 - h["beta1"])
+    batch.flat_v.mul_(h["beta2"]).addcmul_(grad, grad * (1 - h["beta2"]))
+    denom = batch.flat_v.sqrt().div_(bias_correction2_sqrt).add_(ADAM_EPS)
+    batch.flat_params.sub_(batch.flat_m.div(denom).mul_(step_size))
+
+
+def _state_of(batch: _Batch, row: int, step: int, memory: dict) -> RunState:
+    def one(flat: torch.Tensor) -> MLPParams:
+        return MLPParams.from_flat(flat[row:row + 1].to("cpu", copy=True), batch.modulus, batch.width)
+
+    return RunState(step, one(batch.flat_params), one(batch.flat_m), one(batch.flat_v), **memory)
+
+
+ProgressCallback = Callable[[dict[int, int], dict[int, dict[str, float]]], None]
+
+
+def train_ensemble(configs: list[RunConfig], states: list[RunState] | None = None,
+                   on_step: ProgressCallback | None = None) -> Iterator[Snapshot]:
+    """Train runs that share modulus, width, bias, training-set size and device as one
+    batched ensemble, yielding their snapshots in step order. A run leaves the batch when it
+    stops: validation accuracy >= stop_val_acc, no gain of 1e-4 in best validation accuracy
+    for `patience` steps (both checked every `eval_every` steps), or `steps` reached.
+    `states` continues runs from earlier RunStates (resume); None starts them fresh.
+    `on_step(steps, latest)` is called once per step with each active run's step and the
+    metrics of its latest evaluation."""
+    if not configs:
+        return
+    shared = {(c.modulus, c.width, c.bias, c.device) for c in configs}
+    if len(shared) != 1:
+        raise ValueError("runs in one ensemble must share modulus, width, bias and device")
+    tasks = [make_task(c.modulus, c.train_frac, c.noise, c.seed) for c in configs]
+    if len({t.train_a.size for t in tasks}) != 1:
+        raise ValueError("runs in one ensemble must have the same number of training pairs")
+    states = states if states is not None else [initial_state(c) for c in configs]
+    device = torch.device(configs[0].device)
+    batch = _stack_batch(configs, tasks, states, device)
+    schedules = [set(snapshot_steps(c).tolist()) for c in configs]
+    memory = [dict(best_val_acc=s.best_val_acc, best_val_step=s.best_val_step, saturation_step=s.saturation_step) for s in states]
+    steps = [s.step for s in states]
+    resumed = [s.step > 0 for s in states]  # the resume step's snapshot is already on file
+    p, bias = configs[0].modulus, configs[0].bias
+    latest: dict[int, dict[str, float]] = {}
+
+    with torch.no_grad():
+        while batch.runs:
+            a_flat, b_flat = flat_token_index(batch.train_a, p), flat_token_index(batch.train_b, p)
+            logits, grads = _forward_backward(batch, a_flat, b_flat, bias)
+            scheduled = [steps[run] in schedules[run] for run in batch.runs]
+            due_eval = [steps[run] % configs[run].eval_every == 0 or steps[run] >= configs[run].steps for run in batch.runs]
+            unsaturated = [memory[run]["saturation_step"] < 0 for run in batch.runs]
+            # metrics cost a pass over the logits: read them only where a decision or a snapshot needs them
+            if any(scheduled) or any(due_eval) or any(unsaturated):
+                acc_l = correct_predictions(logits, batch.train_label).float().mean(1).tolist()
+            saturated_now = [unsaturated[row] and acc_l[row] >= SATURATION_TRAIN_ACC for row in range(len(batch.runs))]
+            for row, run in enumerate(batch.runs):
+                if saturated_now[row]:
+                    memory[run]["saturation_step"] = steps[run]
+            if any(scheduled) or any(due_eval) or any(saturated_now):
+                val_loss, val_acc = evaluate(batch.params, batch.val_a, batch.val_b, batch.val_label, block=batch.train_a.shape[1])
+                val_loss_l, val_acc_l = val_loss.tolist(), val_acc.tolist()
+                loss_l = mean_cross_entropy(logits, batch.train_label).tolist()
+                acc_true_l = correct_predictions(logits, batch.train_label_true).float().mean(1).tolist()
+            leaving = []
+            for row, run in enumerate(batch.runs):
+                config, step = configs[run], steps[run]
+                stop_reason = ""
+                if due_eval[row]:
+                    if val_acc_l[row] >= memory[run]["best_val_acc"] + PATIENCE_MIN_GAIN:
+                        memory[run]["best_val_acc"], memory[run]["best_val_step"] = val_acc_l[row], step
+                    if val_acc_l[row] >= config.stop_val_acc:
+                        stop_reason = f"validation accuracy {val_acc_l[row]:.4f} >= {config.stop_val_acc}"
+                    elif step - memory[run]["best_val_step"] >= config.patience:
+                        stop_reason = f"no validation gain for {config.patience} steps"
+                    elif step >= config.steps:
+                        stop_reason = f"step cap {config.steps} reached"
+                wants_snapshot = scheduled[row] or saturated_now[row] or bool(stop_reason)
+                if wants_snapshot and not (resumed[run] and step == states[run].step):
+                    state = _state_of(batch, row, step, dict(memory[run]))
+                    yield Snapshot(
+                        run=run,
+                        step=step,
+                        weights={name: t[0].numpy() for name, t in zip(PARAM_NAMES, state.params.tensors())},
+                        metrics=dict(train_loss=loss_l[row], train_acc=acc_l[row], train_acc_true=acc_true_l[row],
+                                     val_loss=val_loss_l[row], val_acc=val_acc_l[row]),
+                        state=state,
+                        is_saturation=saturated_now[row],
+                        is_final=bool(stop_reason),
+                        stop_reason=stop_reason,
+                    )
+                if due_eval[row] or wants_snapshot:
+                    latest[run] = dict(train_loss=loss_l[row], train_acc=acc_l[row], val_acc=val_acc_l[row])
+                if stop_reason:
+                    leaving.append(row)
+            if on_step is not None:
+                on_step({run: steps[run] for run in batch.runs}, latest)
+            if leaving:
+                rows = [r for r in range(len(batch.runs)) if r not in leaving]
+                grads = grads[rows]
+                batch = batch.keep(rows)
+                if not batch.runs:
+                    break
+            for run in batch.runs:
+                steps[run] += 1
+            _adamw_update(batch, grads, [steps[run] for run in batch.runs], configs)

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Set up mechgrok in ./.venv on a fresh machine (idempotent). torch is pinned here, not in
+# pyproject: 2.13.0 is the CPU build this machine kind installs locally and quickly, while an
+# unpinned torch would pull a multi-GB CUDA build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install --quiet --disable-pip-version-check "torch==2.13.0" 2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/python -c "import mechgrok, torch, h5py, xarray, h5netcdf, click, rich, matplotlib, dask.distributed" \
+  || { echo "setup.sh: mechgrok's dependencies did not install" >&2; exit 1; }

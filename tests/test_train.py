@@ -1,0 +1,145 @@
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from conftest import GROKKING
+
+from mechgrok.config import RunConfig
+from mechgrok.model import MLPParams, flat_token_index, forward, init_params
+from mechgrok.task import make_task
+from mechgrok.train import (
+    _adamw_update, _forward_backward, _stack_batch, correct_predictions, evaluate, initial_state,
+    snapshot_steps, train_ensemble,
+)
+
+
+def _batch(config, seeds=(0,)):
+    configs = [dataclasses.replace(config, seed=s) for s in seeds]
+    tasks = [make_task(c.modulus, c.train_frac, c.noise, c.seed) for c in configs]
+    return configs, _stack_batch(configs, tasks, [initial_state(c) for c in configs], torch.device("cpu"))
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_hand_written_backward_matches_autograd(bias):
+    configs, batch = _batch(RunConfig(modulus=13, width=8, train_frac=0.5, noise=0.2, bias=bias), seeds=(0, 1))
+    p = 13
+    a_flat, b_flat = flat_token_index(batch.train_a, p), flat_token_index(batch.train_b, p)
+    logits, grad = _forward_backward(batch, a_flat, b_flat, bias)
+
+    flat = batch.flat_params.clone().requires_grad_(True)
+    params = MLPParams.from_flat(flat, p, 8)
+    ref_logits = forward(params, a_flat, b_flat)
+    loss = torch.nn.functional.cross_entropy(ref_logits.reshape(-1, p), batch.train_label.reshape(-1), reduction="none")
+    loss.view(2, -1).mean(1).sum().backward()
+    torch.testing.assert_close(logits, ref_logits.detach())
+    expected = flat.grad.clone()
+    if not bias:  # biases are frozen at zero without --bias
+        for view in (MLPParams.from_flat(expected, p, 8).b_in, MLPParams.from_flat(expected, p, 8).b_out):
+            view.zero_()
+    torch.testing.assert_close(grad, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_adamw_update_matches_torch_optim():
+    configs, batch = _batch(RunConfig(modulus=11, width=8, lr=3e-3, weight_decay=0.5, betas=(0.8, 0.95)))
+    reference = batch.flat_params.clone().requires_grad_(True)
+    optimizer = torch.optim.AdamW([reference], lr=3e-3, weight_decay=0.5, betas=(0.8, 0.95), eps=1e-8)
+    gen = torch.Generator().manual_seed(0)
+    for t in range(1, 6):
+        grad = torch.randn(batch.flat_params.shape, generator=gen)
+        _adamw_update(batch, grad, [t], configs)
+        reference.grad = grad.clone()
+        optimizer.step()
+        torch.testing.assert_close(batch.flat_params, reference.detach(), rtol=1e-6, atol=1e-7)
+
+
+def test_accuracy_counts_ties_as_wrong():
+    logits = torch.tensor([[[1.0, 1.0, 0.0], [0.0, 2.0, 1.0], [0.0, 0.0, 0.0]]])
+    labels = torch.tensor([[0, 1, 2]])
+    assert correct_predictions(logits, labels).tolist() == [[False, True, False]]
+
+
+def test_blocked_evaluation_equals_one_block():
+    configs, batch = _batch(RunConfig(modulus=13, width=8, train_frac=0.5))
+    whole = evaluate(batch.params, batch.val_a, batch.val_b, batch.val_label, block=10**6)
+    blocked = evaluate(batch.params, batch.val_a, batch.val_b, batch.val_label, block=7)
+    torch.testing.assert_close(whole, blocked)
+
+
+def test_log_schedule_is_dense_early_and_includes_both_ends():
+    steps = snapshot_steps(RunConfig(steps=500_000))
+    assert steps[0] == 0 and steps[-1] == 500_000
+    assert np.all(np.diff(steps) > 0)
+    assert np.array_equal(steps[:40], np.arange(40))  # every step while the log spacing is finer than 1
+    assert (steps < 400).sum() >= 50
+    assert len(steps) < 600
+    assert np.array_equal(snapshot_steps(RunConfig(steps=25, every=10)), [0, 10, 20, 25])
+
+
+def test_default_init_bounds_follow_nn_linear():
+    params = init_params(97, 256, seed=0)
+    assert params.W_a.abs().max() <= 1 / np.sqrt(194) and params.W_out.abs().max() <= 1 / np.sqrt(256)
+    assert params.W_a.std() > 0.5 / np.sqrt(3 * 194)
+    assert torch.equal(init_params(11, 4, 1, bias=False).b_in, torch.zeros(1, 1, 4))
+
+
+def test_same_seed_gives_identical_snapshots(tiny_config):
+    first = list(train_ensemble([tiny_config]))
+    second = list(train_ensemble([tiny_config]))
+    assert [s.step for s in first] == [s.step for s in second]
+    for a, b in zip(first, second):
+        for name in a.weights:
+            assert np.array_equal(a.weights[name], b.weights[name])
+        assert a.metrics == b.metrics
+
+
+def test_ensemble_matches_runs_recorded_alone():
+    base = RunConfig(modulus=13, width=16, train_frac=0.5, steps=200, every=50, stop_val_acc=1.0)
+    configs = [dataclasses.replace(base, seed=0), dataclasses.replace(base, seed=1, noise=0.2, lr=2e-3),
+               dataclasses.replace(base, seed=2, steps=120)]
+    together = list(train_ensemble(configs))
+    for run, config in enumerate(configs):
+        alone = list(train_ensemble([config]))
+        mine = [s for s in together if s.run == run]
+        assert [s.step for s in mine] == [s.step for s in alone]
+        for a, b in zip(mine, alone):
+            for name in a.weights:
+                np.testing.assert_allclose(a.weights[name], b.weights[name], rtol=1e-4, atol=1e-6)
+    assert max(s.step for s in together if s.run == 2) == 120
+
+
+def test_saturation_and_stopping_are_marked():
+    config = RunConfig(**GROKKING, steps=3000, every=500, stop_val_acc=0.9)
+    snapshots = list(train_ensemble([config]))
+    saturation = [s for s in snapshots if s.is_saturation]
+    assert len(saturation) == 1
+    sat = saturation[0]
+    assert sat.metrics["train_acc"] >= 0.99
+    assert all(s.metrics["train_acc"] < 0.99 for s in snapshots if s.step < sat.step)
+    final = snapshots[-1]
+    assert final.is_final and final.metrics["val_acc"] >= 0.9 and final.step % 10 == 0 and final.step < 3000
+    assert "validation accuracy" in final.stop_reason
+
+
+def test_patience_stops_a_run_that_never_generalises():
+    config = RunConfig(modulus=11, width=8, train_frac=0.5, noise=0.6, steps=5000, every=1000, patience=300, eval_every=50)
+    final = list(train_ensemble([config]))[-1]
+    assert final.is_final and final.step < 5000 and "no validation gain" in final.stop_reason
+
+
+def test_resumed_state_continues_exactly(tiny_config):
+    uninterrupted = list(train_ensemble([tiny_config]))
+    middle = next(s for s in uninterrupted if s.step == 30)
+    continued = list(train_ensemble([tiny_config], [middle.state]))
+    assert continued[0].step == 35
+    for a, b in zip(continued, [s for s in uninterrupted if s.step > 30]):
+        assert a.step == b.step
+        for name in a.weights:
+            assert np.array_equal(a.weights[name], b.weights[name])
+
+
+def test_config_rejects_impossible_values():
+    for bad in [dict(modulus=2), dict(width=0), dict(train_frac=1.0), dict(noise=1.0), dict(every=-1),
+                dict(steps=-1), dict(device="tpu"), dict(device="cuda:7" if not torch.cuda.is_available() else "nonsense")]:
+        with pytest.raises(ValueError):
+            RunConfig(**bad)
