@@ -10,7 +10,7 @@ from .errors import TrajectoryError
 from .task import make_task
 from .config import RunConfig
 from .train import ProgressCallback, initial_state, train_ensemble
-from .trajectory import TrajectoryWriter, is_complete
+from .trajectory import TrajectoryWriter, is_complete, read_config
 
 DEFAULT_TRAJECTORY_DIR = Path("trajectories")
 # Options that only decide when to stop or what to keep: a resumed run may change them.
@@ -50,13 +50,12 @@ def record_runs(configs: list[RunConfig], outs: list[Path], resume: bool = False
     try:
         for config, out in zip(configs, outs):
             if resume and out.exists():
+                differences = config_differences(read_config(out), config)
+                if differences:
+                    raise TrajectoryError(f"{out}: cannot resume with a different config ({'; '.join(differences)})")
                 if is_complete(out, config):
                     continue
                 writer, state = TrajectoryWriter.reopen(out)
-                differences = config_differences(writer.config, config)
-                if differences:
-                    writer.close()
-                    raise TrajectoryError(f"{out}: cannot resume with a different config ({'; '.join(differences)})")
                 writer.update_config(config)
             else:
                 writer = TrajectoryWriter.create(out, config, make_task(config.modulus, config.train_frac, config.noise, config.seed), force=force)

@@ -104,7 +104,7 @@ class TrajectoryWriter:
             raise OutputExistsError(f"{path} exists; pass --resume to continue it or --force to overwrite it")
         path.parent.mkdir(parents=True, exist_ok=True)
         p, H = config.modulus, config.width
-        f = h5netcdf.File(path, "w")
+        f = h5netcdf.File(path, "w", locking=False)  # readers may open it while it records
         try:
             f.dimensions = {"step": None, "neuron": H, "token": p, "train_pair": task.train_a.size}
             f.create_variable("step", ("step",), np.int64, chunks=(1024,))
@@ -137,6 +137,7 @@ class TrajectoryWriter:
                 conventions="mechgrok trajectory; W_a[step, neuron, token]: input weight of neuron from token a",
             ))
             f.flush()
+            f._h5file.flush()
         except BaseException:
             f.close()
             raise
@@ -148,7 +149,7 @@ class TrajectoryWriter:
         last committed snapshot (None when it has no snapshot yet); drops a half-written one."""
         path = Path(path)
         check_trajectory_file(path)
-        f = h5netcdf.File(path, "a")
+        f = h5netcdf.File(path, "a", locking=False)
         try:
             config = config_from_attrs(f.attrs, path)
             writer = cls(f, path, config)
@@ -185,7 +186,7 @@ class TrajectoryWriter:
         self.config = config
         self._file.attrs.update(_config_attrs(config))
         self._file.attrs.update(dict(final_step=-1, stop_reason=""))
-        self._file.flush()
+        self._flush()
 
     def append(self, snapshot: Snapshot) -> None:
         """Write one snapshot and its resume state, then commit and flush."""
@@ -213,7 +214,11 @@ class TrajectoryWriter:
             f.attrs["stop_reason"] = snapshot.stop_reason
         self.n_snapshots = i + 1
         f.attrs["n_snapshots"] = self.n_snapshots
-        f.flush()
+        self._flush()
+
+    def _flush(self) -> None:
+        # h5netcdf's flush() only writes its own attributes; h5py's writes HDF5's caches to disk
+        self._file._h5file.flush()
 
     def close(self) -> None:
         self._file.close()
@@ -295,7 +300,7 @@ def check_trajectory_file(path: str | os.PathLike) -> None:
                 raise TrajectoryError(f"{path}: step has {f['step'].shape[0]} entries, fewer than the {n} committed snapshots")
     except TrajectoryError:
         raise
-    except (OSError, KeyError, ValueError) as err:
+    except (OSError, KeyError, ValueError, RuntimeError) as err:
         raise TrajectoryError(f"{path}: unreadable or truncated HDF5 file ({str(err).splitlines()[0]})") from None
 
 
@@ -326,7 +331,7 @@ def open_trajectory(path: str | os.PathLike, chunks: dict | None = None) -> xr.D
     check_trajectory_file(path)
     try:
         ds = xr.open_dataset(path, engine="h5netcdf", chunks=chunks)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, RuntimeError) as err:
         raise TrajectoryError(f"{path}: cannot be opened as netCDF ({str(err).splitlines()[0]})") from None
     n = attr_int(ds.attrs["n_snapshots"])
     if ds.sizes["step"] != n:

@@ -1,0 +1,116 @@
+import dataclasses
+
+import h5py
+import numpy as np
+import pytest
+import xarray as xr
+
+import mechgrok
+from mechgrok.config import RunConfig
+from mechgrok.errors import OutputExistsError, TrajectoryError
+from mechgrok.trajectory import open_trajectory
+
+
+@pytest.fixture
+def recorded(tmp_path, tiny_config):
+    return mechgrok.record(tiny_config, out=tmp_path / "run.h5")
+
+
+def test_file_opens_in_xarray_with_named_dims(recorded, tiny_config):
+    ds = xr.open_dataset(recorded, engine="h5netcdf")
+    assert ds.W_a.dims == ds.W_b.dims == ds.W_out.dims == ("step", "neuron", "token")
+    assert ds.W_a.dtype == np.float32
+    assert ds.b_in.dims == ("step", "neuron") and ds.b_out.dims == ("step", "token")
+    assert ds.sizes["neuron"] == 16 and ds.sizes["token"] == 11
+    assert list(ds.step.values) == list(range(0, 61, 5))
+    for name in ("train_loss", "train_acc", "train_acc_true", "val_loss", "val_acc"):
+        assert ds[name].dims == ("step",) and np.isfinite(ds[name].values).all()
+    for field in dataclasses.fields(RunConfig):
+        assert field.name in ds.attrs
+    assert ds.attrs["modulus"] == 11 and ds.attrs["final_step"] == 60
+    assert {"format_version", "mechgrok_version", "torch_version", "created", "saturation_step"} <= set(ds.attrs)
+    assert ds.train_noised.sum() == 0 and ds.sizes["train_pair"] == 11 * round(0.5 * 11)
+    with h5py.File(recorded, "r") as f:  # plain h5py sees the same arrays
+        np.testing.assert_array_equal(f["W_a"][3], ds.W_a.isel(step=3).values)
+
+
+def test_weights_on_file_are_the_models_rows(recorded, tiny_config):
+    from mechgrok.train import train_ensemble
+
+    last = list(train_ensemble([tiny_config]))[-1]
+    ds = open_trajectory(recorded)
+    np.testing.assert_array_equal(ds.W_a.isel(step=-1).values, last.weights["W_a"].T)  # (neuron, token)
+    np.testing.assert_array_equal(ds.W_out.isel(step=-1).values, last.weights["W_out"])
+
+
+def test_open_trajectory_is_lazy(recorded):
+    ds = open_trajectory(recorded)
+    assert not ds.W_a.variable._in_memory
+    chunked = open_trajectory(recorded, chunks={})  # dask arrays on the stored chunks: one snapshot each
+    assert chunked.W_a.chunks[0][0] == 1
+
+
+def test_no_bias_run_has_no_bias_variables(tmp_path, tiny_config):
+    path = mechgrok.record(dataclasses.replace(tiny_config, bias=False), out=tmp_path / "nb.h5")
+    ds = open_trajectory(path)
+    assert "b_in" not in ds and "b_out" not in ds and ds.attrs["bias"] == 0
+
+
+def test_existing_output_is_refused_and_untouched(recorded, tiny_config):
+    before = recorded.read_bytes()
+    with pytest.raises(OutputExistsError, match="exists"):
+        mechgrok.record(tiny_config, out=recorded)
+    assert recorded.read_bytes() == before
+    mechgrok.record(dataclasses.replace(tiny_config, steps=20), out=recorded, force=True)
+    assert open_trajectory(recorded).step.values[-1] == 20
+
+
+def test_a_half_written_snapshot_is_dropped_and_resume_matches(tmp_path, tiny_config):
+    full = mechgrok.record(tiny_config, out=tmp_path / "full.h5")
+    partial = tmp_path / "partial.h5"
+    mechgrok.record(dataclasses.replace(tiny_config, steps=30), out=partial)
+    with h5py.File(partial, "r+") as f:  # as if killed after step 30 and mid-way through the next write
+        f.attrs["final_step"], f.attrs["stop_reason"] = -1, ""
+        for name in ("W_a", "step", "val_acc"):
+            f[name].resize(f[name].shape[0] + 1, axis=0)
+    assert open_trajectory(partial).sizes["step"] == 7
+    mechgrok.record(tiny_config, out=partial, resume=True)
+    a, b = open_trajectory(full), open_trajectory(partial)
+    assert list(a.step.values) == list(b.step.values)
+    for name in ("W_a", "W_b", "W_out", "b_in", "b_out", "val_acc"):
+        np.testing.assert_array_equal(a[name].values, b[name].values)
+
+
+def test_resume_refuses_a_different_config(recorded, tiny_config):
+    with pytest.raises(TrajectoryError, match="different config.*noise"):
+        mechgrok.record(dataclasses.replace(tiny_config, noise=0.1), out=recorded, resume=True)
+
+
+def test_resume_of_a_complete_run_changes_nothing(recorded, tiny_config):
+    before = recorded.read_bytes()
+    mechgrok.record(tiny_config, out=recorded, resume=True)
+    assert recorded.read_bytes() == before
+
+
+def _bad_files(tmp_path, recorded):
+    text = tmp_path / "text.h5"
+    text.write_text("not hdf5")
+    truncated = tmp_path / "truncated.h5"
+    truncated.write_bytes(recorded.read_bytes()[:5000])
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as f:
+        f["x"] = np.arange(3)
+    wrong_shape = tmp_path / "wrong_shape.h5"
+    wrong_shape.write_bytes(recorded.read_bytes())
+    with h5py.File(wrong_shape, "r+") as f:
+        f.attrs["modulus"] = 13
+    return {"missing.h5": "no such file", "text.h5": "not an HDF5 file", "truncated.h5": "truncated",
+            "other.h5": "missing W_a", "wrong_shape.h5": "expected"}, tmp_path
+
+
+def test_bad_files_raise_one_line_errors_naming_the_file(tmp_path, recorded):
+    cases, folder = _bad_files(tmp_path, recorded)
+    for name, message in cases.items():
+        with pytest.raises((TrajectoryError, FileNotFoundError)) as info:
+            open_trajectory(folder / name)
+        assert name in str(info.value) and message in str(info.value) and "\n" not in str(info.value)
