@@ -8,10 +8,14 @@ import importlib
 
 __version__ = "0.1.0"
 
+from . import accessor  # noqa: E402,F401  registers the `ds.mechgrok` accessor
+
 _PUBLIC = {
     "RunConfig": "mechgrok.config",
     "record": "mechgrok.recorder",
     "open_trajectory": "mechgrok.trajectory",
+    "analyze": "mechgrok.analysis",
+    "AnalysisParams": "mechgrok.analysis",
 }
 __all__ = sorted(_PUBLIC)
 

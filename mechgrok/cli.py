@@ -153,5 +153,66 @@ def _print_summary(path: Path, seconds: float) -> None:
                   f"saturation step {saturation if saturation >= 0 else 'not reached'}, stopped: {reason} ({seconds:.0f} s)")
 
 
+@main.command()
+@click.argument("trajectory", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Analysis file [default: next to the trajectory, <name>.analysis.h5].")
+@click.option("--threshold", type=click.FloatRange(0, min_open=True), default=None,
+              help="Structured: W_a periodicity above this [default: 12 (p-1)/96, the paper's 12 at p = 97].")
+@click.option("--threshold-low", type=click.FloatRange(0, min_open=True), default=None,
+              help="Unstructured: periodicity below this [default: 5 (p-1)/96].")
+@click.option("--grok-acc", type=click.FloatRange(0, 1), default=0.9, help="Grok step: first validation accuracy >= this.")
+@click.option("--structure-acc", type=click.FloatRange(0, 1), default=0.9, help="Structure step: first Sq->Cos accuracy >= this.")
+@click.option("--chunk-steps", type=click.IntRange(min=1), default=8, help="Snapshots analyzed at a time (bounds memory).")
+@click.option("--scheduler", default=None, help="dask.distributed scheduler address for the chunks, or 'local'.")
+@click.option("--force", is_flag=True, help="Recompute even if a current analysis exists.")
+@click.option("--quiet", "-q", is_flag=True, help="No summary table.")
+@one_line_errors
+def analyze(trajectory: Path, out: Path | None, threshold: float | None, threshold_low: float | None, grok_acc: float,
+            structure_acc: float, chunk_steps: int, scheduler: str | None, force: bool, quiet: bool) -> None:
+    """Per-neuron Fourier structure and idealized-model accuracy over a trajectory.
+
+    Writes <trajectory>.analysis.h5 (dims step, neuron) and prints a summary; a current
+    analysis is reused unless --force."""
+    from .analysis import analyze as run_analysis, default_analysis_path
+
+    started = time.perf_counter()
+    result = run_analysis(trajectory, threshold=threshold, threshold_low=threshold_low, out=out, force=force,
+                          grok_acc=grok_acc, structure_acc=structure_acc, chunk_steps=chunk_steps, scheduler=scheduler)
+    if not quiet:
+        console.print(summary_table(result, title=f"{trajectory}"))
+        console.print(f"analysis: {out or default_analysis_path(trajectory)} ({time.perf_counter() - started:.1f} s)")
+
+
+def summary_table(result, title: str):
+    """A rich table of an analysis's headline numbers."""
+    from rich.table import Table
+
+    head = result.mechgrok.headline()
+
+    def step(value):
+        return "not reached" if value is None or int(value) < 0 else f"{int(value):,}"
+
+    def number(key, digits=3):
+        value = head.get(key)
+        return "-" if value is None or value != value else f"{value:.{digits}f}"
+
+    table = Table(title=title, show_header=True)
+    table.add_column("")
+    table.add_column("at saturation", justify="right")
+    table.add_column(f"at the end (step {head['final_step']:,})", justify="right")
+    for label, name, digits in [("validation accuracy", "val_acc", 4), ("Sq->Cos idealized", "ideal_acc", 3),
+                                ("Sq->Sq idealized", "ideal_acc_sq_sq", 3), ("Cos->Cos idealized", "ideal_acc_cos_cos", 3),
+                                ("control: phi_out = phi_a + phi_b", "ideal_acc_phase_sum", 3),
+                                ("control: phi_out shuffled", "ideal_acc_shuffled", 3),
+                                ("r (all neurons)", "r_all", 4), ("r' (structured)", "r_structured", 4),
+                                ("structured neurons", "n_structured", 0)]:
+        table.add_row(label, number(f"{name}_saturation", digits), number(f"{name}_final", digits))
+    table.caption = (f"saturation step {step(head['saturation_step'])}, structure step {step(head['structure_step'])}, "
+                     f"grok step {step(head['grok_step'])}, lead {step(head['lead_steps'])} steps; "
+                     f"structured: periodicity > {head['threshold']:.2f}")
+    return table
+
+
 if __name__ == "__main__":
     main()

@@ -146,10 +146,11 @@ def _stack_batch(configs: list[RunConfig], tasks: list[TaskSplit], states: list[
 
 
 def correct_predictions(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """(M, N) bool: the label's logit is the unique maximum (ties count as wrong, so a
-    collapsed model that outputs equal logits scores 0, not 1)."""
+    """(M, N) credit per pair: 1 when the label's logit is the largest, 1/t when it ties with
+    t - 1 other classes (expected accuracy under random tie-breaking, so a collapsed model
+    with equal logits scores chance, 1/p, not 0 or 1), else 0."""
     is_top = logits == logits.amax(-1, keepdim=True)
-    return is_top.gather(-1, labels[..., None]).squeeze(-1) & (is_top.sum(-1) == 1)
+    return is_top.gather(-1, labels[..., None]).squeeze(-1) / is_top.sum(-1)
 
 
 def mean_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -261,7 +262,7 @@ def train_ensemble(configs: list[RunConfig], states: list[RunState] | None = Non
             unsaturated = [memory[run]["saturation_step"] < 0 for run in batch.runs]
             # metrics cost a pass over the logits: read them only where a decision or a snapshot needs them
             if any(scheduled) or any(due_eval) or any(unsaturated):
-                acc_l = correct_predictions(logits, batch.train_label).float().mean(1).tolist()
+                acc_l = correct_predictions(logits, batch.train_label).mean(1).tolist()
             saturated_now = [unsaturated[row] and acc_l[row] >= SATURATION_TRAIN_ACC for row in range(len(batch.runs))]
             for row, run in enumerate(batch.runs):
                 if saturated_now[row]:
@@ -270,7 +271,7 @@ def train_ensemble(configs: list[RunConfig], states: list[RunState] | None = Non
                 val_loss, val_acc = evaluate(batch.params, batch.val_a, batch.val_b, batch.val_label, block=batch.train_a.shape[1])
                 val_loss_l, val_acc_l = val_loss.tolist(), val_acc.tolist()
                 loss_l = mean_cross_entropy(logits, batch.train_label).tolist()
-                acc_true_l = correct_predictions(logits, batch.train_label_true).float().mean(1).tolist()
+                acc_true_l = correct_predictions(logits, batch.train_label_true).mean(1).tolist()
             leaving = []
             for row, run in enumerate(batch.runs):
                 config, step = configs[run], steps[run]

@@ -53,10 +53,10 @@ def test_adamw_update_matches_torch_optim():
         torch.testing.assert_close(batch.flat_params, reference.detach(), rtol=1e-6, atol=1e-7)
 
 
-def test_accuracy_counts_ties_as_wrong():
-    logits = torch.tensor([[[1.0, 1.0, 0.0], [0.0, 2.0, 1.0], [0.0, 0.0, 0.0]]])
-    labels = torch.tensor([[0, 1, 2]])
-    assert correct_predictions(logits, labels).tolist() == [[False, True, False]]
+def test_accuracy_gives_tied_labels_fractional_credit():
+    logits = torch.tensor([[[1.0, 1.0, 0.0], [0.0, 2.0, 1.0], [0.0, 0.0, 0.0], [3.0, 0.0, 0.0]]])
+    labels = torch.tensor([[0, 1, 2, 1]])
+    torch.testing.assert_close(correct_predictions(logits, labels), torch.tensor([[0.5, 1.0, 1 / 3, 0.0]]))
 
 
 def test_blocked_evaluation_equals_one_block():

@@ -1,0 +1,126 @@
+"""`ds.mechgrok`: convenience queries on trajectory and analysis Datasets.
+
+On a trajectory (W_a, W_b, W_out on step, neuron, token):
+  ds.mechgrok.spectrum("W_a")            |F[k]| on (step, neuron, frequency)
+  ds.mechgrok.neuron(i, step=...)        one neuron's rows with their ideal waves
+  ds.mechgrok.idealized_weights(step)    the Sq->Cos (or other) idealized model's weights
+  ds.mechgrok.analyze(**options)         mechgrok.analyze(ds, ...)
+On an analysis (freq_a, ideal_acc, ... on step, neuron):
+  ds.mechgrok.headline()                 the run's headline numbers as a dict
+  ds.mechgrok.structured(step)           indices of the structured neurons at a step
+"""
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from . import fourier
+from .idealize import square
+
+HEADLINE_STEP_VARIABLES = ("val_acc", "ideal_acc", "ideal_acc_sq_sq", "ideal_acc_cos_cos", "ideal_acc_phase_sum",
+                           "ideal_acc_shuffled", "r_all", "r_structured", "phase_sum_coherence", "n_structured")
+
+
+@xr.register_dataset_accessor("mechgrok")
+class MechgrokAccessor:
+    def __init__(self, ds: xr.Dataset):
+        self._ds = ds
+
+    def _rows(self, name: str, **selection) -> xr.DataArray:
+        if name not in self._ds:
+            raise KeyError(f"{name} is not in this Dataset (a trajectory has W_a, W_b, W_out)")
+        return self._ds[name].sel(**selection).transpose(..., "token")
+
+    def spectrum(self, name: str = "W_a") -> xr.DataArray:
+        """|F[k]| of each row of `name`, k = 0..(p-1)//2 on a new `frequency` dimension."""
+        rows = self._rows(name)
+        p = rows.sizes["token"]
+        magnitude = xr.apply_ufunc(lambda w: np.abs(fourier.spectrum(w))[..., : (p - 1) // 2 + 1], rows,
+                                   input_core_dims=[["token"]], output_core_dims=[["frequency"]],
+                                   dask="parallelized", output_dtypes=[float],
+                                   dask_gufunc_kwargs={"output_sizes": {"frequency": (p - 1) // 2 + 1}})
+        return magnitude.assign_coords(frequency=np.arange((p - 1) // 2 + 1)).rename(f"{name}_spectrum")
+
+    def neuron(self, index: int, step=None) -> xr.Dataset:
+        """Neuron `index`'s W_a, W_b, W_out rows (over token, at `step` or all steps) with their
+        ideal waves: square waves for W_a, W_b (levels = medians of each half-period) and a
+        cosine for W_out, at W_a's dominant frequency and each row's phase at it."""
+        selection = {"neuron": index} if step is None else {"neuron": index, "step": step}
+        rows = {name: np.asarray(self._rows(name, **selection).values, dtype=float) for name in ("W_a", "W_b", "W_out")}
+        p = rows["W_a"].shape[-1]
+        spectra = {name: fourier.spectrum(values) for name, values in rows.items()}
+        freq = fourier.dominant_frequency(spectra["W_a"])
+        dims = ("step", "token") if rows["W_a"].ndim == 2 else ("token",)
+        out = xr.Dataset({name: (dims, values) for name, values in rows.items()})
+        for name in ("W_a", "W_b"):
+            phase = fourier.phase_at(spectra[name], freq)
+            theta = fourier.wave_angle(freq, np.nan_to_num(phase), p)
+            high, low = fourier.square_levels(rows[name], theta)
+            out[f"{name}_ideal"] = (dims, np.where(np.asarray(freq > 0)[..., None], fourier.ideal_square(theta, high, low), np.nan))
+        phase_out = fourier.phase_at(spectra["W_out"], freq)
+        theta_out = fourier.wave_angle(freq, np.nan_to_num(phase_out), p)
+        amplitude = fourier.amplitude_at(spectra["W_out"], freq)
+        offset = spectra["W_out"][..., 0].real / p
+        out["W_out_ideal"] = (dims, np.asarray(offset)[..., None] + np.asarray(amplitude)[..., None] * np.cos(theta_out))
+        coords = {"token": np.arange(p)}
+        if "step" in dims:
+            coords["step"] = self._ds["step"].sel(**({} if step is None else {"step": step})).values
+        out = out.assign_coords(coords)
+        out["freq"] = (dims[:-1], freq)
+        out.attrs.update(neuron=int(index))
+        return out
+
+    def idealized_weights(self, step, variant: str = "sq_cos") -> xr.Dataset:
+        """Weights of the idealized model at `step` (paper section 4.1): unit-amplitude
+        waves at each neuron's W_a frequency and extracted phases; variant is one of sq_cos,
+        sq_sq, cos_cos, phase_sum (phi_out = phi_a + phi_b). Dead neurons get zero rows."""
+        rows = {name: np.asarray(self._rows(name, step=step).transpose("neuron", "token").values, dtype=float)
+                for name in ("W_a", "W_b", "W_out")}
+        p = rows["W_a"].shape[-1]
+        spectra = {name: fourier.spectrum(values) for name, values in rows.items()}
+        freq = fourier.dominant_frequency(spectra["W_a"])
+        phases = {name: np.nan_to_num(fourier.phase_at(spectra[name], freq)) for name in rows}
+        if variant == "phase_sum":
+            phases["W_out"] = phases["W_a"] + phases["W_b"]
+        shapes = {"sq_cos": (square, np.cos), "sq_sq": (square, square), "cos_cos": (np.cos, np.cos), "phase_sum": (square, np.cos)}
+        if variant not in shapes:
+            raise ValueError(f"variant must be one of {', '.join(shapes)}, got {variant!r}")
+        f_in, f_out = shapes[variant]
+        alive = (freq > 0)[:, None]
+        waves = {name: np.where(alive, (f_out if name == "W_out" else f_in)(fourier.wave_angle(freq, phases[name], p)), 0.0)
+                 for name in rows}
+        out = xr.Dataset({name: (("neuron", "token"), w) for name, w in waves.items()},
+                         coords={"neuron": self._ds["neuron"].values, "token": np.arange(p)})
+        out["freq"] = ("neuron", freq)
+        out.attrs.update(variant=variant, step=int(np.asarray(step)))
+        return out
+
+    def analyze(self, **options) -> xr.Dataset:
+        """mechgrok.analyze on this Dataset (see its docstring for options)."""
+        from .analysis import analyze
+
+        return analyze(self._ds, **options)
+
+    def headline(self) -> dict:
+        """The run's headline numbers from an analysis: the run attributes and, at the
+        saturation step and at the last snapshot, the idealized accuracies and controls,
+        r, r', coherence and structured-neuron counts."""
+        ds = self._ds
+        if "ideal_acc" not in ds:
+            raise KeyError("headline() needs an analysis Dataset (mechgrok.analyze)")
+        out = {key: ds.attrs.get(key) for key in ("saturation_step", "grok_step", "structure_step", "lead_steps",
+                                                  "threshold", "threshold_low", "modulus", "width", "noise", "seed")}
+        points = {"final": ds["step"].values[-1]}
+        if int(ds.attrs.get("saturation_step", -1)) >= 0:
+            points["saturation"] = ds.attrs["saturation_step"]
+        for label, step in points.items():
+            at = ds.sel(step=step, method="nearest")
+            for name in HEADLINE_STEP_VARIABLES:
+                if name in ds:
+                    out[f"{name}_{label}"] = float(at[name])
+        out["final_step"] = int(ds["step"].values[-1])
+        return out
+
+    def structured(self, step) -> np.ndarray:
+        """Indices of the neurons flagged structured at `step` (analysis Datasets)."""
+        return self._ds["neuron"].values[self._ds["structured"].sel(step=step).values.astype(bool)]
