@@ -147,9 +147,8 @@ def analyze_arrays(W_a: np.ndarray, W_b: np.ndarray, W_out: np.ndarray, params: 
     for variant in IDEAL_VARIANTS:
         result[IDEAL_NAMES[variant]] = ideal[variant]
     if real_accuracy:
-        (result["all_acc"],) = accuracy_all_pairs(W_a.astype(np.float32), W_b.astype(np.float32), [W_out.astype(np.float32)],
-                                                  None if b_in is None else b_in.astype(np.float32),
-                                                  None if b_out is None else b_out.astype(np.float32))
+        # the real model's logits are real-valued but can tie exactly when it is collapsed
+        (result["all_acc"],) = accuracy_all_pairs(W_a, W_b, [W_out], b_in, b_out, integer_logits=True)
     return result
 
 

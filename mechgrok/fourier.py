@@ -110,7 +110,7 @@ def square_distance(rows: np.ndarray, theta: np.ndarray, freq: np.ndarray, high:
 
 
 def cosine_distance(rows: np.ndarray, theta: np.ndarray, freq: np.ndarray, amplitude: np.ndarray,
-                    offset: np.ndarray, scale: np.ndarray, n_starts: int = 13, newton_steps: int = 3) -> np.ndarray:
+                    offset: np.ndarray, scale: np.ndarray, n_starts: int = 7, newton_steps: int = 3) -> np.ndarray:
     """Mean nearest-point distance from the points (x, w[x]) to the ideal cosine
     offset + amplitude cos(theta) in the same plane as `square_distance`. The closest curve
     point x + d lies within the vertical gap v = |w - c(x)| of x, so d is searched on

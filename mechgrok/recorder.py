@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import time
 from pathlib import Path
 
 from .errors import TrajectoryError
@@ -15,6 +16,9 @@ from .trajectory import TrajectoryWriter, is_complete, read_config
 DEFAULT_TRAJECTORY_DIR = Path("trajectories")
 # Options that only decide when to stop or what to keep: a resumed run may change them.
 RESUMABLE_CHANGES = ("steps", "stop_val_acc", "patience")
+# Optimizer state is written with a snapshot at most this often (and always with the first,
+# saturation and final ones): a resume retrains at most this long, dense schedules stay cheap.
+CHECKPOINT_SECONDS = 2.0
 
 
 def default_trajectory_name(config: RunConfig) -> str:
@@ -66,8 +70,14 @@ def record_runs(configs: list[RunConfig], outs: list[Path], resume: bool = False
             active_outs.append(out)
         if writers:
             start = [s if s is not None else initial_state(c) for s, c in zip(states, active_configs)]
+            last_checkpoint = [-float("inf")] * len(writers)
             for snapshot in train_ensemble(active_configs, start, on_step=on_step):
-                writers[snapshot.run].append(snapshot)
+                now = time.monotonic()
+                checkpoint = (snapshot.is_saturation or snapshot.is_final
+                              or now - last_checkpoint[snapshot.run] >= CHECKPOINT_SECONDS)
+                if checkpoint:
+                    last_checkpoint[snapshot.run] = now
+                writers[snapshot.run].append(snapshot, checkpoint=checkpoint)
     finally:
         for writer in writers:
             writer.close()

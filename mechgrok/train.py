@@ -249,7 +249,6 @@ def train_ensemble(configs: list[RunConfig], states: list[RunState] | None = Non
     schedules = [set(snapshot_steps(c).tolist()) for c in configs]
     memory = [dict(best_val_acc=s.best_val_acc, best_val_step=s.best_val_step, saturation_step=s.saturation_step) for s in states]
     steps = [s.step for s in states]
-    resumed = [s.step > 0 for s in states]  # the resume step's snapshot is already on file
     p, bias = configs[0].modulus, configs[0].bias
     latest: dict[int, dict[str, float]] = {}
 
@@ -286,7 +285,7 @@ def train_ensemble(configs: list[RunConfig], states: list[RunState] | None = Non
                     elif step >= config.steps:
                         stop_reason = f"step cap {config.steps} reached"
                 wants_snapshot = scheduled[row] or saturated_now[row] or bool(stop_reason)
-                if wants_snapshot and not (resumed[run] and step == states[run].step):
+                if wants_snapshot:
                     state = _state_of(batch, row, step, dict(memory[run]))
                     yield Snapshot(
                         run=run,

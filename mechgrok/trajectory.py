@@ -16,12 +16,15 @@ A trajectory is a netCDF4-compatible HDF5 file (readable by h5py, h5netcdf and
   (-1 until reached), `final_step` and `stop_reason` (-1 / "" while recording),
   `n_snapshots` (the committed count), `format_version`, `mechgrok_version`,
   `torch_version`, `created`.
-- group `resume`: AdamW moments and the stopping rule's memory for the latest two snapshots
-  (double-buffered, so a kill while writing one leaves the other intact).
+- group `resume`: AdamW moments and the stopping rule's memory at the latest two
+  checkpointed snapshots (double-buffered, so a kill while writing one leaves the other).
 
 Each snapshot is written, then `n_snapshots` is raised and the file flushed: a reader, or
 a recording killed at any moment, sees every completed snapshot; a snapshot half-written
 when the process died is beyond `n_snapshots` and is dropped on open and on resume.
+Optimizer state is checkpointed at some snapshots only (the recorder's policy); a resume
+restarts from the latest checkpoint and, training being deterministic, regenerates the
+snapshots after it that are already on file without writing them again.
 """
 from __future__ import annotations
 
@@ -91,6 +94,8 @@ class TrajectoryWriter:
         self.path = path
         self.config = config
         self.n_snapshots = attr_int(file.attrs["n_snapshots"])
+        self.last_step = int(file.variables["step"][self.n_snapshots - 1]) if self.n_snapshots else -1
+        self._checkpoints = 0
         # Appends go straight to the h5py datasets: h5netcdf's per-write checks cost ~1 ms each.
         h5 = file._h5file
         self._along_step = {name: h5[name] for name in file.variables if file.variables[name].dimensions[:1] == ("step",)}
@@ -146,7 +151,7 @@ class TrajectoryWriter:
     @classmethod
     def reopen(cls, path: str | os.PathLike) -> tuple["TrajectoryWriter", RunState | None]:
         """Open an unfinished trajectory to continue it. Returns the writer and the state at its
-        last committed snapshot (None when it has no snapshot yet); drops a half-written one."""
+        latest checkpoint (None when it has no snapshot yet); drops a half-written snapshot."""
         path = Path(path)
         check_trajectory_file(path)
         f = h5netcdf.File(path, "a", locking=False)
@@ -156,20 +161,23 @@ class TrajectoryWriter:
             n = writer.n_snapshots
             if f.dimensions["step"].size != n:
                 f.resize_dimension("step", n)
-            state = writer._read_state(n - 1) if n else None
+            state = writer._read_latest_state() if n else None
         except BaseException:
             f.close()
             raise
         return writer, state
 
-    def _read_state(self, index: int) -> RunState:
+    def _read_latest_state(self) -> RunState:
         f, cfg = self._file, self.config
-        step = int(f.variables["step"][index])
         slots = f["resume"].variables
-        matches = np.flatnonzero(slots["slot_step"][:] == step)
-        if matches.size == 0:
-            raise TrajectoryError(f"{self.path}: no optimizer state saved for step {step}; cannot resume")
-        slot = int(matches[0])
+        committed = np.asarray(f.variables["step"][: self.n_snapshots])
+        slot_steps = np.asarray(slots["slot_step"][:])
+        usable = [(step, slot) for slot, step in enumerate(slot_steps) if step >= 0 and step in committed]
+        if not usable:
+            raise TrajectoryError(f"{self.path}: no optimizer checkpoint among its snapshots; cannot resume")
+        step, slot = max(usable)
+        index = int(np.flatnonzero(committed == step)[0])
+        self._checkpoints = slot + 1
         weights = {name: np.asarray(f.variables[name][index]) for name in WEIGHT_NAMES}
         zeros = {"b_in": np.zeros(cfg.width, np.float32), "b_out": np.zeros(cfg.modulus, np.float32)}
         for name in ("b_in", "b_out"):
@@ -178,7 +186,7 @@ class TrajectoryWriter:
         m = MLPParams.from_flat(torch.from_numpy(np.asarray(slots["adam_m"][slot])[None].copy()), cfg.modulus, cfg.width)
         v = MLPParams.from_flat(torch.from_numpy(np.asarray(slots["adam_v"][slot])[None].copy()), cfg.modulus, cfg.width)
         best_val_acc, best_val_step, saturation_step = slots["memory"][slot]
-        return RunState(step, params, m, v, float(best_val_acc), int(best_val_step), int(saturation_step))
+        return RunState(int(step), params, m, v, float(best_val_acc), int(best_val_step), int(saturation_step))
 
     def update_config(self, config: RunConfig) -> None:
         """Record a changed stopping rule or step cap of a resumed run; a run that had
@@ -188,8 +196,12 @@ class TrajectoryWriter:
         self._file.attrs.update(dict(final_step=-1, stop_reason=""))
         self._flush()
 
-    def append(self, snapshot: Snapshot) -> None:
-        """Write one snapshot and its resume state, then commit and flush."""
+    def append(self, snapshot: Snapshot, checkpoint: bool = True) -> None:
+        """Write one snapshot (and, with `checkpoint`, its optimizer state), then commit and
+        flush. Snapshots at or before the last step on file (regenerated after a resume from an
+        earlier checkpoint) are already there and are skipped."""
+        if snapshot.step <= self.last_step:
+            return
         f, i, data = self._file, self.n_snapshots, self._along_step
         for dataset in data.values():
             dataset.resize(i + 1, axis=0)
@@ -201,20 +213,28 @@ class TrajectoryWriter:
         for name in METRIC_NAMES:
             data[name][i] = snapshot.metrics[name]
         data["step"][i] = snapshot.step
-        state, slot = snapshot.state, i % 2
-        resume = self._resume
-        resume["adam_m"][slot] = state.adam_m.flat()[0].numpy()
-        resume["adam_v"][slot] = state.adam_v.flat()[0].numpy()
-        resume["memory"][slot] = [state.best_val_acc, state.best_val_step, state.saturation_step]
-        resume["slot_step"][slot] = snapshot.step
+        if checkpoint:
+            self._write_checkpoint(snapshot)
         if snapshot.is_saturation:
             f.attrs["saturation_step"] = snapshot.step
         if snapshot.is_final:
             f.attrs["final_step"] = snapshot.step
             f.attrs["stop_reason"] = snapshot.stop_reason
-        self.n_snapshots = i + 1
+        self.n_snapshots, self.last_step = i + 1, snapshot.step
         f.attrs["n_snapshots"] = self.n_snapshots
         self._flush()
+
+    def _write_checkpoint(self, snapshot: Snapshot) -> None:
+        """Optimizer state into the older of the two slots. The slot is marked invalid and
+        flushed first, so a kill mid-write can never leave a slot whose tag names new data."""
+        state, slot, resume = snapshot.state, self._checkpoints % 2, self._resume
+        resume["slot_step"][slot] = -1
+        self._flush()
+        resume["adam_m"][slot] = state.adam_m.flat()[0].numpy()
+        resume["adam_v"][slot] = state.adam_v.flat()[0].numpy()
+        resume["memory"][slot] = [state.best_val_acc, state.best_val_step, state.saturation_step]
+        resume["slot_step"][slot] = snapshot.step
+        self._checkpoints += 1
 
     def _flush(self) -> None:
         # h5netcdf's flush() only writes its own attributes; h5py's writes HDF5's caches to disk
@@ -320,7 +340,8 @@ def is_complete(path: str | os.PathLike, config: RunConfig | None = None) -> boo
         if final < 0 or config is None:
             return final >= 0
         n = attr_int(f.attrs["n_snapshots"])
-        best_val_step = int(f["resume"]["memory"][(n - 1) % 2][1])
+        slot = int(np.flatnonzero(f["resume"]["slot_step"][:] == final)[0])  # the final snapshot is always checkpointed
+        best_val_step = int(f["resume"]["memory"][slot][1])
         return (final >= config.steps or float(f["val_acc"][n - 1]) >= config.stop_val_acc
                 or final - best_val_step >= config.patience)
 

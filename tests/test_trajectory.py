@@ -114,3 +114,22 @@ def test_bad_files_raise_one_line_errors_naming_the_file(tmp_path, recorded):
         with pytest.raises((TrajectoryError, FileNotFoundError)) as info:
             open_trajectory(folder / name)
         assert name in str(info.value) and message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_resume_from_an_earlier_checkpoint_regenerates_without_rewriting(tmp_path, tiny_config, monkeypatch):
+    import mechgrok.recorder
+
+    monkeypatch.setattr(mechgrok.recorder, "CHECKPOINT_SECONDS", 1e9)  # checkpoints only at step 0 and the final step
+    full = mechgrok.record(tiny_config, out=tmp_path / "full.h5")
+    cut = tmp_path / "cut.h5"
+    cut.write_bytes(full.read_bytes())
+    with h5py.File(cut, "r+") as f:  # as if killed after 8 snapshots, long after the last checkpoint
+        f.attrs["n_snapshots"], f.attrs["final_step"], f.attrs["stop_reason"] = 8, -1, ""
+        f["resume"]["slot_step"][:] = np.where(f["resume"]["slot_step"][:] == 0, 0, -1)
+        f["W_a"][7] = 123.0  # a marker: snapshots on file are kept, not rewritten
+    mechgrok.record(tiny_config, out=cut, resume=True)
+    a, b = open_trajectory(full), open_trajectory(cut)
+    assert list(a.step.values) == list(b.step.values)
+    assert (b.W_a.isel(step=7).values == 123.0).all()
+    np.testing.assert_array_equal(a.W_a.isel(step=slice(8, None)).values, b.W_a.isel(step=slice(8, None)).values)
+    np.testing.assert_array_equal(a.val_acc.values, b.val_acc.values)
