@@ -148,7 +148,7 @@ def analyze_arrays(W_a: np.ndarray, W_b: np.ndarray, W_out: np.ndarray, params: 
         result[IDEAL_NAMES[variant]] = ideal[variant]
     if real_accuracy:
         # the real model's logits are real-valued but can tie exactly when it is collapsed
-        (result["all_acc"],) = accuracy_all_pairs(W_a, W_b, [W_out], b_in, b_out, integer_logits=True)
+        (result["all_acc"],) = accuracy_all_pairs(W_a, W_b, [W_out], b_in, b_out, integer_logits=[True])
     return result
 
 

@@ -31,17 +31,19 @@ def pair_labels(p: int) -> np.ndarray:
 
 def accuracy_all_pairs(W_a: np.ndarray, W_b: np.ndarray, W_out_list: list[np.ndarray],
                        b_in: np.ndarray | None = None, b_out: np.ndarray | None = None,
-                       integer_logits: bool = False) -> np.ndarray:
+                       integer_logits: list[bool] | None = None) -> np.ndarray:
     """Accuracy over all p^2 pairs of MLPs that share input rows W_a, W_b (..., n, p) and
     first-layer bias b_in (..., n), for each output matrix in W_out_list (..., n, p), with
-    output bias b_out (..., p). Returns (len(W_out_list), ...) accuracies, computed in float32.
-    A pair whose label ties with t - 1 other classes for the largest logit counts 1/t (the
-    expected accuracy under random tie-breaking). Exact ties need `integer_logits` (Sq->Sq,
-    whose logits are integers); for real-valued logits they have probability ~0 and the
-    cheaper argmax is used."""
+    output bias b_out (..., p). Returns (len(W_out_list), ...) accuracies, computed in float32
+    with one matrix product for all outputs. A pair whose label ties with t - 1 other
+    classes for the largest logit counts 1/t (expected accuracy under random tie-breaking).
+    Exact ties are checked for the outputs flagged in `integer_logits` (Sq->Sq, whose
+    logits are integers; a collapsed real model); elsewhere they have probability ~0 and
+    the cheaper argmax is used."""
     p = W_a.shape[-1]
     batch_shape = W_a.shape[:-2]
     labels = pair_labels(p)
+    integer_logits = integer_logits or [False] * len(W_out_list)
     W_a, W_b = W_a.astype(np.float32, copy=False), W_b.astype(np.float32, copy=False)
     hidden = W_a[..., :, :, None] + W_b[..., :, None, :]  # (..., n, a, b)
     if b_in is not None:
@@ -53,13 +55,17 @@ def accuracy_all_pairs(W_a: np.ndarray, W_b: np.ndarray, W_out_list: list[np.nda
     logits = logits.reshape(*batch_shape, p * p, len(W_out_list), p)
     if b_out is not None:
         logits += b_out[..., None, None, :].astype(np.float32)
-    if not integer_logits:
-        credit = logits.argmax(-1) == labels[:, None]
-    else:
-        top = logits.max(-1)
-        label_logit = np.take_along_axis(logits, np.broadcast_to(labels[:, None, None], (*logits.shape[:-1], 1)), -1)[..., 0]
-        credit = (label_logit == top) / (logits == top[..., None]).sum(-1)
-    return np.moveaxis(credit.mean(-2), -1, 0)
+    accuracies = []
+    for index, exact_ties in enumerate(integer_logits):
+        part = logits[..., index, :]
+        if exact_ties:
+            top = part.max(-1)
+            label_logit = np.take_along_axis(part, np.broadcast_to(labels[:, None], (*part.shape[:-1], 1)), -1)[..., 0]
+            credit = (label_logit == top) / (part == top[..., None]).sum(-1)
+        else:
+            credit = part.argmax(-1) == labels
+        accuracies.append(credit.mean(-1))
+    return np.stack(accuracies)
 
 
 def ideal_accuracies(freq: np.ndarray, phase_a: np.ndarray, phase_b: np.ndarray, phase_out: np.ndarray,
@@ -88,14 +94,16 @@ def ideal_accuracies(freq: np.ndarray, phase_a: np.ndarray, phase_b: np.ndarray,
 
     theta_a, theta_b, theta_out = angle(phase_a), angle(phase_b), angle(phase_out)
     sq_a, sq_b = square(theta_a), square(theta_b)
-    cos_outputs = [
-        masked(np.cos(theta_out)),  # sq_cos
+    cos_out = masked(np.cos(theta_out))
+    square_input_outputs = [
+        cos_out,  # sq_cos
+        masked(square(theta_out)),  # sq_sq
         masked(np.cos(angle(phase_a + phase_b))),  # phase_sum
         masked(np.cos(angle(shuffled_out))),  # shuffled
     ]
-    sq_cos, phase_sum, shuffled = accuracy_all_pairs(sq_a, sq_b, cos_outputs)
-    (sq_sq,) = accuracy_all_pairs(sq_a, sq_b, [masked(square(theta_out))], integer_logits=True)
-    (cos_cos,) = accuracy_all_pairs(np.cos(theta_a), np.cos(theta_b), [cos_outputs[0]])
+    sq_cos, sq_sq, phase_sum, shuffled = accuracy_all_pairs(sq_a, sq_b, square_input_outputs,
+                                                            integer_logits=[False, True, False, False])
+    (cos_cos,) = accuracy_all_pairs(np.cos(theta_a), np.cos(theta_b), [cos_out])
     result = dict(sq_cos=sq_cos, sq_sq=sq_sq, cos_cos=cos_cos, phase_sum=phase_sum, shuffled=shuffled)
     empty = ~used.any(-1)
     return {name: np.where(empty, np.nan, value) for name, value in result.items()}

@@ -1,0 +1,124 @@
+"""Analysis benchmarks (issue: mechgrok analyze).
+
+  demo      record the quick-start demo run, then analyze it: analysis time / recording time
+  loop      vectorized analysis vs a per-snapshot, per-neuron numpy loop on the same snapshots
+  memory    peak memory of analyzing a synthetic trajectory of --gigabytes (default 2) GB
+
+Usage: python benchmarks/bench_analyze.py demo|loop|memory [--trajectory PATH] [--gigabytes 2]
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import mechgrok
+from mechgrok import fourier
+from mechgrok.analysis import AnalysisParams, analyze_arrays, neuron_structure
+from mechgrok.idealize import pair_labels, square
+
+
+def bench_demo(folder: Path) -> None:
+    path = folder / "demo.h5"
+    start = time.perf_counter()
+    mechgrok.record(train_frac=0.5, stop_val_acc=0.99, out=path)
+    recording = time.perf_counter() - start
+    start = time.perf_counter()
+    result = mechgrok.analyze(path, save=False)
+    analysis = time.perf_counter() - start
+    print(f"demo (record --train-frac 0.5 --stop-val-acc 0.99): {result.sizes['step']} snapshots, final step {int(result.step[-1])}")
+    print(f"recording {recording:.1f} s, analysis {analysis:.1f} s: analysis/recording = {analysis / recording:.2f}")
+
+
+def _loop_reference(W_a, W_b, W_out, params: AnalysisParams) -> dict:
+    """The straightforward implementation: one snapshot, one neuron at a time; idealized
+    models accumulated neuron by neuron."""
+    p = W_a.shape[-1]
+    labels = pair_labels(p)
+    out = {"ideal_acc": []}
+    for s in range(W_a.shape[0]):
+        rows = []
+        for i in range(W_a.shape[1]):
+            rows.append(neuron_structure(W_a[s, i][None], W_b[s, i][None], W_out[s, i][None],
+                                         params.threshold, params.threshold_low))
+        logits = np.zeros((p * p, p))
+        x = np.arange(p)
+        for i, r in enumerate(rows):
+            k = int(r["freq_a"][0])
+            if k == 0:
+                continue
+            sa = square(2 * np.pi * k * x / p - r["phase_a"][0])
+            sb = square(2 * np.pi * k * x / p - r["phase_b"][0])
+            h = np.maximum(sa[:, None] + sb[None, :], 0).reshape(-1)
+            logits += h[:, None] * np.cos(2 * np.pi * k * x / p - r["phase_out"][0])[None, :]
+        out["ideal_acc"].append(float((logits.argmax(-1) == labels).mean()))
+    return out
+
+
+def bench_loop(trajectory: Path | None, folder: Path) -> None:
+    if trajectory is None:
+        trajectory = mechgrok.record(steps=300, stop_val_acc=1.0, out=folder / "loop.h5")
+    ds = mechgrok.open_trajectory(trajectory).isel(step=slice(-8, None))
+    W = [ds[name].values.astype(np.float64) for name in ("W_a", "W_b", "W_out")]
+    params = AnalysisParams().resolved(ds.sizes["token"])
+    analyze_arrays(*W, params, real_accuracy=False, steps=ds.step.values)  # warm-up: allocations, FFT plans
+    start = time.perf_counter()
+    fast = analyze_arrays(*W, params, real_accuracy=False, steps=ds.step.values)
+    vectorized = time.perf_counter() - start
+    start = time.perf_counter()
+    slow = _loop_reference(*W, params)
+    loop = time.perf_counter() - start
+    assert np.allclose(fast["ideal_acc"], slow["ideal_acc"], atol=1e-3), (fast["ideal_acc"], slow["ideal_acc"])
+    n = W[0].shape[0]
+    print(f"{n} snapshots of p={ds.sizes['token']}, {ds.sizes['neuron']} neurons (same results, checked)")
+    print(f"vectorized {vectorized / n * 1e3:.0f} ms/snapshot, per-neuron loop {loop / n * 1e3:.0f} ms/snapshot: {loop / vectorized:.1f}x")
+
+
+def bench_memory(gigabytes: float, folder: Path) -> None:
+    """Write a synthetic trajectory of random weights, then analyze it in a child process and
+    read that process's peak resident memory."""
+    from mechgrok.config import RunConfig
+    from mechgrok.task import make_task
+    from mechgrok.trajectory import TrajectoryWriter
+    from mechgrok.train import initial_state, Snapshot
+
+    config = RunConfig(steps=10**7, every=1, stop_val_acc=1.0)
+    path = folder / "big.h5"
+    per_snapshot = 3 * config.width * config.modulus * 4
+    n = int(gigabytes * 1e9 / per_snapshot) + 1
+    state = initial_state(config)
+    rng = np.random.default_rng(0)
+    with TrajectoryWriter.create(path, config, make_task(config.modulus, config.train_frac, 0, 0)) as writer:
+        for step in range(n):
+            weights = {name: rng.standard_normal(t[0].shape).astype(np.float32) * 0.1
+                       for name, t in zip(("W_a", "W_b", "b_in", "W_out", "b_out"), state.params.tensors())}
+            metrics = dict(train_loss=1.0, train_acc=0.5, train_acc_true=0.5, val_loss=1.0, val_acc=0.1)
+            writer.append(Snapshot(0, step, weights, metrics, state), checkpoint=step == 0)
+    size = path.stat().st_size
+    code = ("import resource, time, mechgrok; t = time.perf_counter(); "
+            f"mechgrok.analyze({str(path)!r}, save=False); "
+            "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    seconds, peak_kb = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    peak = int(peak_kb) * 1024
+    print(f"trajectory {size / 1e9:.2f} GB ({n} snapshots); analysis {float(seconds):.0f} s, "
+          f"peak RSS {peak / 1e6:.0f} MB = {peak / size:.1%} of the file")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("which", choices=["demo", "loop", "memory"])
+    parser.add_argument("--trajectory", type=Path, default=None)
+    parser.add_argument("--gigabytes", type=float, default=2.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(dir=".") as tmp:
+        {"demo": lambda: bench_demo(Path(tmp)), "loop": lambda: bench_loop(args.trajectory, Path(tmp)),
+         "memory": lambda: bench_memory(args.gigabytes, Path(tmp))}[args.which]()
+
+
+if __name__ == "__main__":
+    main()
