@@ -16,6 +16,7 @@ _PUBLIC = {
     "open_trajectory": "mechgrok.trajectory",
     "analyze": "mechgrok.analysis",
     "AnalysisParams": "mechgrok.analysis",
+    "report": "mechgrok.reporting",
 }
 __all__ = sorted(_PUBLIC)
 

@@ -214,5 +214,30 @@ def summary_table(result, title: str):
     return table
 
 
+@main.command()
+@click.argument("trajectories", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--html", "as_html", is_flag=True, help="Write the self-contained HTML report (else print summaries).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Report file [default: reports/<trajectory name>.html].")
+@click.option("--png-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Also write each figure as a PNG here.")
+@click.option("--force", is_flag=True, help="Replace an existing report.")
+@one_line_errors
+def report(trajectories: tuple[Path, ...], as_html: bool, out: Path | None, png_dir: Path | None, force: bool) -> None:
+    """Show how structure emerges before grokking, for one run or a sweep.
+
+    Analyzes each trajectory unless a current analysis sits beside it."""
+    if not as_html:
+        from .analysis import analyze as run_analysis
+
+        for path in trajectories:
+            console.print(summary_table(run_analysis(path), title=str(path)))
+        return
+    from .reporting import report as write_report
+
+    started = time.perf_counter()
+    path = write_report(list(trajectories), out=out, png_dir=png_dir, force=force)
+    console.print(f"[green]wrote[/green] {path} ({time.perf_counter() - started:.1f} s)")
+
+
 if __name__ == "__main__":
     main()

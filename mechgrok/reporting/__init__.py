@@ -1,0 +1,206 @@
+"""`mechgrok report`: one self-contained HTML page from one or several trajectories
+(analyzing each where no current analysis exists)."""
+from __future__ import annotations
+
+import html
+import os
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from ..analysis import analyze
+from ..errors import OutputExistsError
+from ..trajectory import open_trajectory
+from . import figures
+from .webpage import cards_html, figure_html, figure_png, page, table_html
+from .paper import FIG5, paper_row
+
+DEFAULT_REPORT_DIR = Path("reports")
+
+DEFINITIONS = """<ul>
+<li><b>DFT</b> of a row w over tokens x = 0..p-1: F[k] = &sum;<sub>x</sub> w[x] e<sup>-2&pi;ikx/p</sup>. Dominant frequency
+k* = argmax |F[k]|, k = 1..(p-1)/2 (0 for dead or constant rows). Phase &phi; = -angle F[k*] in radians, wrapped to
+[-&pi;, &pi;): rows are modelled as f(2&pi;k*x/p - &phi;). Phases of W_b and W_out are read at W_a's frequency.</li>
+<li><b>Periodicity</b> (paper Eq. 1): max<sub>k</sub>|F[k]| / mean<sub>k=1..p-1</sub>|F[k]|: (p-1)/2 for a cosine, ~15.8 for a
+square wave at p = 97, 2-3 for noise. <b>Structured</b>: W_a periodicity above the threshold and the dominant
+frequencies of W_a, W_b, W_out agree; <b>unstructured</b>: below the lower threshold. Thresholds default to the
+paper's 12 and 5 scaled by (p-1)/96.</li>
+<li><b>Square vs cosine</b>: mean nearest-point distance of the points (x, w[x]) to the ideal square wave (levels: medians
+of each half-period, vertical edges) and to the ideal cosine (same frequency, phase, amplitude, offset), w in units of
+the amplitude. <b>Binarization</b> = (d<sub>cos</sub> - d<sub>sq</sub>) / (d<sub>cos</sub> + d<sub>sq</sub>): 1 square, -1 cosine, ~0 noise.</li>
+<li><b>r</b>: Fisher-Lee circular correlation of &phi;<sub>out</sub> with &phi;<sub>a</sub> + &phi;<sub>b</sub> over all neuron pairs
+(defined even when phases spread evenly round the circle); r' over structured neurons.</li>
+<li><b>Idealized models</b> (paper 4.1): each neuron replaced by unit-amplitude waves at its W_a frequency and extracted
+phases, zero biases; Sq->Cos (square inputs, cosine outputs), Sq->Sq, Cos->Cos; accuracy over all p<sup>2</sup> pairs.
+<b>Controls</b>: &phi;<sub>out</sub> forced to &phi;<sub>a</sub> + &phi;<sub>b</sub> (the construction solves the task for any phases,
+so this says nothing about the model), and &phi;<sub>out</sub> shuffled across neurons (breaks the learned relation).
+Only the gap between Sq->Cos and the shuffled control is evidence of learned structure.</li>
+<li><b>Steps</b>: saturation = first snapshot with training accuracy &ge; 0.99; structure = first with Sq->Cos &ge; the
+structure threshold; grok = first with validation accuracy &ge; the grok threshold; lead = grok - structure.</li>
+</ul>"""
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "&ndash;"
+    return f"{value:.{digits}f}"
+
+
+def _step(value) -> str:
+    return "not reached" if value is None or int(value) < 0 else f"{int(value):,}"
+
+
+class _Figures:
+    """Collects rendered figures for the page and, optionally, a PNG folder."""
+
+    def __init__(self, png_dir: Path | None):
+        self.png_dir = png_dir
+        if png_dir is not None:
+            png_dir.mkdir(parents=True, exist_ok=True)
+
+    def add(self, fig, name: str, caption: str) -> str:
+        png = figure_png(fig)
+        if self.png_dir is not None:
+            (self.png_dir / f"{name}.png").write_bytes(png)
+        return figure_html(png, alt=name.replace("_", " "), caption=caption)
+
+
+def _config_line(trajectory: xr.Dataset) -> str:
+    a = trajectory.attrs
+    keys = ["modulus", "width", "train_frac", "noise", "seed", "lr", "weight_decay", "bias", "stop_val_acc", "patience"]
+    parts = [f"{k} = {a[k]}" for k in keys if k in a]
+    if "stop_reason" in a:
+        parts.append(f"stopped: {a['stop_reason'] or 'still recording'}")
+    return ", ".join(parts)
+
+
+def _headline_table(analysis: xr.Dataset) -> str:
+    head = analysis.mechgrok.headline()
+    rows = []
+    for label, name, digits in [("validation accuracy (real model)", "val_acc", 4), ("Sq->Cos idealized", "ideal_acc", 3),
+                                ("Sq->Sq idealized", "ideal_acc_sq_sq", 3), ("Cos->Cos idealized", "ideal_acc_cos_cos", 3),
+                                ("control: &phi;_out := &phi;_a + &phi;_b", "ideal_acc_phase_sum", 3),
+                                ("control: &phi;_out shuffled", "ideal_acc_shuffled", 3),
+                                ("r, all neurons", "r_all", 4), ("r', structured neurons", "r_structured", 4),
+                                ("structured neurons", "n_structured", 0)]:
+        rows.append([label, _fmt(head.get(f"{name}_saturation"), digits), _fmt(head.get(f"{name}_final"), digits)])
+    saturation = _step(head["saturation_step"])
+    return table_html(["", f"at saturation (step {saturation})", f"at the end (step {head['final_step']:,})"], rows)
+
+
+def _run_section(name: str, trajectory: xr.Dataset, analysis: xr.Dataset, figs: _Figures, prefix: str) -> list[str]:
+    head = analysis.mechgrok.headline()
+    steps = analysis["step"].values
+    final = int(steps[-1])
+    saturation = int(head["saturation_step"]) if int(head["saturation_step"]) >= 0 else int(steps[len(steps) // 4])
+    middle = int(steps[np.argmin(np.abs(steps - (saturation + final) / 2))])
+    cards = cards_html([
+        ("saturation step (train acc >= 0.99)", _step(head["saturation_step"])),
+        ("structure step (Sq->Cos >= %.2g)" % analysis.attrs["structure_acc"], _step(head["structure_step"])),
+        ("grok step (val acc >= %.2g)" % analysis.attrs["grok_acc"], _step(head["grok_step"])),
+        ("lead: grok - structure (steps)", _step(head["lead_steps"])),
+        ("final validation accuracy", _fmt(head.get("val_acc_final"), 4)),
+        ("final Sq->Cos / shuffled control", f"{_fmt(head.get('ideal_acc_final'))} / {_fmt(head.get('ideal_acc_shuffled_final'))}"),
+        ("final r / r'", f"{_fmt(head.get('r_all_final'), 4)} / {_fmt(head.get('r_structured_final'), 4)}"),
+        ("structured neurons at the end", f"{_fmt(head.get('n_structured_final'), 0)} of {analysis.sizes['neuron']}"),
+    ])
+    out = [f"<h2>{html.escape(name)}</h2>", f'<p class="muted">{html.escape(_config_line(trajectory))}</p>', cards,
+           _headline_table(analysis)]
+    out.append(figs.add(figures.timeline(analysis, trajectory), f"{prefix}timeline",
+                        "Timeline. Top: real and idealized accuracies with both controls; the gap between Sq-&gt;Cos (blue) and the "
+                        "shuffled control (gray dotted) is learned structure, the phase-sum control (orange dashed) is what the "
+                        "construction gives for free. Middle: share of structured neurons, median binarization and periodicity. "
+                        "Bottom: circular correlation of &phi;_out with &phi;_a + &phi;_b."))
+    gallery_steps = sorted({saturation, middle, final})
+    neurons = figures.gallery_neurons(analysis)
+    for which, color in (("W_a", "blue"), ("W_b", "vermillion")):
+        out.append(figs.add(figures.neuron_gallery(trajectory, analysis, gallery_steps, which, neurons), f"{prefix}gallery_{which}",
+                            f"{which} rows ({color}) of the most periodic structured neurons against their ideal square waves (gray) "
+                            "at saturation, midway and at the end (paper Figs. 1-2), zoomed to at most 5 periods."))
+    out.append(figs.add(figures.phase_scatter(analysis, [saturation, final], ["saturation", "end"]), f"{prefix}phase_scatter",
+                        "&phi;_out against &phi;_a + &phi;_b (paper Fig. 4); points on the dashed diagonal obey the phase-sum "
+                        "relation. Color: W_a periodicity; outlined: structured neurons."))
+    out.append(figs.add(figures.periodicity_panels(analysis), f"{prefix}periodicity",
+                        "Periodicity at the end with both thresholds, the frequencies the structured neurons use, and each "
+                        "neuron's periodicity over training (ordered by when it becomes structured)."))
+    return out
+
+
+def _sweep_sections(runs: list[tuple[str, xr.Dataset, xr.Dataset]], figs: _Figures) -> list[str]:
+    rows, curve_rows = [], []
+    header = ["run", "noise", "seed", "final real", "final Sq->Sq", "final Sq->Cos", "final Cos->Cos", "final shuffled",
+              "sat. real", "sat. Sq->Sq", "sat. Sq->Cos", "sat. Cos->Cos", "final r", "final r'"]
+    for name, trajectory, analysis in sorted(runs, key=lambda r: (float(r[1].attrs.get("noise", 0)), int(r[1].attrs.get("seed", 0)))):
+        head = analysis.mechgrok.headline()
+        noise = float(trajectory.attrs.get("noise", np.nan))
+        rows.append([html.escape(name), f"{noise:g}", str(trajectory.attrs.get("seed", "")),
+                     *(_fmt(head.get(k), 4) for k in ("val_acc_final", "ideal_acc_sq_sq_final", "ideal_acc_final",
+                                                      "ideal_acc_cos_cos_final", "ideal_acc_shuffled_final",
+                                                      "val_acc_saturation", "ideal_acc_sq_sq_saturation",
+                                                      "ideal_acc_saturation", "ideal_acc_cos_cos_saturation",
+                                                      "r_all_final", "r_structured_final"))])
+        paper = paper_row(noise)
+        if paper is not None:
+            r = FIG5.get(round(noise, 2), (None, None))
+            rows.append(['<span class="paper">paper</span>', f"{noise:g}", "", *(
+                f'<span class="paper">{_fmt(paper[k], 4) if paper[k] is not None else "&lt;0.0001"}</span>'
+                for k in ("final_real", "final_sq_sq", "final_sq_cos", "final_cos_cos")), "",
+                *(f'<span class="paper">{_fmt(paper[k], 4) if paper[k] is not None else "&lt;0.0001"}</span>'
+                  for k in ("sat_real", "sat_sq_sq", "sat_sq_cos", "sat_cos_cos")),
+                *(f'<span class="paper">{_fmt(v, 3)}</span>' for v in r)])
+        curve_rows.append(dict(noise=noise, val_acc_final=head.get("val_acc_final", np.nan),
+                               periodicity_mean_final=float(np.nanmean(analysis["periodicity_a"].isel(step=-1).values))))
+    out = ["<h2>Runs compared (the paper's Table 2)</h2>",
+           '<p>Validation accuracy of the real model and of the idealized models at the end and at the saturation '
+           'checkpoint. Rows in <span class="paper">blue</span> are the paper\'s values for the same noise level '
+           "(its idealized accuracies are on its validation split, ours on all p<sup>2</sup> pairs; paper.md).</p>",
+           table_html(header, rows)]
+    if len({r["noise"] for r in curve_rows}) > 1:
+        out.append(figs.add(figures.noise_curves(curve_rows), "sweep_noise_curves",
+                            "Final validation accuracy and mean W_a periodicity against label noise (paper Fig. 3)."))
+    finals = [(name, analysis) for name, _, analysis in runs]
+    for name, analysis in finals:
+        noise = float(analysis.attrs.get("noise", np.nan))
+        paper_r = FIG5.get(round(noise, 2))
+        label = f"{name} (noise {noise:g})" + (f"; paper: r = {paper_r[0]}, r' = {paper_r[1]}" if paper_r else "")
+        out.append(figs.add(figures.phase_scatter(analysis, [int(analysis["step"].values[-1])], [label]),
+                            f"sweep_phase_{name}", f"Phase-sum scatter at the end of {html.escape(name)} (paper Fig. 5)."))
+    return out
+
+
+def report(trajectories: list[str | os.PathLike], out: str | os.PathLike | None = None, png_dir: str | os.PathLike | None = None,
+           force: bool = False) -> Path:
+    """Write the HTML report for one run or several (a sweep) and return its path. Each
+    trajectory is analyzed unless a current analysis sits beside it. An existing report is
+    replaced only with `force`; trajectories are only read."""
+    paths = [Path(t) for t in trajectories]
+    if not paths:
+        raise ValueError("no trajectory given")
+    out_path = Path(out) if out is not None else DEFAULT_REPORT_DIR / (
+        (paths[0].stem if len(paths) == 1 else f"{paths[0].stem}_and_{len(paths) - 1}_more") + ".html")
+    if out_path.exists() and not force:
+        raise OutputExistsError(f"{out_path} exists; pass --force to replace it")
+    runs = []
+    for path in paths:
+        trajectory = open_trajectory(path)
+        runs.append((path.stem, trajectory, analyze(path)))
+    figs = _Figures(Path(png_dir) if png_dir is not None else None)
+    title = f"mechgrok report: {paths[0].stem}" if len(paths) == 1 else f"mechgrok report: {len(paths)} runs"
+    sections = [f"<h1>{html.escape(title)}</h1>",
+                '<p class="muted">When does the generalizing algorithm appear? Structure read from the weights '
+                "(idealized models, phase-sum relation, square-wave binarization) against the real model's accuracy.</p>"]
+    if len(runs) > 1:
+        sections += _sweep_sections(runs, figs)
+    if len(runs) <= 4:  # beyond that the page gets long: the sweep sections summarise
+        for name, trajectory, analysis in runs:
+            sections += _run_section(name, trajectory, analysis, figs, prefix=f"{name}_" if len(runs) > 1 else "")
+    sections += ["<h2>Definitions</h2>", DEFINITIONS]
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = out_path.with_name(out_path.name + ".partial")
+    temporary.write_text(page(title, sections), encoding="utf-8")
+    os.replace(temporary, out_path)
+    for _, trajectory, analysis in runs:
+        trajectory.close()
+        analysis.close()
+    return out_path

@@ -1,0 +1,223 @@
+"""Report figures: one function per figure, Datasets in, matplotlib Figure out. No I/O.
+
+`analysis` is a mechgrok.analyze result (dims step, neuron); `trajectory` the matching
+mechgrok.open_trajectory Dataset. Colors are the Okabe-Ito colorblind-safe palette.
+"""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import xarray as xr  # noqa: E402
+
+from ..fourier import wrap_angle  # noqa: E402
+
+OKABE_ITO = {"black": "#000000", "orange": "#E69F00", "sky": "#56B4E9", "green": "#009E73", "yellow": "#F0E442",
+             "blue": "#0072B2", "vermillion": "#D55E00", "purple": "#CC79A7", "gray": "#999999"}
+plt.rcParams.update({"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 8.5,
+                     "axes.spines.top": False, "axes.spines.right": False, "figure.dpi": 100})
+
+
+def _step_axis(ax, steps: np.ndarray) -> None:
+    """Steps on a symmetric-log axis: linear up to 10 (step 0 shows), logarithmic beyond."""
+    ax.set_xscale("symlog", linthresh=10)
+    ax.set_xlim(0, max(float(steps[-1]), 10) * 1.05)
+    ax.set_xlabel("training step (optimizer updates; linear to 10, then log)")
+
+
+def _mark_events(ax, analysis: xr.Dataset, label: bool = False) -> None:
+    events = [("saturation_step", "saturation", OKABE_ITO["gray"], ":"),
+              ("structure_step", "structure (Sq->Cos >= {:.2g})".format(analysis.attrs.get("structure_acc", 0.9)), OKABE_ITO["green"], "--"),
+              ("grok_step", "grok (val >= {:.2g})".format(analysis.attrs.get("grok_acc", 0.9)), OKABE_ITO["vermillion"], "--")]
+    for key, text, color, style in events:
+        step = int(analysis.attrs.get(key, -1))
+        if step >= 0:
+            ax.axvline(step, color=color, linestyle=style, linewidth=1.2, label=text if label else None)
+
+
+def timeline(analysis: xr.Dataset, trajectory: xr.Dataset | None = None) -> plt.Figure:
+    """Accuracies (real, idealized, controls), structure statistics and phase-sum correlation
+    against training step, with the saturation, structure and grok steps marked."""
+    steps = analysis["step"].values
+    fig, axes = plt.subplots(3, 1, figsize=(10, 9.5), sharex=True, constrained_layout=True)
+    ax = axes[0]
+    if "train_acc" in analysis:
+        ax.plot(steps, analysis["train_acc"], color=OKABE_ITO["black"], lw=1.5, label="train (labels used)")
+    if "val_acc" in analysis:
+        ax.plot(steps, analysis["val_acc"], color=OKABE_ITO["vermillion"], lw=2, label="validation (real model)")
+    ax.plot(steps, analysis["ideal_acc"], color=OKABE_ITO["blue"], lw=2, label="Sq->Cos idealized")
+    ax.plot(steps, analysis["ideal_acc_sq_sq"], color=OKABE_ITO["sky"], lw=1.2, label="Sq->Sq idealized")
+    ax.plot(steps, analysis["ideal_acc_cos_cos"], color=OKABE_ITO["purple"], lw=1.2, label="Cos->Cos idealized")
+    ax.plot(steps, analysis["ideal_acc_phase_sum"], color=OKABE_ITO["orange"], lw=1.2, ls="--",
+            label="control: phi_out := phi_a + phi_b (free)")
+    ax.plot(steps, analysis["ideal_acc_shuffled"], color=OKABE_ITO["gray"], lw=1.2, ls=":", label="control: phi_out shuffled")
+    _mark_events(ax, analysis, label=True)
+    ax.set_ylabel("accuracy (share of pairs)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("Accuracy: real model against idealized models read from its weights")
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+
+    ax = axes[1]
+    width = analysis.sizes["neuron"]
+    ax.plot(steps, analysis["n_structured"] / width, color=OKABE_ITO["green"], lw=2, label="share of neurons structured")
+    ax.plot(steps, analysis["binarization_median"], color=OKABE_ITO["blue"], lw=1.5,
+            label="median binarization of W_a (1 square, -1 cosine)")
+    ax.set_ylabel("share / binarization")
+    ax.set_ylim(-1.05, 1.05)
+    twin = ax.twinx()
+    twin.plot(steps, analysis["periodicity_median"], color=OKABE_ITO["orange"], lw=1.5, label="median periodicity of W_a")
+    twin.axhline(analysis.attrs["threshold"], color=OKABE_ITO["orange"], ls=":", lw=1, label="structured threshold")
+    twin.set_ylabel("periodicity (Eq. 1)")
+    twin.spines["right"].set_visible(True)
+    _mark_events(ax, analysis)
+    lines = ax.get_legend_handles_labels()
+    more = twin.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], loc="center left", bbox_to_anchor=(1.08, 0.5), frameon=False)
+    ax.set_title("Structure: square-wave neurons sharpen and pass the periodicity threshold")
+
+    ax = axes[2]
+    ax.plot(steps, analysis["r_all"], color=OKABE_ITO["gray"], lw=1.5, label="r, all neurons")
+    ax.plot(steps, analysis["r_structured"], color=OKABE_ITO["blue"], lw=2, label="r', structured neurons")
+    ax.plot(steps, analysis["phase_sum_coherence"], color=OKABE_ITO["green"], lw=1.2, ls="--",
+            label="|mean exp(i(phi_out - phi_a - phi_b))|, structured")
+    _mark_events(ax, analysis)
+    ax.set_ylabel("circular correlation")
+    ax.set_ylim(-0.3, 1.05)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    ax.set_title("Phase-sum relation phi_out = phi_a + phi_b (Fisher-Lee r)")
+    _step_axis(ax, steps)
+    return fig
+
+
+def gallery_neurons(analysis: xr.Dataset, count: int = 4) -> np.ndarray:
+    """The most periodic structured neurons at the last snapshot (or the most periodic, if
+    none is structured), at most `count`."""
+    last = analysis.isel(step=-1)
+    periodicity = np.nan_to_num(last["periodicity_a"].values, nan=-1.0)
+    structured = last["structured"].values.astype(bool)
+    order = np.argsort(-(periodicity + 1e6 * structured))
+    return last["neuron"].values[order[:count]]
+
+
+def neuron_gallery(trajectory: xr.Dataset, analysis: xr.Dataset, steps: list[int], which: str = "W_a",
+                   neurons: np.ndarray | None = None) -> plt.Figure:
+    """Actual rows (W_a blue, W_b vermillion) of a few neurons against their ideal square waves
+    (gray), at the given steps (columns), zoomed to at most 5 periods (paper Figs. 1-2)."""
+    neurons = gallery_neurons(analysis) if neurons is None else neurons
+    color = OKABE_ITO["blue"] if which == "W_a" else OKABE_ITO["vermillion"]
+    fig, axes = plt.subplots(len(neurons), len(steps), figsize=(3.4 * len(steps), 1.9 * len(neurons) + 0.6),
+                             squeeze=False, constrained_layout=True)
+    p = trajectory.sizes["token"]
+    for col, step in enumerate(steps):
+        for row, neuron in enumerate(neurons):
+            ax = axes[row, col]
+            view = trajectory.mechgrok.neuron(int(neuron), step=int(step))
+            freq = int(view["freq"])
+            shown = p if freq == 0 else min(p, int(np.ceil(5 * p / freq)))
+            tokens = np.arange(shown)
+            ax.plot(tokens, view[f"{which}_ideal"].values[:shown], color=OKABE_ITO["gray"], lw=2.2, drawstyle="steps-mid",
+                    label="ideal square wave")
+            ax.plot(tokens, view[which].values[:shown], color=color, lw=0, marker="o", ms=3.2, label=f"actual {which}")
+            periodicity = float(analysis["periodicity_a" if which == "W_a" else "periodicity_b"].sel(step=step, neuron=neuron))
+            ax.set_title(f"neuron {neuron}, step {step:,}: k={freq}, periodicity {periodicity:.1f}", fontsize=8.5)
+            if col == 0:
+                ax.set_ylabel("weight")
+            if row == len(neurons) - 1:
+                ax.set_xlabel("token x (first <= 5 periods)")
+    axes[0, -1].legend(loc="upper right", fontsize=7.5, frameon=True)
+    fig.suptitle(f"{which} rows against their ideal square waves (intermediate values only at sign changes)")
+    return fig
+
+
+def phase_scatter(analysis: xr.Dataset, steps: list[int], labels: list[str]) -> plt.Figure:
+    """phi_out against wrap(phi_a + phi_b) per neuron, colored by W_a periodicity, with r and r'
+    (paper Fig. 4), one panel per step."""
+    fig, axes = plt.subplots(1, len(steps), figsize=(4.6 * len(steps), 4.4), squeeze=False, constrained_layout=True)
+    vmax = max(float(np.nanmax(analysis["periodicity_a"].values)), analysis.attrs["threshold"] * 1.5)
+    for ax, step, label in zip(axes[0], steps, labels):
+        at = analysis.sel(step=step)
+        x = wrap_angle(at["phase_a"].values + at["phase_b"].values)
+        y = at["phase_out"].values
+        points = ax.scatter(x, y, c=at["periodicity_a"].values, cmap="viridis", vmin=0, vmax=vmax, s=14,
+                            edgecolors=np.where(at["structured"].values.astype(bool), "black", "none"), linewidths=0.6)
+        ax.plot([-np.pi, np.pi], [-np.pi, np.pi], color=OKABE_ITO["gray"], lw=1, ls="--")
+        ax.set_xlim(-np.pi, np.pi)
+        ax.set_ylim(-np.pi, np.pi)
+        ax.set_xlabel("phi_a + phi_b, wrapped (rad)")
+        ax.set_ylabel("phi_out (rad)")
+        r_structured = float(at["r_structured"])
+        r_text = f"{r_structured:.4f}" if np.isfinite(r_structured) else "undefined"
+        ax.set_title(f"{label}, step {int(step):,}\nr = {float(at['r_all']):.4f} (all), "
+                     f"r' = {r_text} ({int(at['n_structured'])} structured)", fontsize=9.5)
+        ax.set_aspect("equal")
+    fig.colorbar(points, ax=axes[0, -1], label="W_a periodicity (outlined: structured)")
+    return fig
+
+
+def periodicity_panels(analysis: xr.Dataset) -> plt.Figure:
+    """Periodicity histogram at the last snapshot with both thresholds (the paper's bimodal
+    split), the frequencies the structured neurons use, and a neuron x step heatmap of
+    periodicity with neurons ordered by the step they first become structured."""
+    fig = plt.figure(figsize=(11, 7.5), constrained_layout=True)
+    grid = fig.add_gridspec(2, 2, height_ratios=[1, 1.35])
+    last = analysis.isel(step=-1)
+    ax = fig.add_subplot(grid[0, 0])
+    values = last["periodicity_a"].values
+    ax.hist(values[np.isfinite(values)], bins=40, color=OKABE_ITO["blue"])
+    ax.axvline(analysis.attrs["threshold"], color=OKABE_ITO["vermillion"], ls="--", label=f"structured > {analysis.attrs['threshold']:.1f}")
+    ax.axvline(analysis.attrs["threshold_low"], color=OKABE_ITO["orange"], ls=":", label=f"unstructured < {analysis.attrs['threshold_low']:.1f}")
+    ax.set_xlabel("W_a periodicity (Eq. 1)")
+    ax.set_ylabel("neurons")
+    ax.set_title(f"Periodicity at step {int(last['step']):,}")
+    ax.legend(frameon=False)
+
+    ax = fig.add_subplot(grid[0, 1])
+    structured = last["structured"].values.astype(bool)
+    freqs = last["freq_a"].values[structured]
+    p = int(analysis.attrs.get("modulus", 2 * int(np.nanmax(analysis["freq_a"].values)) + 1))
+    counts = np.bincount(freqs, minlength=(p - 1) // 2 + 1)[1:]
+    ax.bar(np.arange(1, counts.size + 1), counts, color=OKABE_ITO["green"])
+    ax.set_xlabel("dominant frequency k of W_a")
+    ax.set_ylabel("structured neurons")
+    ax.set_title(f"Frequencies in use ({int(structured.sum())} structured neurons, {int((counts > 0).sum())} frequencies)")
+
+    ax = fig.add_subplot(grid[1, :])
+    periodicity = analysis["periodicity_a"].values  # (step, neuron)
+    flags = analysis["structured"].values.astype(bool)
+    first = np.where(flags.any(0), flags.argmax(0), flags.shape[0])
+    order = np.lexsort((-np.nan_to_num(periodicity[-1], nan=0), first))
+    image = ax.imshow(periodicity[:, order].T, aspect="auto", interpolation="nearest", cmap="viridis",
+                      vmin=0, vmax=np.nanpercentile(periodicity, 99.5))
+    steps = analysis["step"].values
+    ticks = np.unique(np.linspace(0, steps.size - 1, 8).astype(int))
+    ax.set_xticks(ticks, [f"{int(steps[t]):,}" for t in ticks])
+    ax.set_xlabel("snapshot (labelled by training step; spacing follows the snapshot schedule)")
+    ax.set_ylabel("neuron (ordered by first structured step)")
+    ax.set_title("W_a periodicity per neuron over training")
+    fig.colorbar(image, ax=ax, label="periodicity")
+    return fig
+
+
+def noise_curves(rows: list[dict]) -> plt.Figure:
+    """Final validation accuracy and mean periodicity against label noise (paper Fig. 3),
+    mean and range over seeds; `rows` are per-run dicts with noise, val_acc_final,
+    periodicity_mean_final."""
+    noise = np.array([r["noise"] for r in rows])
+    levels = np.unique(noise)
+    fig, ax = plt.subplots(figsize=(7.5, 4.2), constrained_layout=True)
+    twin = ax.twinx()
+    for axis, key, color, label in ((ax, "val_acc_final", OKABE_ITO["vermillion"], "final validation accuracy"),
+                                    (twin, "periodicity_mean_final", OKABE_ITO["blue"], "mean W_a periodicity")):
+        values = [np.array([r[key] for r in rows if r["noise"] == level]) for level in levels]
+        mean = np.array([v.mean() for v in values])
+        low, high = np.array([v.min() for v in values]), np.array([v.max() for v in values])
+        axis.plot(levels, mean, color=color, marker="o", label=label)
+        axis.fill_between(levels, low, high, color=color, alpha=0.2)
+        axis.set_ylabel(label, color=color)
+    twin.spines["right"].set_visible(True)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("label noise alpha (share of training labels replaced)")
+    ax.set_title("Accuracy and periodicity across noise levels (mean, band: range over seeds)")
+    return fig
