@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .config import RunConfig
+from .paper import NOISE_LEVELS as PAPER_NOISE_LEVELS
 
 console = Console(stderr=True)
 DEFAULTS = RunConfig()
@@ -30,6 +31,27 @@ def one_line_errors(command):
     return wrapper
 
 
+class NumberList(click.ParamType):
+    """A number, or a comma-separated list of them (a sweep), each checked by `inner`
+    (e.g. click.IntRange). `aliases` maps a word to a list (--noise paper)."""
+
+    def __init__(self, inner: click.ParamType, aliases: dict[str, list] | None = None):
+        self.inner = inner
+        self.aliases = aliases or {}
+        self.name = f"{inner.name}[,...]"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, list):
+            return value
+        if isinstance(value, str) and value.strip() in self.aliases:
+            return list(self.aliases[value.strip()])
+        parts = [part.strip() for part in str(value).split(",")]
+        values = [self.inner.convert(part, param, ctx) for part in parts if part]
+        if not values:
+            self.fail(f"expected a number or a comma-separated list, got {value!r}", param, ctx)
+        return values if len(values) > 1 else values[0]
+
+
 def parse_betas(ctx, param, value: str) -> tuple[float, float]:
     try:
         betas = tuple(float(v) for v in value.split(","))
@@ -47,51 +69,62 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--modulus", type=click.IntRange(min=3), default=DEFAULTS.modulus, help="p: the task is (a + b) mod p.")
-@click.option("--width", type=click.IntRange(min=1), default=DEFAULTS.width, help="Hidden ReLU neurons.")
-@click.option("--train-frac", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=DEFAULTS.train_frac,
+@click.option("--modulus", type=NumberList(click.IntRange(min=3)), default=DEFAULTS.modulus, help="p: the task is (a + b) mod p.")
+@click.option("--width", type=NumberList(click.IntRange(min=1)), default=DEFAULTS.width, help="Hidden ReLU neurons.")
+@click.option("--train-frac", type=NumberList(click.FloatRange(0, 1, min_open=True, max_open=True)), default=DEFAULTS.train_frac,
               help="Share of the p^2 pairs used for training, stratified by the answer.")
-@click.option("--noise", type=click.FloatRange(0, 1, max_open=True), default=DEFAULTS.noise,
-              help="Share of training labels replaced by a uniformly drawn wrong class.")
-@click.option("--lr", type=click.FloatRange(0, min_open=True), default=DEFAULTS.lr, help="AdamW learning rate.")
-@click.option("--weight-decay", type=click.FloatRange(0), default=DEFAULTS.weight_decay, help="AdamW decoupled weight decay.")
+@click.option("--noise", type=NumberList(click.FloatRange(0, 1, max_open=True), {"paper": list(PAPER_NOISE_LEVELS)}),
+              default=DEFAULTS.noise, help="Share of training labels replaced by a uniformly drawn wrong class; "
+              "'paper' for the paper's 19 levels.")
+@click.option("--lr", type=NumberList(click.FloatRange(0, min_open=True)), default=DEFAULTS.lr, help="AdamW learning rate.")
+@click.option("--weight-decay", type=NumberList(click.FloatRange(0)), default=DEFAULTS.weight_decay, help="AdamW decoupled weight decay.")
 @click.option("--betas", callback=parse_betas, default="0.9,0.98", help="AdamW betas, two comma-separated numbers.")
-@click.option("--seed", type=int, default=DEFAULTS.seed, help="Seeds the split, the label noise and the init.")
-@click.option("--steps", type=click.IntRange(min=0), default=DEFAULTS.steps, help="Hard cap on optimizer steps.")
+@click.option("--seed", type=NumberList(click.INT), default=DEFAULTS.seed, help="Seeds the split, the label noise and the init.")
+@click.option("--steps", type=NumberList(click.IntRange(min=0)), default=DEFAULTS.steps, help="Hard cap on optimizer steps.")
 @click.option("--bias/--no-bias", default=DEFAULTS.bias, help="First-layer and output biases.")
-@click.option("--stop-val-acc", type=click.FloatRange(0, 1, min_open=True), default=DEFAULTS.stop_val_acc,
+@click.option("--stop-val-acc", type=NumberList(click.FloatRange(0, 1, min_open=True)), default=DEFAULTS.stop_val_acc,
               help="Stop once validation accuracy reaches this.")
-@click.option("--patience", type=click.IntRange(min=1), default=DEFAULTS.patience,
+@click.option("--patience", type=NumberList(click.IntRange(min=1)), default=DEFAULTS.patience,
               help="Stop after this many steps without a 1e-4 gain in best validation accuracy.")
-@click.option("--eval-every", type=click.IntRange(min=1), default=DEFAULTS.eval_every,
+@click.option("--eval-every", type=NumberList(click.IntRange(min=1)), default=DEFAULTS.eval_every,
               help="Steps between validation checks of the stopping rule.")
-@click.option("--every", type=click.IntRange(min=1), default=None,
+@click.option("--every", type=NumberList(click.IntRange(min=1)), default=None,
               help="Snapshot every N steps instead of the log schedule.")
-@click.option("--per-decade", type=click.IntRange(min=1), default=DEFAULTS.per_decade,
+@click.option("--per-decade", type=NumberList(click.IntRange(min=1)), default=DEFAULTS.per_decade,
               help="Log schedule: snapshots per decade of steps (every step while denser).")
 @click.option("--device", default=DEFAULTS.device, help="torch device: cpu, cuda or cuda:N.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Trajectory file [default: trajectories/<name from the config>.h5].")
-@click.option("--resume", is_flag=True, help="Continue an unfinished trajectory from its last snapshot.")
-@click.option("--force", is_flag=True, help="Overwrite an existing trajectory.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Trajectory file [default: trajectories/<name from the config>.h5]; for a sweep, a folder.")
+@click.option("--scheduler", default=None, help="Sweeps: dask.distributed scheduler address, or 'local' for a LocalCluster.")
+@click.option("--max-ensemble", type=click.IntRange(min=1), default=None, help="Sweeps: at most this many runs per batched ensemble.")
+@click.option("--resume", is_flag=True, help="Continue unfinished trajectories from their last checkpoint; skip complete ones.")
+@click.option("--force", is_flag=True, help="Overwrite existing trajectories.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 @one_line_errors
-def record(out: Path | None, resume: bool, force: bool, quiet: bool, every: int | None, **options) -> None:
+def record(out: Path | None, resume: bool, force: bool, quiet: bool, every, scheduler: str | None,
+           max_ensemble: int | None, **options) -> None:
     """Train the paper's MLP and stream weight snapshots and metrics into an HDF5 trajectory.
 
     With no options this is the paper's experiment: p = 97, 256 neurons, 30% stratified
-    split, AdamW (lr 1e-3, weight decay 1), stopping at validation accuracy 0.999."""
+    split, AdamW (lr 1e-3, weight decay 1), stopping at validation accuracy 0.999.
+    Comma lists on numeric options (--noise 0,0.1 --seed 0,1) record the grid as batched
+    ensembles into a folder with an index.json that analyze and report accept."""
     if resume and force:
         raise click.UsageError("--resume and --force exclude each other")
     from .recorder import DEFAULT_TRAJECTORY_DIR, default_trajectory_name, record_runs
+    from .sweep import expand_grid
     from .trajectory import read_config
 
-    config = RunConfig(every=every or 0, **options)
+    grid = expand_grid(dict(options, every=every if every is not None else 0))
+    if len(grid) > 1 or scheduler is not None:
+        _record_sweep(grid, out, resume, force, quiet, scheduler, max_ensemble)
+        return
+    config = grid[0]
     out = out if out is not None else DEFAULT_TRAJECTORY_DIR / default_trajectory_name(config)
     if resume and out.exists():
         # options not given on the command line come from the file, not from the defaults
         ctx = click.get_current_context()
-        explicit = {name: value for name, value in dict(options, every=every or 0).items()
+        explicit = {name: value for name, value in dict(options, every=every if every is not None else 0).items()
                     if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT}
         config = dataclasses.replace(read_config(out), **explicit)
     started = time.perf_counter()
@@ -102,6 +135,33 @@ def record(out: Path | None, resume: bool, force: bool, quiet: bool, every: int 
             record_runs([config], [out], resume=resume, force=force, on_step=progress.on_step)
     if not quiet:
         _print_summary(out, time.perf_counter() - started)
+
+
+def _record_sweep(grid: list[RunConfig], out: Path | None, resume: bool, force: bool, quiet: bool,
+                  scheduler: str | None, max_ensemble: int | None) -> None:
+    from .sweep import INDEX_NAME, default_sweep_folder, ensemble_groups, record_sweep
+
+    folder = out if out is not None else default_sweep_folder(grid)
+    if folder.exists() and not folder.is_dir():
+        raise click.UsageError(f"--out {folder}: a sweep needs a folder, and this is a file")
+    started = time.perf_counter()
+    n_groups = len(ensemble_groups(grid, max_ensemble))
+    if not quiet:
+        console.print(f"sweep: {len(grid)} runs in {n_groups} batched ensemble(s) -> {folder}"
+                      + (f" on dask scheduler {scheduler}" if scheduler else ""))
+    if quiet or scheduler is not None:
+        paths, errors = record_sweep(grid, folder, resume, force, scheduler, max_ensemble)
+    else:
+        with RecordProgress(max(c.steps for c in grid)) as progress:
+            paths, errors = record_sweep(grid, folder, resume, force, None, max_ensemble, on_step=progress.on_step)
+    for error in errors:
+        console.print(f"[red]failed[/red] {error}")
+    if not quiet:
+        done = len(paths) - sum(len(e.split(":")[0].split(",")) for e in errors)
+        console.print(f"[green]wrote[/green] {done} of {len(paths)} trajectories and {folder / INDEX_NAME} "
+                      f"({time.perf_counter() - started:.0f} s)")
+    if errors:
+        raise click.ClickException(f"{len(errors)} ensemble(s) failed; the other runs' files are complete (rerun with --resume)")
 
 
 class RecordProgress:
@@ -154,9 +214,9 @@ def _print_summary(path: Path, seconds: float) -> None:
 
 
 @main.command()
-@click.argument("trajectory", type=click.Path(path_type=Path))
+@click.argument("trajectories", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Analysis file [default: next to the trajectory, <name>.analysis.h5].")
+              help="Analysis file [default: next to the trajectory, <name>.analysis.h5]; one trajectory only.")
 @click.option("--threshold", type=click.FloatRange(0, min_open=True), default=None,
               help="Structured: W_a periodicity above this [default: 12 (p-1)/96, the paper's 12 at p = 97].")
 @click.option("--threshold-low", type=click.FloatRange(0, min_open=True), default=None,
@@ -168,20 +228,26 @@ def _print_summary(path: Path, seconds: float) -> None:
 @click.option("--force", is_flag=True, help="Recompute even if a current analysis exists.")
 @click.option("--quiet", "-q", is_flag=True, help="No summary table.")
 @one_line_errors
-def analyze(trajectory: Path, out: Path | None, threshold: float | None, threshold_low: float | None, grok_acc: float,
-            structure_acc: float, chunk_steps: int, scheduler: str | None, force: bool, quiet: bool) -> None:
-    """Per-neuron Fourier structure and idealized-model accuracy over a trajectory.
+def analyze(trajectories: tuple[Path, ...], out: Path | None, threshold: float | None, threshold_low: float | None,
+            grok_acc: float, structure_acc: float, chunk_steps: int, scheduler: str | None, force: bool, quiet: bool) -> None:
+    """Per-neuron Fourier structure and idealized-model accuracy over trajectories.
 
-    Writes <trajectory>.analysis.h5 (dims step, neuron) and prints a summary; a current
-    analysis is reused unless --force."""
+    TRAJECTORIES are files, sweep folders or sweep index.json files. Writes
+    <trajectory>.analysis.h5 (dims step, neuron) beside each and prints a summary; a
+    current analysis is reused unless --force."""
     from .analysis import analyze as run_analysis, default_analysis_path
+    from .sweep import resolve_trajectories
 
-    started = time.perf_counter()
-    result = run_analysis(trajectory, threshold=threshold, threshold_low=threshold_low, out=out, force=force,
-                          grok_acc=grok_acc, structure_acc=structure_acc, chunk_steps=chunk_steps, scheduler=scheduler)
-    if not quiet:
-        console.print(summary_table(result, title=f"{trajectory}"))
-        console.print(f"analysis: {out or default_analysis_path(trajectory)} ({time.perf_counter() - started:.1f} s)")
+    paths = resolve_trajectories(list(trajectories))
+    if out is not None and len(paths) > 1:
+        raise click.UsageError("--out names one analysis file; give one trajectory with it")
+    for trajectory in paths:
+        started = time.perf_counter()
+        result = run_analysis(trajectory, threshold=threshold, threshold_low=threshold_low, out=out, force=force,
+                              grok_acc=grok_acc, structure_acc=structure_acc, chunk_steps=chunk_steps, scheduler=scheduler)
+        if not quiet:
+            console.print(summary_table(result, title=f"{trajectory}"))
+            console.print(f"analysis: {out or default_analysis_path(trajectory)} ({time.perf_counter() - started:.1f} s)")
 
 
 def summary_table(result, title: str):
@@ -225,17 +291,21 @@ def summary_table(result, title: str):
 def report(trajectories: tuple[Path, ...], as_html: bool, out: Path | None, png_dir: Path | None, force: bool) -> None:
     """Show how structure emerges before grokking, for one run or a sweep.
 
-    Analyzes each trajectory unless a current analysis sits beside it."""
+    TRAJECTORIES are files, sweep folders or sweep index.json files; each is analyzed
+    unless a current analysis sits beside it."""
+    from .sweep import resolve_trajectories
+
+    paths = resolve_trajectories(list(trajectories))
     if not as_html:
         from .analysis import analyze as run_analysis
 
-        for path in trajectories:
+        for path in paths:
             console.print(summary_table(run_analysis(path), title=str(path)))
         return
     from .reporting import report as write_report
 
     started = time.perf_counter()
-    path = write_report(list(trajectories), out=out, png_dir=png_dir, force=force)
+    path = write_report(paths, out=out, png_dir=png_dir, force=force)
     console.print(f"[green]wrote[/green] {path} ({time.perf_counter() - started:.1f} s)")
 
 

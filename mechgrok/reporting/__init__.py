@@ -14,7 +14,7 @@ from ..errors import OutputExistsError
 from ..trajectory import open_trajectory
 from . import figures
 from .webpage import cards_html, figure_html, figure_png, page, table_html
-from .paper import FIG5, paper_row
+from ..paper import FIG5, paper_row
 
 DEFAULT_REPORT_DIR = Path("reports")
 

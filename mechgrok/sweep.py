@@ -1,0 +1,135 @@
+"""Sweeps: grids of runs, grouped into batched ensembles, recorded in-process or on a
+dask.distributed cluster, with a small JSON index that analyze and report accept.
+
+A sweep folder holds one trajectory per run (named by `default_trajectory_name`) and
+`index.json`: {"format": "mechgrok-sweep", "version": 1, "runs": [{"path": <file name>,
+"config": {RunConfig fields}}, ...]}.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import os
+import traceback
+from pathlib import Path
+
+from .config import RunConfig
+from .errors import OutputExistsError, TrajectoryError
+from .recorder import default_trajectory_name, record_runs
+from .task import train_pairs_per_class
+from .train import ProgressCallback
+
+INDEX_NAME = "index.json"
+
+
+def expand_grid(options: dict[str, object]) -> list[RunConfig]:
+    """One RunConfig per combination of the list-valued options (others, tuples such as
+    betas included, are shared), in the order given, the last option varying fastest."""
+    names = list(options)
+    values = [v if isinstance(v, list) else [v] for v in options.values()]
+    return [RunConfig(**dict(zip(names, combo))) for combo in itertools.product(*values)]
+
+
+def ensemble_key(config: RunConfig) -> tuple:
+    """Runs with equal keys train together as one batched ensemble: same tensor shapes."""
+    return (config.modulus, config.width, config.bias, config.device,
+            train_pairs_per_class(config.modulus, config.train_frac))
+
+
+def ensemble_groups(configs: list[RunConfig], max_size: int | None = None) -> list[list[int]]:
+    """Indices of `configs` grouped by ensemble_key (first appearance order), split into
+    groups of at most `max_size`."""
+    groups: dict[tuple, list[int]] = {}
+    for index, config in enumerate(configs):
+        groups.setdefault(ensemble_key(config), []).append(index)
+    out = []
+    for members in groups.values():
+        size = max_size or len(members)
+        out += [members[i:i + size] for i in range(0, len(members), size)]
+    return out
+
+
+def default_sweep_folder(configs: list[RunConfig]) -> Path:
+    """trajectories/sweep_<runs>runs_<hash of the grid>."""
+    import hashlib
+
+    digest = hashlib.sha1(repr([dataclasses.astuple(c) for c in configs]).encode()).hexdigest()[:8]
+    return Path("trajectories") / f"sweep_{len(configs)}runs_{digest}"
+
+
+def write_index(folder: Path, configs: list[RunConfig], paths: list[Path]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    index = {"format": "mechgrok-sweep", "version": 1,
+             "runs": [{"path": path.name, "config": {k: (list(v) if isinstance(v, tuple) else v)
+                                                     for k, v in dataclasses.asdict(c).items()}}
+                      for c, path in zip(configs, paths)]}
+    path = folder / INDEX_NAME
+    temporary = path.with_name(path.name + ".partial")
+    temporary.write_text(json.dumps(index, indent=1))
+    os.replace(temporary, path)
+    return path
+
+
+def resolve_trajectories(paths: list[str | os.PathLike]) -> list[Path]:
+    """Expand sweep folders and index files into their trajectory files; other paths pass."""
+    out: list[Path] = []
+    for given in map(Path, paths):
+        index = given / INDEX_NAME if given.is_dir() else given
+        if index.suffix == ".json" or given.is_dir():
+            if not index.exists():
+                raise FileNotFoundError(f"{given}: no sweep index ({INDEX_NAME}) found")
+            try:
+                data = json.loads(index.read_text())
+                runs = [index.parent / run["path"] for run in data["runs"]]
+            except (ValueError, KeyError, TypeError) as err:
+                raise TrajectoryError(f"{index}: not a mechgrok sweep index ({err})") from None
+            out += runs
+        else:
+            out.append(given)
+    return out
+
+
+def _record_group(configs: list[RunConfig], outs: list[Path], resume: bool, force: bool,
+                  on_step: ProgressCallback | None = None) -> str | None:
+    """Record one ensemble; returns None, or a one-line error (so one failing group never
+    stops the others, locally or on a dask worker)."""
+    try:
+        record_runs(configs, outs, resume=resume, force=force, on_step=on_step)
+        return None
+    except (ValueError, OSError) as err:
+        return str(err).splitlines()[0]
+    except Exception as err:  # a worker-side bug: keep the sweep going, report it
+        return f"{type(err).__name__}: {err} ({traceback.format_exc(limit=1).splitlines()[-1]})"
+
+
+def record_sweep(configs: list[RunConfig], folder: str | os.PathLike, resume: bool = False, force: bool = False,
+                 scheduler: str | None = None, max_ensemble: int | None = None,
+                 on_step: ProgressCallback | None = None) -> tuple[list[Path], list[str]]:
+    """Record every config into `folder` (one file each, plus the index), as batched
+    ensembles. With `scheduler` (an address or "local") each ensemble is a task on a dask
+    cluster whose workers must see `folder`. Returns (paths, errors): errors name the runs
+    of any ensemble that failed; the other runs' files are complete."""
+    folder = Path(folder)
+    paths = [folder / default_trajectory_name(c) for c in configs]
+    if len(set(paths)) != len(paths):
+        raise ValueError("the grid has duplicate runs (same options twice)")
+    if not (resume or force):
+        existing = [p for p in paths if p.exists()]
+        if existing:
+            raise OutputExistsError(f"{existing[0]} exists ({len(existing)} of the sweep's files do); "
+                                    "pass --resume to continue or skip them, or --force to overwrite")
+    write_index(folder, configs, paths)
+    groups = ensemble_groups(configs, max_ensemble)
+    arguments = [([configs[i] for i in g], [paths[i] for i in g], resume, force) for g in groups]
+    if scheduler is None:
+        results = [_record_group(*args, on_step=on_step) for args in arguments]
+    else:
+        from .distributed import map_on_cluster
+
+        results = map_on_cluster(scheduler, _record_group, arguments)
+    errors = []
+    for group, error in zip(groups, results):
+        if error is not None:
+            errors.append(f"runs {', '.join(paths[i].name for i in group)}: {error}")
+    return paths, errors
