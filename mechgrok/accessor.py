@@ -17,8 +17,14 @@ import xarray as xr
 from . import fourier
 from .idealize import square
 
-HEADLINE_STEP_VARIABLES = ("val_acc", "ideal_acc", "ideal_acc_sq_sq", "ideal_acc_cos_cos", "ideal_acc_phase_sum",
-                           "ideal_acc_shuffled", "r_all", "r_structured", "phase_sum_coherence", "n_structured")
+# (label, variable, decimals) of the headline table that `mechgrok analyze` and reports show
+HEADLINE_ROWS = (("validation accuracy (real model)", "val_acc", 4), ("Sq->Cos idealized", "ideal_acc", 3),
+                 ("Sq->Sq idealized", "ideal_acc_sq_sq", 3), ("Cos->Cos idealized", "ideal_acc_cos_cos", 3),
+                 ("control: phi_out := phi_a + phi_b", "ideal_acc_phase_sum", 3),
+                 ("control: phi_out shuffled", "ideal_acc_shuffled", 3),
+                 ("r, all neurons", "r_all", 4), ("r', structured neurons", "r_structured", 4),
+                 ("structured neurons", "n_structured", 0))
+HEADLINE_STEP_VARIABLES = tuple(name for _, name, _ in HEADLINE_ROWS) + ("phase_sum_coherence",)
 
 
 @xr.register_dataset_accessor("mechgrok")

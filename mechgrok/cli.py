@@ -254,6 +254,8 @@ def summary_table(result, title: str):
     """A rich table of an analysis's headline numbers."""
     from rich.table import Table
 
+    from .accessor import HEADLINE_ROWS
+
     head = result.mechgrok.headline()
 
     def step(value):
@@ -267,12 +269,7 @@ def summary_table(result, title: str):
     table.add_column("")
     table.add_column("at saturation", justify="right")
     table.add_column(f"at the end (step {head['final_step']:,})", justify="right")
-    for label, name, digits in [("validation accuracy", "val_acc", 4), ("Sq->Cos idealized", "ideal_acc", 3),
-                                ("Sq->Sq idealized", "ideal_acc_sq_sq", 3), ("Cos->Cos idealized", "ideal_acc_cos_cos", 3),
-                                ("control: phi_out = phi_a + phi_b", "ideal_acc_phase_sum", 3),
-                                ("control: phi_out shuffled", "ideal_acc_shuffled", 3),
-                                ("r (all neurons)", "r_all", 4), ("r' (structured)", "r_structured", 4),
-                                ("structured neurons", "n_structured", 0)]:
+    for label, name, digits in HEADLINE_ROWS:
         table.add_row(label, number(f"{name}_saturation", digits), number(f"{name}_final", digits))
     table.caption = (f"saturation step {step(head['saturation_step'])}, structure step {step(head['structure_step'])}, "
                      f"grok step {step(head['grok_step'])}, lead {step(head['lead_steps'])} steps; "

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from ..accessor import HEADLINE_ROWS
 from ..analysis import analyze
 from ..errors import OutputExistsError
 from ..trajectory import open_trajectory
@@ -78,13 +79,8 @@ def _config_line(trajectory: xr.Dataset) -> str:
 def _headline_table(analysis: xr.Dataset) -> str:
     head = analysis.mechgrok.headline()
     rows = []
-    for label, name, digits in [("validation accuracy (real model)", "val_acc", 4), ("Sq->Cos idealized", "ideal_acc", 3),
-                                ("Sq->Sq idealized", "ideal_acc_sq_sq", 3), ("Cos->Cos idealized", "ideal_acc_cos_cos", 3),
-                                ("control: &phi;_out := &phi;_a + &phi;_b", "ideal_acc_phase_sum", 3),
-                                ("control: &phi;_out shuffled", "ideal_acc_shuffled", 3),
-                                ("r, all neurons", "r_all", 4), ("r', structured neurons", "r_structured", 4),
-                                ("structured neurons", "n_structured", 0)]:
-        rows.append([label, _fmt(head.get(f"{name}_saturation"), digits), _fmt(head.get(f"{name}_final"), digits)])
+    for label, name, digits in HEADLINE_ROWS:
+        rows.append([html.escape(label).replace("phi", "&phi;"), _fmt(head.get(f"{name}_saturation"), digits), _fmt(head.get(f"{name}_final"), digits)])
     saturation = _step(head["saturation_step"])
     return table_html(["", f"at saturation (step {saturation})", f"at the end (step {head['final_step']:,})"], rows)
 
