@@ -114,7 +114,7 @@ def _run_section(name: str, trajectory: xr.Dataset, analysis: xr.Dataset, figs: 
         out.append(figs.add(figures.neuron_gallery(trajectory, analysis, gallery_steps, which, neurons), f"{prefix}gallery_{which}",
                             f"{which} rows ({color}) of the most periodic structured neurons against their ideal square waves (gray) "
                             "at saturation, midway and at the end (paper Figs. 1-2), zoomed to at most 5 periods."))
-    out.append(figs.add(figures.phase_scatter(analysis, [saturation, final], ["saturation", "end"]), f"{prefix}phase_scatter",
+    out.append(figs.add(figures.phase_scatter([(analysis, saturation, "saturation"), (analysis, final, "end")]), f"{prefix}phase_scatter",
                         "&phi;_out against &phi;_a + &phi;_b (paper Fig. 4); points on the dashed diagonal obey the phase-sum "
                         "relation. Color: W_a periodicity; outlined: structured neurons."))
     out.append(figs.add(figures.periodicity_panels(analysis), f"{prefix}periodicity",
@@ -155,13 +155,16 @@ def _sweep_sections(runs: list[tuple[str, xr.Dataset, xr.Dataset]], figs: _Figur
     if len({r["noise"] for r in curve_rows}) > 1:
         out.append(figs.add(figures.noise_curves(curve_rows), "sweep_noise_curves",
                             "Final validation accuracy and mean W_a periodicity against label noise (paper Fig. 3)."))
-    finals = [(name, analysis) for name, _, analysis in runs]
-    for name, analysis in finals:
-        noise = float(analysis.attrs.get("noise", np.nan))
+    panels, paper_values = [], []
+    for name, trajectory, analysis in runs:
+        noise, seed = float(trajectory.attrs.get("noise", np.nan)), trajectory.attrs.get("seed", "")
+        panels.append((analysis, int(analysis["step"].values[-1]), f"noise {noise:g}, seed {seed}"))
         paper_r = FIG5.get(round(noise, 2))
-        label = f"{name} (noise {noise:g})" + (f"; paper: r = {paper_r[0]}, r' = {paper_r[1]}" if paper_r else "")
-        out.append(figs.add(figures.phase_scatter(analysis, [int(analysis["step"].values[-1])], [label]),
-                            f"sweep_phase_{name}", f"Phase-sum scatter at the end of {html.escape(name)} (paper Fig. 5)."))
+        if paper_r:
+            paper_values.append(f"noise {noise:g}: r = {paper_r[0]}, r' = {paper_r[1]}")
+    out.append(figs.add(figures.phase_scatter(panels), "sweep_phase_scatter",
+                        "&phi;_out against &phi;_a + &phi;_b at the end of each run (paper Fig. 5). The paper's values: "
+                        + ("; ".join(paper_values) if paper_values else "none at these noise levels") + "."))
     return out
 
 

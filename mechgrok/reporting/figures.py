@@ -131,17 +131,18 @@ def neuron_gallery(trajectory: xr.Dataset, analysis: xr.Dataset, steps: list[int
     return fig
 
 
-def phase_scatter(analysis: xr.Dataset, steps: list[int], labels: list[str]) -> plt.Figure:
+def phase_scatter(panels: list[tuple[xr.Dataset, int, str]], columns: int = 3) -> plt.Figure:
     """phi_out against wrap(phi_a + phi_b) per neuron, colored by W_a periodicity, with r and r'
-    (paper Fig. 4), one panel per step."""
-    fig, axes = plt.subplots(1, len(steps), figsize=(4.6 * len(steps), 4.4), squeeze=False, constrained_layout=True)
-    vmax = max(float(np.nanmax(analysis["periodicity_a"].values)), analysis.attrs["threshold"] * 1.5)
-    for ax, step, label in zip(axes[0], steps, labels):
+    (paper Figs. 4-5). One panel per (analysis, step, label), `columns` to a row."""
+    columns = min(columns, len(panels))
+    rows = int(np.ceil(len(panels) / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(4.3 * columns + 1, 4.3 * rows), squeeze=False, constrained_layout=True)
+    vmax = max(max(float(np.nanmax(a["periodicity_a"].values)), a.attrs["threshold"] * 1.5) for a, _, _ in panels)
+    for ax, (analysis, step, label) in zip(axes.flat, panels):
         at = analysis.sel(step=step)
         x = wrap_angle(at["phase_a"].values + at["phase_b"].values)
-        y = at["phase_out"].values
-        points = ax.scatter(x, y, c=at["periodicity_a"].values, cmap="viridis", vmin=0, vmax=vmax, s=14,
-                            edgecolors=np.where(at["structured"].values.astype(bool), "black", "none"), linewidths=0.6)
+        points = ax.scatter(x, at["phase_out"].values, c=at["periodicity_a"].values, cmap="viridis", vmin=0, vmax=vmax, s=12,
+                            edgecolors=np.where(at["structured"].values.astype(bool), "black", "none"), linewidths=0.5)
         ax.plot([-np.pi, np.pi], [-np.pi, np.pi], color=OKABE_ITO["gray"], lw=1, ls="--")
         ax.set_xlim(-np.pi, np.pi)
         ax.set_ylim(-np.pi, np.pi)
@@ -149,10 +150,12 @@ def phase_scatter(analysis: xr.Dataset, steps: list[int], labels: list[str]) -> 
         ax.set_ylabel("phi_out (rad)")
         r_structured = float(at["r_structured"])
         r_text = f"{r_structured:.4f}" if np.isfinite(r_structured) else "undefined"
-        ax.set_title(f"{label}, step {int(step):,}\nr = {float(at['r_all']):.4f} (all), "
-                     f"r' = {r_text} ({int(at['n_structured'])} structured)", fontsize=9.5)
+        ax.set_title(f"{label}, step {int(step):,}\nr = {float(at['r_all']):.4f}, r' = {r_text} ({int(at['n_structured'])} structured)",
+                     fontsize=9)
         ax.set_aspect("equal")
-    fig.colorbar(points, ax=axes[0, -1], label="W_a periodicity (outlined: structured)")
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    fig.colorbar(points, ax=axes, label="W_a periodicity (outlined: structured)", shrink=0.8)
     return fig
 
 
