@@ -46,11 +46,11 @@ def record_runs(configs: list[RunConfig], outs: list[Path], resume: bool = False
                 on_step: ProgressCallback | None = None) -> list[Path]:
     """Record runs that can share one batched ensemble into `outs` (one file each).
 
-    resume: continue files that exist (an unfinished one from its last snapshot; a complete
-    one is left as it is) and start the others. force: overwrite existing files. Neither:
+    resume: continue files that exist (an unfinished one from its latest checkpoint; a
+    complete one is left as it is) and start the others. force: overwrite existing files. Neither:
     an existing file is an error and nothing is touched."""
     outs = [Path(out) for out in outs]
-    writers, states, active_configs, active_outs = [], [], [], []
+    writers, states, active_configs = [], [], []
     try:
         for config, out in zip(configs, outs):
             if resume and out.exists():
@@ -67,7 +67,6 @@ def record_runs(configs: list[RunConfig], outs: list[Path], resume: bool = False
             writers.append(writer)
             states.append(state)
             active_configs.append(config)
-            active_outs.append(out)
         if writers:
             start = [s if s is not None else initial_state(c) for s, c in zip(states, active_configs)]
             last_checkpoint = [-float("inf")] * len(writers)

@@ -201,6 +201,9 @@ class TrajectoryWriter:
         flush. Snapshots at or before the last step on file (regenerated after a resume from an
         earlier checkpoint) are already there and are skipped."""
         if snapshot.step <= self.last_step:
+            if snapshot.is_final:  # a resumed run whose new stopping rule ends it at a step on file
+                self._mark_final(snapshot)
+                self._flush()
             return
         f, i, data = self._file, self.n_snapshots, self._along_step
         for dataset in data.values():
@@ -218,11 +221,14 @@ class TrajectoryWriter:
         if snapshot.is_saturation:
             f.attrs["saturation_step"] = snapshot.step
         if snapshot.is_final:
-            f.attrs["final_step"] = snapshot.step
-            f.attrs["stop_reason"] = snapshot.stop_reason
+            self._mark_final(snapshot)
         self.n_snapshots, self.last_step = i + 1, snapshot.step
         f.attrs["n_snapshots"] = self.n_snapshots
         self._flush()
+
+    def _mark_final(self, snapshot: Snapshot) -> None:
+        self._file.attrs["final_step"] = snapshot.step
+        self._file.attrs["stop_reason"] = snapshot.stop_reason
 
     def _write_checkpoint(self, snapshot: Snapshot) -> None:
         """Optimizer state into the older of the two slots. The slot is marked invalid and
