@@ -101,7 +101,7 @@ def bench_memory(gigabytes: float, folder: Path) -> None:
             writer.append(Snapshot(0, step, weights, metrics, state), checkpoint=step == 0)
     size = path.stat().st_size
     code = ("import resource, time, mechgrok; t = time.perf_counter(); "
-            f"mechgrok.analyze({str(path)!r}, save=False); "
+            f"mechgrok.analyze({str(path)!r}).close(); "
             "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
     seconds, peak_kb = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     peak = int(peak_kb) * 1024

@@ -13,6 +13,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import h5netcdf
 import numpy as np
 import xarray as xr
 
@@ -186,14 +187,51 @@ def _first_step(steps: np.ndarray, reached: np.ndarray) -> int:
     return int(steps[hits[0]]) if hits.size else -1
 
 
+class _StreamedNeuronVariables:
+    """Writes the (step, neuron) variables of an analysis into a netCDF file chunk by chunk,
+    so memory holds one chunk, not the whole analysis. Floats are stored as float32 (the
+    statistics carry no more precision than that), booleans as int8 that xarray decodes."""
+
+    def __init__(self, path: Path, steps: np.ndarray, neurons: np.ndarray):
+        self.path = path
+        self.file = h5netcdf.File(path, "w")
+        self.file.dimensions = {"step": steps.size, "neuron": neurons.size}
+        self.file.create_variable("step", ("step",), steps.dtype, data=steps)
+        self.file.create_variable("neuron", ("neuron",), neurons.dtype, data=neurons)
+
+    def write(self, start: int, values: dict[str, np.ndarray]) -> None:
+        for name, array in values.items():
+            stored = array.astype(np.int8) if array.dtype == bool else (
+                array.astype(np.float32) if array.dtype.kind == "f" else array)
+            if name not in self.file.variables:
+                variable = self.file.create_variable(name, ("step", "neuron"), stored.dtype,
+                                                     chunks=(min(64, self.file.dimensions["step"].size), stored.shape[1]))
+                if array.dtype == bool:
+                    variable.attrs["dtype"] = "bool"
+                if name in DESCRIPTIONS:
+                    variable.attrs["long_name"] = DESCRIPTIONS[name]
+            self.file.variables[name][start:start + stored.shape[0]] = stored
+
+    def finish(self, per_step: xr.Dataset) -> None:
+        """Add the per-step variables and the attributes, then close."""
+        for name, variable in per_step.data_vars.items():
+            created = self.file.create_variable(name, ("step",), variable.dtype, data=variable.values)
+            created.attrs.update(variable.attrs)
+        self.file.attrs.update(per_step.attrs)
+        self.file.close()
+
+
 def analyze_dataset(ds: xr.Dataset, params: AnalysisParams = AnalysisParams(), source: str = "dataset",
-                    path: str | None = None, scheduler: str | None = None) -> xr.Dataset:
+                    path: str | None = None, scheduler: str | None = None, stream_to: Path | None = None) -> xr.Dataset:
     """Analyze an open trajectory Dataset chunk by chunk (see module docstring). With `path`
     and `scheduler` (a dask.distributed address, or "local"), chunks are analyzed by workers
-    that open the file themselves."""
+    that open the file themselves. With `stream_to`, the (step, neuron) variables go to that
+    netCDF file as they are computed and the result is that file, opened lazily."""
     p = _validated(ds, source)
     params = params.resolved(p)
     n_steps = ds.sizes["step"]
+    if n_steps == 0:
+        raise TrajectoryError(f"{source}: no snapshots to analyze")
     has_metrics = all(name in ds for name in ("val_acc", "train_acc_true", "train_a"))
     bounds = [(start, min(start + params.chunk_steps, n_steps)) for start in range(0, n_steps, params.chunk_steps)]
     if scheduler is not None and path is not None:
@@ -201,24 +239,45 @@ def analyze_dataset(ds: xr.Dataset, params: AnalysisParams = AnalysisParams(), s
 
         chunks = map_on_cluster(scheduler, _chunk_from_file, [(path, a, b, params, not has_metrics) for a, b in bounds])
     else:
-        chunks = [_chunk_from_dataset(ds, a, b, params, not has_metrics) for a, b in bounds]
-    if not chunks:
-        raise TrajectoryError(f"{source}: no snapshots to analyze")
-    merged = {name: np.concatenate([c[name] for c in chunks], axis=0) for name in chunks[0]}
+        chunks = (_chunk_from_dataset(ds, a, b, params, not has_metrics) for a, b in bounds)
     steps = ds["step"].values if "step" in ds.coords or "step" in ds else np.arange(n_steps)
-    out = xr.Dataset(coords={"step": steps, "neuron": ds["neuron"].values if "neuron" in ds.coords else np.arange(ds.sizes["neuron"])})
-    for name, values in merged.items():
-        dims = ("step", "neuron") if values.ndim == 2 else ("step",)
-        out[name] = (dims, values)
-    if has_metrics:
-        n_train = ds.sizes["train_pair"]
-        out["val_acc"] = ("step", ds["val_acc"].values)
-        out["train_acc"] = ("step", ds["train_acc"].values)
-        out["all_acc"] = ("step", (ds["train_acc_true"].values * n_train + ds["val_acc"].values * (p * p - n_train)) / (p * p))
-    _describe(out)
-    _add_run_attrs(out, ds, params)
-    out.attrs["source"] = source
-    return out
+    neurons = ds["neuron"].values if "neuron" in ds.coords else np.arange(ds.sizes["neuron"])
+    stream = _StreamedNeuronVariables(stream_to, steps, neurons) if stream_to is not None else None
+    per_step: dict[str, list] = {}
+    per_neuron: dict[str, list] = {}
+    try:
+        for (start, _), chunk in zip(bounds, chunks):
+            two_d = {name: values for name, values in chunk.items() if values.ndim == 2}
+            if stream is not None:
+                stream.write(start, two_d)
+            else:
+                for name, values in two_d.items():
+                    per_neuron.setdefault(name, []).append(values)
+            for name, values in chunk.items():
+                if values.ndim == 1:
+                    per_step.setdefault(name, []).append(values)
+        out = xr.Dataset({name: ("step", np.concatenate(parts)) for name, parts in per_step.items()},
+                         coords={"step": steps, "neuron": neurons})
+        for name, parts in per_neuron.items():
+            out[name] = (("step", "neuron"), np.concatenate(parts))
+        if has_metrics:
+            n_train = ds.sizes["train_pair"]
+            out["val_acc"] = ("step", ds["val_acc"].values)
+            out["train_acc"] = ("step", ds["train_acc"].values)
+            out["all_acc"] = ("step", (ds["train_acc_true"].values * n_train + ds["val_acc"].values * (p * p - n_train)) / (p * p))
+        for name in out.data_vars:
+            if name in DESCRIPTIONS:
+                out[name].attrs["long_name"] = DESCRIPTIONS[name]
+        _add_run_attrs(out, ds, params)
+        out.attrs["source"] = source
+        if stream is None:
+            return out
+        stream.finish(out.drop_dims("neuron", errors="ignore").drop_vars("neuron", errors="ignore"))
+        stream = None
+        return xr.open_dataset(stream_to, engine="h5netcdf")
+    finally:
+        if stream is not None:
+            stream.file.close()
 
 
 def _add_run_attrs(out: xr.Dataset, ds: xr.Dataset, params: AnalysisParams) -> None:
@@ -248,30 +307,28 @@ def _add_run_attrs(out: xr.Dataset, ds: xr.Dataset, params: AnalysisParams) -> N
             out.attrs[key] = ds.attrs[key]
 
 
-def _describe(out: xr.Dataset) -> None:
-    text = {
-        "freq_a": "dominant frequency k* of W_a (0: dead or constant row)",
-        "phase_a": "phase of W_a at k* (rad)", "phase_b": "phase of W_b at W_a's k* (rad)",
-        "phase_out": "phase of W_out at W_a's k* (rad)",
-        "periodicity_a": "max|F| / mean|F| over k = 1..p-1 (paper Eq. 1)",
-        "binarization_a": "(cosine_dist - square_dist) / (cosine_dist + square_dist): 1 square, -1 cosine, ~0 noise",
-        "boundary_frac_a": "share of intermediate entries next to a sign change of the ideal square wave",
-        "phase_sum_error": "wrap(phase_out - phase_a - phase_b) (rad)",
-        "structured": "periodicity_a > threshold and W_a, W_b, W_out frequencies agree",
-        "unstructured": "periodicity_a < threshold_low (or undefined)",
-        "r_all": "Fisher-Lee circular correlation of phase_out with phase_a + phase_b, all neurons",
-        "r_structured": "the same over structured neurons",
-        "phase_sum_coherence": "|mean exp(i phase_sum_error)| over structured neurons",
-        "ideal_acc": "Sq->Cos idealized model accuracy on all p^2 pairs",
-        "ideal_acc_sq_sq": "Sq->Sq idealized model accuracy", "ideal_acc_cos_cos": "Cos->Cos idealized model accuracy",
-        "ideal_acc_phase_sum": "control: Sq->Cos with phase_out forced to phase_a + phase_b",
-        "ideal_acc_shuffled": "control: Sq->Cos with phase_out shuffled across neurons",
-        "all_acc": "real model accuracy on all p^2 pairs", "val_acc": "real model accuracy on validation",
-        "square_vs_cosine_t": "paired t of square_dist_a - cosine_dist_a over structured neurons",
-    }
-    for name, value in text.items():
-        if name in out:
-            out[name].attrs["long_name"] = value
+DESCRIPTIONS = {
+    "freq_a": "dominant frequency k* of W_a (0: dead or constant row)",
+    "phase_a": "phase of W_a at k* (rad)", "phase_b": "phase of W_b at W_a's k* (rad)",
+    "phase_out": "phase of W_out at W_a's k* (rad)",
+    "periodicity_a": "max|F| / mean|F| over k = 1..p-1 (paper Eq. 1)",
+    "binarization_a": "(cosine_dist - square_dist) / (cosine_dist + square_dist): 1 square, -1 cosine, ~0 noise",
+    "boundary_frac_a": "share of intermediate entries next to a sign change of the ideal square wave",
+    "phase_sum_error": "wrap(phase_out - phase_a - phase_b) (rad)",
+    "structured": "periodicity_a > threshold and W_a, W_b, W_out frequencies agree",
+    "unstructured": "periodicity_a < threshold_low (or undefined)",
+    "r_all": "Fisher-Lee circular correlation of phase_out with phase_a + phase_b, all neurons",
+    "r_structured": "the same over structured neurons",
+    "phase_sum_coherence": "|mean exp(i phase_sum_error)| over structured neurons",
+    "ideal_acc": "Sq->Cos idealized model accuracy on all p^2 pairs",
+    "ideal_acc_sq_sq": "Sq->Sq idealized model accuracy", "ideal_acc_cos_cos": "Cos->Cos idealized model accuracy",
+    "ideal_acc_phase_sum": "control: Sq->Cos with phase_out forced to phase_a + phase_b",
+    "ideal_acc_shuffled": "control: Sq->Cos with phase_out shuffled across neurons",
+    "all_acc": "real model accuracy on all p^2 pairs", "val_acc": "real model accuracy on validation",
+    "square_vs_cosine_t": "paired t of square_dist_a - cosine_dist_a over structured neurons",
+}
+
+
 
 
 def default_analysis_path(trajectory: str | os.PathLike) -> Path:
@@ -328,11 +385,19 @@ def analyze(source: str | os.PathLike | xr.Dataset, threshold: float | None = No
         resolved = params.resolved(trajectory.sizes["token"])
         if not force and out_path.exists() and _is_current(out_path, trajectory, resolved):
             return xr.open_dataset(out_path, engine="h5netcdf")
+        if save is False:
+            return analyze_dataset(trajectory, params, source=str(path), path=str(path), scheduler=scheduler)
         _check_replaceable(out_path)
-        result = analyze_dataset(trajectory, params, source=str(path), path=str(path), scheduler=scheduler)
-    if save is not False:
-        save_analysis(result, out_path)
-    return result
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = out_path.with_name(out_path.name + ".partial")
+        try:
+            result = analyze_dataset(trajectory, params, source=str(path), path=str(path), scheduler=scheduler,
+                                     stream_to=temporary)
+            result.close()
+            os.replace(temporary, out_path)  # atomic: a crash never leaves half an analysis
+        finally:
+            temporary.unlink(missing_ok=True)
+    return xr.open_dataset(out_path, engine="h5netcdf")
 
 
 def save_analysis(result: xr.Dataset, path: Path) -> None:

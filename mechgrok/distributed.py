@@ -1,7 +1,7 @@
 """The dask.distributed bridge: run independent tasks on a cluster, or on a LocalCluster."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 
 def connect(scheduler: str):
@@ -17,12 +17,15 @@ def connect(scheduler: str):
         raise OSError(f"no dask scheduler answers at {scheduler} ({err})") from None
 
 
-def map_on_cluster(scheduler: str, function: Callable[..., Any], argument_tuples: list[tuple]) -> list[Any]:
-    """function(*arguments) for each tuple, computed by the cluster's workers, in order."""
+def map_on_cluster(scheduler: str, function: Callable[..., Any], argument_tuples: list[tuple]) -> Iterator[Any]:
+    """function(*arguments) for each tuple, computed by the cluster's workers, yielded in
+    order as they are gathered (so a consumer can write each result away before the next)."""
     client = connect(scheduler)
     try:
         futures = [client.submit(function, *arguments, pure=False) for arguments in argument_tuples]
-        return client.gather(futures)
+        for future in futures:
+            yield future.result()
+            future.release()
     finally:
         cluster = client.cluster if scheduler == "local" else None
         client.close()

@@ -127,7 +127,7 @@ def record_sweep(configs: list[RunConfig], folder: str | os.PathLike, resume: bo
     else:
         from .distributed import map_on_cluster
 
-        results = map_on_cluster(scheduler, _record_group, arguments)
+        results = list(map_on_cluster(scheduler, _record_group, arguments))
     errors = []
     for group, error in zip(groups, results):
         if error is not None:
