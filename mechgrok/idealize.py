@@ -34,12 +34,16 @@ def accuracy_all_pairs(W_a: np.ndarray, W_b: np.ndarray, W_out_list: list[np.nda
                        integer_logits: list[bool] | None = None) -> np.ndarray:
     """Accuracy over all p^2 pairs of MLPs that share input rows W_a, W_b (..., n, p) and
     first-layer bias b_in (..., n), for each output matrix in W_out_list (..., n, p), with
-    output bias b_out (..., p). Returns (len(W_out_list), ...) accuracies, computed in float32
-    with one matrix product for all outputs. A pair whose label ties with t - 1 other
+    output bias b_out (..., p); leading axes are looped over. Returns (len(W_out_list), ...)
+    accuracies, computed in float32 with one matrix product for all outputs. A pair whose label ties with t - 1 other
     classes for the largest logit counts 1/t (expected accuracy under random tie-breaking).
     Exact ties are checked for the outputs flagged in `integer_logits` (Sq->Sq, whose
     logits are integers; a collapsed real model); elsewhere they have probability ~0 and
     the cheaper argmax is used."""
+    if W_a.ndim > 2:  # one snapshot at a time: memory stays at one (p^2, n) hidden matrix
+        return np.stack([accuracy_all_pairs(W_a[i], W_b[i], [w[i] for w in W_out_list],
+                                            None if b_in is None else b_in[i], None if b_out is None else b_out[i],
+                                            integer_logits) for i in range(W_a.shape[0])], axis=-1)
     p = W_a.shape[-1]
     batch_shape = W_a.shape[:-2]
     labels = pair_labels(p)
