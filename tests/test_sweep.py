@@ -1,7 +1,6 @@
 import json
 
 import numpy as np
-import pytest
 
 import mechgrok
 from conftest import assert_one_line_error, run_cli
@@ -66,8 +65,9 @@ def test_a_failing_ensemble_does_not_stop_the_others(tmp_path):
 
 
 def test_sweep_on_a_local_dask_cluster(tmp_path):
-    distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                                   dashboard_address=None) as cluster:
         grid = [RunConfig(modulus=13, width=16, train_frac=0.5, steps=30, every=10, seed=s) for s in (0, 1)] + \
                [RunConfig(modulus=11, width=8, train_frac=0.5, steps=30, every=10)]
