@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 
 import mechgrok
-from mechgrok import fourier
 from mechgrok.analysis import AnalysisParams, analyze_arrays, neuron_structure
 from mechgrok.idealize import pair_labels, square
 

@@ -10,7 +10,7 @@ from conftest import GROKKING, assert_one_line_error, run_cli
 from mechgrok.analysis import MIN_NEURONS_FOR_STATS, analyze_arrays, AnalysisParams
 from mechgrok.config import RunConfig
 from mechgrok.fourier import wrap_angle
-from planted import as_dataset, planted_algorithm, planted_rows
+from planted import as_dataset, planted_algorithm
 
 CONTRACT_NEURON = ["freq_a", "freq_b", "freq_out", "phase_a", "phase_b", "phase_out", "amp_a", "amp_b", "amp_out",
                    "periodicity_a", "periodicity_b", "periodicity_out", "square_dist_a", "cosine_dist_a", "square_dist_b",

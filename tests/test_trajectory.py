@@ -136,10 +136,8 @@ def test_resume_from_an_earlier_checkpoint_regenerates_without_rewriting(tmp_pat
 
 
 def test_resume_with_a_lower_step_cap_ends_the_run_where_it_is(tmp_path, tiny_config):
-    import h5py as _h5py
-
     path = mechgrok.record(dataclasses.replace(tiny_config, steps=40), out=tmp_path / "r.h5")
-    with _h5py.File(path, "r+") as f:  # as if killed after step 40
+    with h5py.File(path, "r+") as f:  # as if killed after step 40
         f.attrs["final_step"], f.attrs["stop_reason"] = -1, ""
     mechgrok.record(dataclasses.replace(tiny_config, steps=20), out=path, resume=True)
     ds = open_trajectory(path)
