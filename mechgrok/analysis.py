@@ -379,7 +379,7 @@ def _check_replaceable(path: Path) -> None:
 
 
 def analyze(source: str | os.PathLike | xr.Dataset, threshold: float | None = None, threshold_low: float | None = None,
-            out: str | os.PathLike | None = None, force: bool = False, save: bool | None = None,
+            out: str | os.PathLike | None = None, force: bool = False, save: bool = True,
             grok_acc: float = 0.9, structure_acc: float = 0.9, chunk_steps: int = 8,
             scheduler: str | None = None) -> xr.Dataset:
     """Analyze a trajectory (path or Dataset with W_a, W_b, W_out on (step, neuron, token)).
@@ -387,6 +387,7 @@ def analyze(source: str | os.PathLike | xr.Dataset, threshold: float | None = No
     For a path the analysis is saved next to it (<name>.analysis.h5, or `out`) and reused on
     later calls while the trajectory and thresholds are unchanged (`force` recomputes). An
     analysis file is a cache: a stale one is replaced; any other existing file is refused.
+    `save=False` computes without writing (a current analysis on file is still reused).
     Returns the analysis as an xarray.Dataset (dims step, neuron)."""
     params = AnalysisParams(threshold, threshold_low, grok_acc, structure_acc, chunk_steps)
     if isinstance(source, xr.Dataset):
@@ -402,7 +403,7 @@ def analyze(source: str | os.PathLike | xr.Dataset, threshold: float | None = No
         resolved = params.resolved(trajectory.sizes["token"])
         if not force and out_path.exists() and _is_current(out_path, trajectory, resolved):
             return xr.open_dataset(out_path, engine="h5netcdf")
-        if save is False:
+        if not save:
             return analyze_dataset(trajectory, params, source=str(path), path=str(path), scheduler=scheduler)
         _check_replaceable(out_path)
         out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -140,6 +140,7 @@ def record(out: Path | None, resume: bool, force: bool, quiet: bool, every, sche
 def _record_sweep(grid: list[RunConfig], out: Path | None, resume: bool, force: bool, quiet: bool,
                   scheduler: str | None, max_ensemble: int | None) -> None:
     from .sweep import INDEX_NAME, default_sweep_folder, ensemble_groups, record_sweep
+    from .trajectory import is_complete
 
     folder = out if out is not None else default_sweep_folder(grid)
     if folder.exists() and not folder.is_dir():
@@ -157,7 +158,7 @@ def _record_sweep(grid: list[RunConfig], out: Path | None, resume: bool, force: 
     for error in errors:
         console.print(f"[red]failed[/red] {error}")
     if not quiet:
-        done = len(paths) - sum(len(e.split(":")[0].split(",")) for e in errors)
+        done = sum(path.is_file() and is_complete(path) for path in paths)
         console.print(f"[green]wrote[/green] {done} of {len(paths)} trajectories and {folder / INDEX_NAME} "
                       f"({time.perf_counter() - started:.0f} s)")
     if errors:
