@@ -16,15 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import h5netcdf
+import h5py
 import numpy as np
 import xarray as xr
 
 from . import fourier
-from .errors import TrajectoryError
+from .config import ANALYSIS_LIMITS, MIN_MODULUS, check_option
+from .errors import OutputExistsError, TrajectoryError
+from .outputs import atomic_output, same_file
 from .idealize import IDEAL_VARIANTS, accuracy_all_pairs, ideal_accuracies
-from .trajectory import open_trajectory
+from .trajectory import attr_float, attr_int, open_trajectory, trajectory_identity
 
-ANALYSIS_FORMAT_VERSION = 1
+ANALYSIS_FORMAT_VERSION = 2  # 2: keyed on the trajectory's run_id, CF attributes, compressed
 MIN_NEURONS_FOR_STATS = 5  # circular correlation, coherence and t statistics need this many neurons, else NaN
 SATURATION_TRAIN_ACC = 0.99
 WEIGHTS = ("W_a", "W_b", "W_out")
@@ -44,14 +47,17 @@ class AnalysisParams:
     chunk_steps: int = 8
 
     def resolved(self, p: int) -> "AnalysisParams":
-        if p < 3:
-            raise ValueError(f"modulus must be >= 3, got {p}")
+        """Thresholds filled in for modulus p; raises ValueError on values outside
+        config.ANALYSIS_LIMITS (NaN and infinities included) or p < MIN_MODULUS."""
+        if p < MIN_MODULUS:
+            raise ValueError(f"modulus must be >= {MIN_MODULUS} for a Fourier analysis (p = {p} has fewer than two frequencies)")
+        for name in ANALYSIS_LIMITS:
+            if getattr(self, name) is not None:
+                check_option(name, getattr(self, name))
         threshold = 12 * (p - 1) / 96 if self.threshold is None else float(self.threshold)
         threshold_low = 5 * (p - 1) / 96 if self.threshold_low is None else float(self.threshold_low)
         if threshold_low > threshold:
             raise ValueError(f"threshold_low {threshold_low} is above threshold {threshold}")
-        if self.chunk_steps < 1:
-            raise ValueError(f"chunk_steps must be >= 1, got {self.chunk_steps}")
         return AnalysisParams(threshold, threshold_low, self.grok_acc, self.structure_acc, self.chunk_steps)
 
 
@@ -193,8 +199,8 @@ def _validated(ds: xr.Dataset, source: str) -> int:
         if set(ds[name].dims) != {"step", "neuron", "token"}:
             raise TrajectoryError(f"{source}: {name} has dims {ds[name].dims}, expected (step, neuron, token)")
     p = ds.sizes["token"]
-    if p < 3:
-        raise TrajectoryError(f"{source}: modulus (token size) {p} < 3")
+    if p < MIN_MODULUS:
+        raise TrajectoryError(f"{source}: modulus (token size) {p} < {MIN_MODULUS}; a Fourier analysis needs at least two frequencies")
     return p
 
 
@@ -207,35 +213,45 @@ def _first_step(steps: np.ndarray, reached: np.ndarray) -> int:
 class _StreamedNeuronVariables:
     """Writes the (step, neuron) variables of an analysis into a netCDF file chunk by chunk,
     so memory holds one chunk, not the whole analysis. Floats are stored as float32 (the
-    statistics carry no more precision than that), booleans as int8 that xarray decodes."""
+    statistics carry no more precision than that), booleans as CF flag variables (int8 with
+    flag_values/flag_meanings) that xarray decodes back to bool; deflate + shuffle."""
 
     def __init__(self, path: Path, steps: np.ndarray, neurons: np.ndarray):
         self.path = path
         self.file = h5netcdf.File(path, "w")
         self.file.dimensions = {"step": steps.size, "neuron": neurons.size}
-        self.file.create_variable("step", ("step",), steps.dtype, data=steps)
-        self.file.create_variable("neuron", ("neuron",), neurons.dtype, data=neurons)
+        for name, values in (("step", steps), ("neuron", neurons)):
+            variable = self.file.create_variable(name, (name,), values.dtype, data=values)
+            variable.attrs.update(variable_attrs(name))
 
     def write(self, start: int, values: dict[str, np.ndarray]) -> None:
         for name, array in values.items():
             stored = array.astype(np.int8) if array.dtype == bool else (
                 array.astype(np.float32) if array.dtype.kind == "f" else array)
             if name not in self.file.variables:
+                n_steps = self.file.dimensions["step"].size
                 variable = self.file.create_variable(name, ("step", "neuron"), stored.dtype,
-                                                     chunks=(min(64, self.file.dimensions["step"].size), stored.shape[1]))
-                if array.dtype == bool:
-                    variable.attrs["dtype"] = "bool"
-                if name in DESCRIPTIONS:
-                    variable.attrs["long_name"] = DESCRIPTIONS[name]
+                                                     chunks=(min(64, n_steps), stored.shape[1]), **COMPRESSION)
+                variable.attrs.update(variable_attrs(name, boolean=array.dtype == bool))
             self.file.variables[name][start:start + stored.shape[0]] = stored
 
     def finish(self, per_step: xr.Dataset) -> None:
         """Add the per-step variables and the attributes, then close."""
         for name, variable in per_step.data_vars.items():
-            created = self.file.create_variable(name, ("step",), variable.dtype, data=variable.values)
+            created = self.file.create_variable(name, ("step",), variable.dtype, data=variable.values, **COMPRESSION)
             created.attrs.update(variable.attrs)
         self.file.attrs.update(per_step.attrs)
         self.file.close()
+
+    def abandon(self) -> None:
+        """Close after a failure (errors flushing a file that could not be written are not news)."""
+        try:
+            self.file.close()
+        except Exception:  # noqa: BLE001 - the failure that brought us here is the one reported
+            pass
+
+
+COMPRESSION = dict(compression="gzip", compression_opts=4, shuffle=True)
 
 
 def analyze_dataset(ds: xr.Dataset, params: AnalysisParams = AnalysisParams(), source: str = "dataset",
@@ -282,9 +298,8 @@ def analyze_dataset(ds: xr.Dataset, params: AnalysisParams = AnalysisParams(), s
             out["val_acc"] = ("step", ds["val_acc"].values)
             out["train_acc"] = ("step", ds["train_acc"].values)
             out["all_acc"] = ("step", (ds["train_acc_true"].values * n_train + ds["val_acc"].values * (p * p - n_train)) / (p * p))
-        for name in out.data_vars:
-            if name in DESCRIPTIONS:
-                out[name].attrs["long_name"] = DESCRIPTIONS[name]
+        for name in out.variables:
+            out[name].attrs.update(variable_attrs(str(name), boolean=out[name].dtype == bool))
         _add_run_attrs(out, ds, params)
         out.attrs["source"] = source
         if stream is None:
@@ -294,7 +309,7 @@ def analyze_dataset(ds: xr.Dataset, params: AnalysisParams = AnalysisParams(), s
         return xr.open_dataset(stream_to, engine="h5netcdf")
     finally:
         if stream is not None:
-            stream.file.close()
+            stream.abandon()
 
 
 def _add_run_attrs(out: xr.Dataset, ds: xr.Dataset, params: AnalysisParams) -> None:
@@ -313,8 +328,10 @@ def _add_run_attrs(out: xr.Dataset, ds: xr.Dataset, params: AnalysisParams) -> N
         min_neurons_for_stats=MIN_NEURONS_FOR_STATS,
         analysis_format_version=ANALYSIS_FORMAT_VERSION,
         source_n_snapshots=int(ds.sizes["step"]),
-        source_created=str(ds.attrs.get("created", "")),
+        source_run_id=trajectory_identity(ds),
         source_final_step=int(ds.attrs.get("final_step", -1)),
+        Conventions="CF-1.8",
+        title="mechgrok analysis: per-neuron Fourier structure and idealized models over training",
         conventions=("phase in radians, wrapped to [-pi, pi); F[k] = sum_x w[x] exp(-2 pi i k x / p); "
                      "rows modelled as f(2 pi k x / p - phase); phases of W_b, W_out read at W_a's frequency; "
                      "step attributes are -1 when not reached"),
@@ -324,28 +341,55 @@ def _add_run_attrs(out: xr.Dataset, ds: xr.Dataset, params: AnalysisParams) -> N
             out.attrs[key] = ds.attrs[key]
 
 
-DESCRIPTIONS = {
-    "freq_a": "dominant frequency k* of W_a (0: dead or constant row)",
-    "phase_a": "phase of W_a at k* (rad)", "phase_b": "phase of W_b at W_a's k* (rad)",
-    "phase_out": "phase of W_out at W_a's k* (rad)",
-    "periodicity_a": "max|F| / mean|F| over k = 1..p-1 (paper Eq. 1)",
-    "binarization_a": "(cosine_dist - square_dist) / (cosine_dist + square_dist): 1 square, -1 cosine, ~0 noise",
-    "boundary_frac_a": "share of intermediate entries next to a sign change of the ideal square wave",
-    "phase_sum_error": "wrap(phase_out - phase_a - phase_b) (rad)",
-    "structured": "periodicity_a > threshold and W_a, W_b, W_out frequencies agree",
-    "unstructured": "periodicity_a < threshold_low (or undefined)",
-    "r_all": "Fisher-Lee circular correlation of phase_out with phase_a + phase_b, all neurons",
-    "r_structured": "the same over structured neurons",
-    "phase_sum_coherence": "|mean exp(i phase_sum_error)| over structured neurons",
-    "ideal_acc": "Sq->Cos idealized model accuracy on all p^2 pairs",
-    "ideal_acc_sq_sq": "Sq->Sq idealized model accuracy", "ideal_acc_cos_cos": "Cos->Cos idealized model accuracy",
-    "ideal_acc_phase_sum": "control: Sq->Cos with phase_out forced to phase_a + phase_b",
-    "ideal_acc_shuffled": "control: Sq->Cos with phase_out shuffled across neurons",
-    "all_acc": "real model accuracy on all p^2 pairs", "val_acc": "real model accuracy on validation",
-    "square_vs_cosine_t": "paired t of square_dist_a - cosine_dist_a over structured neurons",
+WEIGHT_LABELS = {"a": "W_a", "b": "W_b", "out": "W_out"}
+# (long_name, units) of the analysis variables; the a/b/out families are filled in below
+VARIABLE_ATTRS: dict[str, tuple[str, str]] = {
+    "step": ("optimizer updates applied before the snapshot", "1"),
+    "neuron": ("hidden neuron index", "1"),
+    "phase_b_own": ("phase of W_b at its own dominant frequency", "rad"),
+    "phase_out_own": ("phase of W_out at its own dominant frequency", "rad"),
+    "freq_agree": ("dominant frequencies of W_a, W_b and W_out agree (and are > 0)", "1"),
+    "phase_sum_error": ("wrap(phase_out - phase_a - phase_b)", "rad"),
+    "structured": ("periodicity_a > threshold and W_a, W_b, W_out frequencies agree", "1"),
+    "unstructured": ("periodicity_a < threshold_low (or undefined)", "1"),
+    "r_all": ("Fisher-Lee circular correlation of phase_out with phase_a + phase_b, all neurons with a phase", "1"),
+    "r_structured": ("Fisher-Lee circular correlation of phase_out with phase_a + phase_b, structured neurons", "1"),
+    "phase_sum_coherence": ("|mean exp(i phase_sum_error)| over structured neurons", "1"),
+    "n_structured": ("number of structured neurons", "1"),
+    "n_unstructured": ("number of unstructured neurons", "1"),
+    "periodicity_median": ("median periodicity_a over neurons", "1"),
+    "binarization_median": ("median binarization_a over neurons", "1"),
+    "square_vs_cosine_t": ("paired t of square_dist_a - cosine_dist_a over structured neurons", "1"),
+    "ideal_acc": ("Sq->Cos idealized model accuracy on all p^2 pairs", "1"),
+    "ideal_acc_sq_sq": ("Sq->Sq idealized model accuracy on all p^2 pairs", "1"),
+    "ideal_acc_cos_cos": ("Cos->Cos idealized model accuracy on all p^2 pairs", "1"),
+    "ideal_acc_phase_sum": ("control: Sq->Cos with phase_out forced to phase_a + phase_b", "1"),
+    "ideal_acc_shuffled": ("control: Sq->Cos with phase_out shuffled across neurons", "1"),
+    "all_acc": ("real model accuracy on all p^2 pairs", "1"),
+    "val_acc": ("real model accuracy on the validation pairs", "1"),
+    "train_acc": ("real model accuracy on the training labels used", "1"),
 }
+for _key, _weight in WEIGHT_LABELS.items():
+    VARIABLE_ATTRS.update({
+        f"freq_{_key}": (f"dominant frequency k* of {_weight} (0: dead or constant row)", "1"),
+        f"amp_{_key}": (f"amplitude 2|F[k*]|/p of {_weight} at its own dominant frequency", "1"),
+        f"periodicity_{_key}": (f"max|F| / mean|F| over k = 1..p-1 of {_weight} (paper Eq. 1)", "1"),
+        f"phase_{_key}": (f"phase of {_weight} at W_a's dominant frequency, in [-pi, pi)", "rad"),
+        f"square_dist_{_key}": (f"mean nearest-point distance of {_weight} to its ideal square wave", "amplitude"),
+        f"cosine_dist_{_key}": (f"mean nearest-point distance of {_weight} to its ideal cosine", "amplitude"),
+        f"binarization_{_key}": (f"(cosine_dist - square_dist) / (cosine_dist + square_dist) of {_weight}: "
+                                 "1 square, -1 cosine, ~0 noise", "1"),
+        f"boundary_frac_{_key}": (f"share of intermediate entries of {_weight} next to a sign change of the ideal square wave", "1"),
+    })
 
 
+def variable_attrs(name: str, boolean: bool = False) -> dict:
+    """CF attributes (long_name, units; flag_values/flag_meanings for booleans) of an analysis variable."""
+    long_name, units = VARIABLE_ATTRS.get(name, (name.replace("_", " "), "1"))
+    attrs = {"long_name": long_name, "units": units}
+    if boolean:
+        attrs.update(flag_values=np.array([0, 1], np.int8), flag_meanings="false true", dtype="bool")
+    return attrs
 
 
 def default_analysis_path(trajectory: str | os.PathLike) -> Path:
@@ -353,29 +397,23 @@ def default_analysis_path(trajectory: str | os.PathLike) -> Path:
     return trajectory.with_name(trajectory.stem + ".analysis.h5")
 
 
-def _is_current(analysis_path: Path, trajectory: xr.Dataset, params: AnalysisParams) -> bool:
+def _is_current(analysis_path: Path, identity: str, n_snapshots: int, params: AnalysisParams) -> bool:
+    """An analysis file is current when it was made, in this format, from the same trajectory
+    (its run_id) with the same committed snapshots and the same parameters."""
     try:
-        with xr.open_dataset(analysis_path, engine="h5netcdf") as old:
+        with open(analysis_path, "rb") as handle, h5py.File(handle, "r") as old:
             attrs = old.attrs
-            return (int(attrs.get("analysis_format_version", -1)) == ANALYSIS_FORMAT_VERSION
-                    and int(attrs.get("source_n_snapshots", -1)) == trajectory.sizes["step"]
-                    and str(attrs.get("source_created", "")) == str(trajectory.attrs.get("created", ""))
-                    and all(np.isclose(float(attrs.get(k, np.nan)), float(getattr(params, k))) for k in ("threshold", "threshold_low", "grok_acc", "structure_acc")))
-    except (OSError, ValueError, KeyError, RuntimeError):
+            return (attr_int(attrs.get("analysis_format_version", -1)) == ANALYSIS_FORMAT_VERSION
+                    and attr_int(attrs.get("source_n_snapshots", -1)) == n_snapshots
+                    and _text(attrs.get("source_run_id", "")) == identity
+                    and all(np.isclose(attr_float(attrs.get(k, np.nan)), float(getattr(params, k)))
+                            for k in ("threshold", "threshold_low", "grok_acc", "structure_acc")))
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError):
         return False
 
 
-def _check_replaceable(path: Path) -> None:
-    """An existing output may be replaced only if it is an earlier mechgrok analysis."""
-    if not path.exists():
-        return
-    try:
-        with xr.open_dataset(path, engine="h5netcdf") as old:
-            if "analysis_format_version" in old.attrs:
-                return
-    except (OSError, ValueError, RuntimeError):
-        pass
-    raise TrajectoryError(f"{path} exists and is not a mechgrok analysis; refusing to overwrite it")
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def analyze(source: str | os.PathLike | xr.Dataset, threshold: float | None = None, threshold_low: float | None = None,
@@ -385,42 +423,35 @@ def analyze(source: str | os.PathLike | xr.Dataset, threshold: float | None = No
     """Analyze a trajectory (path or Dataset with W_a, W_b, W_out on (step, neuron, token)).
 
     For a path the analysis is saved next to it (<name>.analysis.h5, or `out`) and reused on
-    later calls while the trajectory and thresholds are unchanged (`force` recomputes). An
-    analysis file is a cache: a stale one is replaced; any other existing file is refused.
-    `save=False` computes without writing (a current analysis on file is still reused).
-    Returns the analysis as an xarray.Dataset (dims step, neuron)."""
+    later calls while it is current: same trajectory (its run_id), same committed snapshots,
+    same parameters (`force` recomputes). An analysis file is a cache: an earlier analysis
+    is replaced, any other existing file is refused, and the new file appears only when
+    complete (outputs.atomic_output), so concurrent calls both succeed. `save=False`
+    computes without writing (a current analysis on file is still reused). A Dataset is
+    analyzed in memory and written to `out` only when given; `force`, `save=False` and
+    `scheduler` do not apply to it and raise. Returns the analysis (dims step, neuron)."""
     params = AnalysisParams(threshold, threshold_low, grok_acc, structure_acc, chunk_steps)
     if isinstance(source, xr.Dataset):
-        result = analyze_dataset(source, params, source=str(source.attrs.get("source", "dataset")), scheduler=None)
+        if force or not save or scheduler is not None:
+            raise ValueError("force, save=False and scheduler apply to a trajectory file, not to a Dataset")
+        origin = source.attrs.get("source")
+        result = analyze_dataset(source, params, source=str(origin or "dataset"), scheduler=None)
         if out is not None:
-            save_analysis(result, Path(out))
+            with atomic_output(out, "analysis", inputs=[Path(origin)] if origin else [], replace_role=True) as partial:
+                result.to_netcdf(partial, engine="h5netcdf", encoding={name: COMPRESSION for name in result.data_vars})
         return result
     path = Path(source)
     out_path = Path(out) if out is not None else default_analysis_path(path)
-    if out_path.resolve() == path.resolve():
-        raise TrajectoryError(f"{out_path}: the analysis would overwrite its own trajectory")
     with open_trajectory(path) as trajectory:
+        if same_file(out_path, path):
+            raise OutputExistsError(f"{out_path} is the trajectory being analyzed; refusing to write over it")
         resolved = params.resolved(trajectory.sizes["token"])
-        if not force and out_path.exists() and _is_current(out_path, trajectory, resolved):
+        identity, n_snapshots = trajectory_identity(trajectory), trajectory.sizes["step"]
+        if not force and out_path.exists() and _is_current(out_path, identity, n_snapshots, resolved):
             return xr.open_dataset(out_path, engine="h5netcdf")
         if not save:
             return analyze_dataset(trajectory, params, source=str(path), path=str(path), scheduler=scheduler)
-        _check_replaceable(out_path)
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = out_path.with_name(out_path.name + ".partial")
-        try:
-            result = analyze_dataset(trajectory, params, source=str(path), path=str(path), scheduler=scheduler,
-                                     stream_to=temporary)
-            result.close()
-            os.replace(temporary, out_path)  # atomic: a crash never leaves half an analysis
-        finally:
-            temporary.unlink(missing_ok=True)
+        with atomic_output(out_path, "analysis", inputs=[path], replace_role=True) as partial:
+            analyze_dataset(trajectory, params, source=str(path), path=str(path), scheduler=scheduler,
+                            stream_to=partial).close()
     return xr.open_dataset(out_path, engine="h5netcdf")
-
-
-def save_analysis(result: xr.Dataset, path: Path) -> None:
-    """Write atomically (temporary file, then rename), so a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".partial")
-    result.to_netcdf(temporary, engine="h5netcdf")
-    os.replace(temporary, path)

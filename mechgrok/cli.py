@@ -1,8 +1,12 @@
 """The `mechgrok` command line: parse, validate, call the API, print with rich."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import shlex
+import signal
+import sys
 import time
 from pathlib import Path
 
@@ -31,9 +35,30 @@ def one_line_errors(command):
     return wrapper
 
 
+class OptionValue(click.ParamType):
+    """One value of a RunConfig option, checked against config.OPTION_LIMITS (finite floats,
+    integers within what a run can use), so click names the option in its one-line error."""
+
+    def __init__(self, option: str, kind: type):
+        self.option, self.kind = option, kind
+        self.name = kind.__name__
+
+    def convert(self, value, param, ctx):
+        from .config import OPTION_LIMITS
+
+        try:
+            number = self.kind(value) if self.kind is float or not isinstance(value, str) else int(value.strip())
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a valid {self.name}", param, ctx)
+        limit = OPTION_LIMITS[self.option]
+        if not limit.admits(float(number)):
+            self.fail(f"{value!r} is not {limit.describe()}" + (" (a finite number)" if self.kind is float else ""), param, ctx)
+        return number
+
+
 class NumberList(click.ParamType):
-    """A number, or a comma-separated list of them (a sweep), each checked by `inner`
-    (e.g. click.IntRange). `aliases` maps a word to a list (--noise paper)."""
+    """A number, or a comma-separated list of them (a sweep), each checked by `inner`.
+    `aliases` maps a word to a list (--noise paper). Empty items and repeated values are refused."""
 
     def __init__(self, inner: click.ParamType, aliases: dict[str, list] | None = None):
         self.inner = inner
@@ -46,19 +71,23 @@ class NumberList(click.ParamType):
         if isinstance(value, str) and value.strip() in self.aliases:
             return list(self.aliases[value.strip()])
         parts = [part.strip() for part in str(value).split(",")]
-        values = [self.inner.convert(part, param, ctx) for part in parts if part]
-        if not values:
-            self.fail(f"expected a number or a comma-separated list, got {value!r}", param, ctx)
+        if not all(parts):
+            self.fail(f"expected a number or a comma-separated list without empty items, got {value!r}", param, ctx)
+        values = [self.inner.convert(part, param, ctx) for part in parts]
+        if len(set(values)) != len(values):
+            self.fail(f"{value!r} lists a value twice", param, ctx)
         return values if len(values) > 1 else values[0]
 
 
 def parse_betas(ctx, param, value: str) -> tuple[float, float]:
+    from .config import BETA_LIMIT
+
     try:
         betas = tuple(float(v) for v in value.split(","))
     except ValueError:
         raise click.BadParameter(f"expected two numbers like 0.9,0.98, got {value!r}") from None
-    if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
-        raise click.BadParameter(f"expected two numbers in [0, 1) like 0.9,0.98, got {value!r}")
+    if len(betas) != 2 or not all(BETA_LIMIT.admits(b) for b in betas):
+        raise click.BadParameter(f"expected two numbers {BETA_LIMIT.describe()} like 0.9,0.98, got {value!r}")
     return betas
 
 
@@ -69,28 +98,28 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--modulus", type=NumberList(click.IntRange(min=3)), default=DEFAULTS.modulus, help="p: the task is (a + b) mod p.")
-@click.option("--width", type=NumberList(click.IntRange(min=1)), default=DEFAULTS.width, help="Hidden ReLU neurons.")
-@click.option("--train-frac", type=NumberList(click.FloatRange(0, 1, min_open=True, max_open=True)), default=DEFAULTS.train_frac,
+@click.option("--modulus", type=NumberList(OptionValue("modulus", int)), default=DEFAULTS.modulus, help="p: the task is (a + b) mod p.")
+@click.option("--width", type=NumberList(OptionValue("width", int)), default=DEFAULTS.width, help="Hidden ReLU neurons.")
+@click.option("--train-frac", type=NumberList(OptionValue("train_frac", float)), default=DEFAULTS.train_frac,
               help="Share of the p^2 pairs used for training, stratified by the answer.")
-@click.option("--noise", type=NumberList(click.FloatRange(0, 1, max_open=True), {"paper": list(PAPER_NOISE_LEVELS)}),
+@click.option("--noise", type=NumberList(OptionValue("noise", float), {"paper": list(PAPER_NOISE_LEVELS)}),
               default=DEFAULTS.noise, help="Share of training labels replaced by a uniformly drawn wrong class; "
               "'paper' for the paper's 19 levels.")
-@click.option("--lr", type=NumberList(click.FloatRange(0, min_open=True)), default=DEFAULTS.lr, help="AdamW learning rate.")
-@click.option("--weight-decay", type=NumberList(click.FloatRange(0)), default=DEFAULTS.weight_decay, help="AdamW decoupled weight decay.")
+@click.option("--lr", type=NumberList(OptionValue("lr", float)), default=DEFAULTS.lr, help="AdamW learning rate.")
+@click.option("--weight-decay", type=NumberList(OptionValue("weight_decay", float)), default=DEFAULTS.weight_decay, help="AdamW decoupled weight decay.")
 @click.option("--betas", callback=parse_betas, default="0.9,0.98", help="AdamW betas, two comma-separated numbers.")
-@click.option("--seed", type=NumberList(click.INT), default=DEFAULTS.seed, help="Seeds the split, the label noise and the init.")
-@click.option("--steps", type=NumberList(click.IntRange(min=0)), default=DEFAULTS.steps, help="Hard cap on optimizer steps.")
+@click.option("--seed", type=NumberList(OptionValue("seed", int)), default=DEFAULTS.seed, help="Seeds the split, the label noise and the init.")
+@click.option("--steps", type=NumberList(OptionValue("steps", int)), default=DEFAULTS.steps, help="Hard cap on optimizer steps.")
 @click.option("--bias/--no-bias", default=DEFAULTS.bias, help="First-layer and output biases.")
-@click.option("--stop-val-acc", type=NumberList(click.FloatRange(0, 1, min_open=True)), default=DEFAULTS.stop_val_acc,
+@click.option("--stop-val-acc", type=NumberList(OptionValue("stop_val_acc", float)), default=DEFAULTS.stop_val_acc,
               help="Stop once validation accuracy reaches this.")
-@click.option("--patience", type=NumberList(click.IntRange(min=1)), default=DEFAULTS.patience,
+@click.option("--patience", type=NumberList(OptionValue("patience", int)), default=DEFAULTS.patience,
               help="Stop after this many steps without a 1e-4 gain in best validation accuracy.")
-@click.option("--eval-every", type=NumberList(click.IntRange(min=1)), default=DEFAULTS.eval_every,
+@click.option("--eval-every", type=NumberList(OptionValue("eval_every", int)), default=DEFAULTS.eval_every,
               help="Steps between validation checks of the stopping rule.")
-@click.option("--every", type=NumberList(click.IntRange(min=1)), default=None,
+@click.option("--every", type=NumberList(click.IntRange(min=1, max=10**9)), default=None,
               help="Snapshot every N steps instead of the log schedule.")
-@click.option("--per-decade", type=NumberList(click.IntRange(min=1)), default=DEFAULTS.per_decade,
+@click.option("--per-decade", type=NumberList(OptionValue("per_decade", int)), default=DEFAULTS.per_decade,
               help="Log schedule: snapshots per decade of steps (every step while denser).")
 @click.option("--device", default=DEFAULTS.device, help="torch device: cpu, cuda or cuda:N.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
@@ -98,10 +127,12 @@ def main() -> None:
 @click.option("--scheduler", default=None, help="Sweeps: dask.distributed scheduler address, or 'local' for a LocalCluster.")
 @click.option("--max-ensemble", type=click.IntRange(min=1), default=None, help="Sweeps: at most this many runs per batched ensemble.")
 @click.option("--resume", is_flag=True, help="Continue unfinished trajectories from their last checkpoint; skip complete ones.")
-@click.option("--force", is_flag=True, help="Overwrite existing trajectories.")
+@click.option("--force", is_flag=True,
+              help="Replace existing trajectories (each new file takes the old one's place once its first snapshot is on disk).")
+@click.option("--compress", is_flag=True, help="Deflate + shuffle the weights on file (smaller, slower snapshots; see benchmarks).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 @one_line_errors
-def record(out: Path | None, resume: bool, force: bool, quiet: bool, every, scheduler: str | None,
+def record(out: Path | None, resume: bool, force: bool, compress: bool, quiet: bool, every, scheduler: str | None,
            max_ensemble: int | None, **options) -> None:
     """Train the paper's MLP and stream weight snapshots and metrics into an HDF5 trajectory.
 
@@ -117,7 +148,8 @@ def record(out: Path | None, resume: bool, force: bool, quiet: bool, every, sche
 
     grid = expand_grid(dict(options, every=every if every is not None else 0))
     if len(grid) > 1 or scheduler is not None:
-        _record_sweep(grid, out, resume, force, quiet, scheduler, max_ensemble)
+        with resume_hint_on_interrupt():
+            _record_sweep(grid, out, resume, force, compress, quiet, scheduler, max_ensemble)
         return
     config = grid[0]
     out = out if out is not None else DEFAULT_TRAJECTORY_DIR / default_trajectory_name(config)
@@ -128,16 +160,42 @@ def record(out: Path | None, resume: bool, force: bool, quiet: bool, every, sche
                     if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT}
         config = dataclasses.replace(read_config(out), **explicit)
     started = time.perf_counter()
-    if quiet:
-        record_runs([config], [out], resume=resume, force=force)
-    else:
-        with RecordProgress(config.steps) as progress:
-            record_runs([config], [out], resume=resume, force=force, on_step=progress.on_step)
+    with resume_hint_on_interrupt():
+        if quiet:
+            record_runs([config], [out], resume=resume, force=force, compression=compress)
+        else:
+            with RecordProgress(config.steps) as progress:
+                record_runs([config], [out], resume=resume, force=force, on_step=progress.on_step, compression=compress)
     if not quiet:
         _print_summary(out, time.perf_counter() - started)
 
 
-def _record_sweep(grid: list[RunConfig], out: Path | None, resume: bool, force: bool, quiet: bool,
+class Interrupted(click.ClickException):
+    """Ctrl-C or SIGTERM during a recording: one line saying how to continue."""
+
+    exit_code = 130
+
+
+@contextlib.contextmanager
+def resume_hint_on_interrupt():
+    """Turn Ctrl-C and SIGTERM into a one-line message that gives the command to resume
+    (the trajectories keep every committed snapshot; see trajectory.TrajectoryWriter)."""
+
+    def terminate(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    except KeyboardInterrupt:
+        args = [arg for arg in sys.argv[1:] if arg not in ("--force", "--resume")]
+        command = " ".join(["mechgrok", *map(shlex.quote, args), "--resume"])
+        raise Interrupted(f"interrupted; every snapshot written so far is kept: `{command}` continues") from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _record_sweep(grid: list[RunConfig], out: Path | None, resume: bool, force: bool, compress: bool, quiet: bool,
                   scheduler: str | None, max_ensemble: int | None) -> None:
     from .sweep import INDEX_NAME, default_sweep_folder, ensemble_groups, record_sweep
     from .trajectory import is_complete
@@ -151,10 +209,11 @@ def _record_sweep(grid: list[RunConfig], out: Path | None, resume: bool, force: 
         console.print(f"sweep: {len(grid)} runs in {n_groups} batched ensemble(s) -> {folder}"
                       + (f" on dask scheduler {scheduler}" if scheduler else ""))
     if quiet or scheduler is not None:
-        paths, errors = record_sweep(grid, folder, resume, force, scheduler, max_ensemble)
+        paths, errors = record_sweep(grid, folder, resume, force, scheduler, max_ensemble, compression=compress)
     else:
         with RecordProgress(max(c.steps for c in grid)) as progress:
-            paths, errors = record_sweep(grid, folder, resume, force, None, max_ensemble, on_step=progress.on_step)
+            paths, errors = record_sweep(grid, folder, resume, force, None, max_ensemble, on_step=progress.on_step,
+                                         compression=compress)
     for error in errors:
         console.print(f"[red]failed[/red] {error}")
     if not quiet:
@@ -218,13 +277,13 @@ def _print_summary(path: Path, seconds: float) -> None:
 @click.argument("trajectories", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Analysis file [default: next to the trajectory, <name>.analysis.h5]; one trajectory only.")
-@click.option("--threshold", type=click.FloatRange(0, min_open=True), default=None,
+@click.option("--threshold", type=OptionValue("threshold", float), default=None,
               help="Structured: W_a periodicity above this [default: 12 (p-1)/96, the paper's 12 at p = 97].")
-@click.option("--threshold-low", type=click.FloatRange(0, min_open=True), default=None,
+@click.option("--threshold-low", type=OptionValue("threshold_low", float), default=None,
               help="Unstructured: periodicity below this [default: 5 (p-1)/96].")
-@click.option("--grok-acc", type=click.FloatRange(0, 1), default=0.9, help="Grok step: first validation accuracy >= this.")
-@click.option("--structure-acc", type=click.FloatRange(0, 1), default=0.9, help="Structure step: first Sq->Cos accuracy >= this.")
-@click.option("--chunk-steps", type=click.IntRange(min=1), default=8, help="Snapshots analyzed at a time (bounds memory).")
+@click.option("--grok-acc", type=OptionValue("grok_acc", float), default=0.9, help="Grok step: first validation accuracy >= this.")
+@click.option("--structure-acc", type=OptionValue("structure_acc", float), default=0.9, help="Structure step: first Sq->Cos accuracy >= this.")
+@click.option("--chunk-steps", type=OptionValue("chunk_steps", int), default=8, help="Snapshots analyzed at a time (bounds memory).")
 @click.option("--scheduler", default=None, help="dask.distributed scheduler address for the chunks, or 'local'.")
 @click.option("--force", is_flag=True, help="Recompute even if a current analysis exists.")
 @click.option("--quiet", "-q", is_flag=True, help="No summary table.")
@@ -246,6 +305,8 @@ def analyze(trajectories: tuple[Path, ...], out: Path | None, threshold: float |
         started = time.perf_counter()
         result = run_analysis(trajectory, threshold=threshold, threshold_low=threshold_low, out=out, force=force,
                               grok_acc=grok_acc, structure_acc=structure_acc, chunk_steps=chunk_steps, scheduler=scheduler)
+        if int(result.attrs.get("source_final_step", 0)) < 0:
+            console.print(f"note: {trajectory} is still recording; analyzed the {result.sizes['step']} snapshots committed so far")
         if not quiet:
             console.print(summary_table(result, title=f"{trajectory}"))
             console.print(f"analysis: {out or default_analysis_path(trajectory)} ({time.perf_counter() - started:.1f} s)")

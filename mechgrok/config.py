@@ -1,7 +1,80 @@
-"""A training run's configuration (the paper's experiment by default) and its validation."""
+"""A training run's configuration (the paper's experiment by default) and its validation.
+
+Every option's constraint is declared once, in OPTION_LIMITS; RunConfig, the CLI's click
+types and the trajectory reader all check against it. Pure Python: no torch, no I/O.
+"""
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass
+
+MIN_MODULUS = 5  # p = 3 has one frequency (k = 1), so periodicity and dominant frequency say nothing
+
+
+@dataclass(frozen=True)
+class Limit:
+    """Allowed values of one numeric option: low/high bounds (None: unbounded), open or
+    closed at each end. Floats must be finite."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def describe(self) -> str:
+        def number(value: float) -> str:
+            return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+        low = "" if self.low is None else f"{'>' if self.low_open else '>='} {number(self.low)}"
+        high = "" if self.high is None else f"{'<' if self.high_open else '<='} {number(self.high)}"
+        return " and ".join(part for part in (low, high) if part)
+
+    def admits(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            return False
+        if self.high is not None and (value > self.high or (self.high_open and value == self.high)):
+            return False
+        return True
+
+
+# The integers' upper bounds are what a run can use: more steps than any run here could
+# train, more snapshots per decade than there are steps to snapshot (10^5 per decade already
+# snapshots every step up to ~43,000), seeds numpy and torch both accept.
+MAX_STEPS = 10**9
+RUN_LIMITS: dict[str, Limit] = {
+    "modulus": Limit(MIN_MODULUS, 100_000),
+    "width": Limit(1, 10**7),
+    "train_frac": Limit(0, 1, low_open=True, high_open=True),
+    "noise": Limit(0, 1, high_open=True),
+    "lr": Limit(0, 10, low_open=True),
+    "weight_decay": Limit(0, 1e3),
+    "seed": Limit(0, 2**63 - 1),
+    "steps": Limit(0, MAX_STEPS),
+    "stop_val_acc": Limit(0, 1, low_open=True),
+    "patience": Limit(1, MAX_STEPS),
+    "eval_every": Limit(1, MAX_STEPS),
+    "every": Limit(0, MAX_STEPS),
+    "per_decade": Limit(1, 100_000),
+}
+BETA_LIMIT = Limit(0, 1, high_open=True)
+ANALYSIS_LIMITS: dict[str, Limit] = {
+    "threshold": Limit(0, low_open=True),
+    "threshold_low": Limit(0, low_open=True),
+    "grok_acc": Limit(0, 1),
+    "structure_acc": Limit(0, 1),
+    "chunk_steps": Limit(1, 10**6),
+}
+OPTION_LIMITS = {**RUN_LIMITS, **ANALYSIS_LIMITS}
+
+
+def check_option(name: str, value: float) -> None:
+    """Raise ValueError naming the option unless `value` is within OPTION_LIMITS[name]."""
+    limit = OPTION_LIMITS[name]
+    if not limit.admits(float(value)):
+        raise ValueError(f"{name} must be {limit.describe()}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -28,26 +101,56 @@ class RunConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        checks = [
-            (self.modulus >= 3, f"modulus must be >= 3, got {self.modulus}"),
-            (self.width >= 1, f"width must be >= 1, got {self.width}"),
-            (0.0 < self.train_frac < 1.0, f"train_frac must lie in (0, 1), got {self.train_frac}"),
-            (0.0 <= self.noise < 1.0, f"noise must lie in [0, 1), got {self.noise}"),
-            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
-            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
-            (len(self.betas) == 2 and all(0.0 <= b < 1.0 for b in self.betas),
-             f"betas must be two numbers in [0, 1), got {self.betas}"),
-            (self.steps >= 0, f"steps must be >= 0, got {self.steps}"),
-            (0.0 < self.stop_val_acc <= 1.0 + 1e-12, f"stop_val_acc must lie in (0, 1], got {self.stop_val_acc}"),
-            (self.patience >= 1, f"patience must be >= 1, got {self.patience}"),
-            (self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}"),
-            (self.every >= 0, f"every must be >= 1 (or 0 for the log schedule), got {self.every}"),
-            (self.per_decade >= 1, f"per_decade must be >= 1, got {self.per_decade}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
+        for name in RUN_LIMITS:
+            check_option(name, getattr(self, name))
+        if len(self.betas) != 2 or not all(BETA_LIMIT.admits(float(b)) for b in self.betas):
+            raise ValueError(f"betas must be two numbers {BETA_LIMIT.describe()}, got {self.betas}")
+        if self.lr * self.weight_decay >= 1:
+            raise ValueError(f"lr x weight_decay must be < 1 (AdamW multiplies the weights by 1 - lr x weight_decay "
+                             f"each step), got {self.lr:g} x {self.weight_decay:g}")
         check_device(self.device)
+
+
+def estimated_memory_bytes(config: RunConfig, n_models: int = 1) -> int:
+    """Peak memory (bytes) of training `n_models` runs shaped like `config` as one ensemble:
+    parameters, AdamW moments, gradients and temporaries (~8 copies of the 3pH + H + p
+    weights), the hidden layer and logits of the N training pairs (~4 copies each), and the
+    split itself (a p x p random matrix and its argsort). An estimate, within ~2x."""
+    p, H = config.modulus, config.width
+    n_train = p * max(1, round(config.train_frac * p))
+    n_params = 3 * p * H + H + p
+    float32 = 4
+    per_model = float32 * (8 * n_params + 4 * n_train * H + 4 * n_train * p)
+    return n_models * per_model + 16 * p * p
+
+
+def physical_memory_bytes() -> int | None:
+    """This machine's physical memory, or None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_fits_in_memory(config: RunConfig, n_models: int = 1) -> None:
+    """Raise ValueError, naming the estimate and the options that drive it, when training
+    would need more than 90% of this machine's memory."""
+    total = physical_memory_bytes()
+    need = estimated_memory_bytes(config, n_models)
+    if total is not None and need > 0.9 * total:
+        runs = f"{n_models} runs of " if n_models > 1 else ""
+        raise ValueError(f"{runs}modulus {config.modulus}, width {config.width}, train_frac {config.train_frac:g} needs "
+                         f"~{format_bytes(need)} of memory, more than this machine's {format_bytes(total)}; "
+                         "lower --modulus, --width or --train-frac" + (" or --max-ensemble" if n_models > 1 else ""))
+
+
+def format_bytes(n: float) -> str:
+    """1536 -> '1.5 KiB'."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.3g} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    raise AssertionError("unreachable")
 
 
 def check_device(device: str) -> None:

@@ -7,3 +7,7 @@ class TrajectoryError(ValueError):
 
 class OutputExistsError(FileExistsError):
     """The output path exists and neither resume nor force was asked for."""
+
+
+class OutputWriteError(OSError):
+    """An output could not be written (disk full, file-size limit, I/O error); names the file."""

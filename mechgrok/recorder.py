@@ -4,14 +4,18 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from .errors import TrajectoryError
 from .task import make_task
-from .config import RunConfig
-from .train import ProgressCallback, initial_state, train_ensemble
-from .trajectory import TrajectoryWriter, is_complete, read_config
+from .config import RunConfig, check_fits_in_memory
+from .outputs import check_output
+from .train import ProgressCallback, Snapshot, initial_state, train_ensemble
+from .trajectory import TrajectoryWriter, is_complete, read_config, recorded_progress
 
 DEFAULT_TRAJECTORY_DIR = Path("trajectories")
 # Options that only decide when to stop or what to keep: a resumed run may change them.
@@ -42,27 +46,66 @@ def config_differences(recorded: RunConfig, requested: RunConfig) -> list[str]:
             if f.name not in RESUMABLE_CHANGES + ("device",) and getattr(recorded, f.name) != getattr(requested, f.name)]
 
 
+def check_resume_options(path: Path, recorded: RunConfig, requested: RunConfig) -> None:
+    """Refuse (TrajectoryError, file untouched) to resume `path` with options that differ in
+    anything but the step cap and stopping rule, or that would have ended the run before
+    the last snapshot on file: a lower step cap, or a validation threshold that a snapshot
+    at an earlier stopping check already reached. (Other earlier stops show up when the
+    resume retrains from its checkpoint; `record_runs` refuses those too.)"""
+    differences = config_differences(recorded, requested)
+    if differences:
+        raise TrajectoryError(f"{path}: cannot resume with a different config ({'; '.join(differences)})")
+    progress = recorded_progress(path)
+    last = progress.last_step
+    if requested.steps < last:
+        raise TrajectoryError(f"{path}: --steps {requested.steps} is below the last step on file ({last:,}); "
+                              "the file is unchanged (use --force to re-record it)")
+    checks = (progress.steps % requested.eval_every == 0) & (progress.steps < last)
+    reached = np.flatnonzero(checks & (progress.val_acc >= requested.stop_val_acc))
+    if reached.size:
+        raise TrajectoryError(f"{path}: --stop-val-acc {requested.stop_val_acc:g} would have stopped the run at step "
+                              f"{int(progress.steps[reached[0]]):,}, before the last step on file ({last:,}); "
+                              "the file is unchanged (use --force to re-record it)")
+    if progress.best_val_step >= 0:
+        # no gain since best_val_step up to the checkpoint: the new patience stops at the first check >= best + patience
+        due = progress.best_val_step + requested.patience
+        stop = -(-due // requested.eval_every) * requested.eval_every
+        if stop <= progress.checkpoint_step and stop < last:
+            raise TrajectoryError(f"{path}: --patience {requested.patience} would have stopped the run at step {stop:,}, "
+                                  f"before the last step on file ({last:,}); the file is unchanged (use --force to re-record it)")
+
+
 def record_runs(configs: list[RunConfig], outs: list[Path], resume: bool = False, force: bool = False,
-                on_step: ProgressCallback | None = None) -> list[Path]:
+                on_step: ProgressCallback | None = None, compression: bool = False) -> list[Path]:
     """Record runs that can share one batched ensemble into `outs` (one file each).
 
     resume: continue files that exist (an unfinished one from its latest checkpoint; a
-    complete one is left as it is) and start the others. force: overwrite existing files. Neither:
-    an existing file is an error and nothing is touched."""
+    complete one is left as it is) and start the others. force: replace existing
+    trajectories (each new file replaces its old one once its first snapshot is on disk).
+    Neither: an existing file is an error. Every option and output is checked before any
+    file is touched. `compression`: deflate the weights of new files."""
     outs = [Path(out) for out in outs]
+    if configs:
+        check_fits_in_memory(configs[0], len(configs))
+    plans = []
+    for config, out in zip(configs, outs):
+        if resume and out.exists():
+            check_resume_options(out, read_config(out), config)
+            plans.append("skip" if is_complete(out, config) else "resume")
+        else:
+            check_output(out, "trajectory", force=force)
+            plans.append("create")
     writers, states, active_configs = [], [], []
     try:
-        for config, out in zip(configs, outs):
-            if resume and out.exists():
-                differences = config_differences(read_config(out), config)
-                if differences:
-                    raise TrajectoryError(f"{out}: cannot resume with a different config ({'; '.join(differences)})")
-                if is_complete(out, config):
-                    continue
+        for config, out, plan in zip(configs, outs, plans):
+            if plan == "skip":
+                continue
+            if plan == "resume":
                 writer, state = TrajectoryWriter.reopen(out)
                 writer.update_config(config)
             else:
-                writer = TrajectoryWriter.create(out, config, make_task(config.modulus, config.train_frac, config.noise, config.seed), force=force)
+                task = make_task(config.modulus, config.train_frac, config.noise, config.seed)
+                writer = TrajectoryWriter.create(out, config, task, force=force, compression=compression)
                 state = None
             writers.append(writer)
             states.append(state)
@@ -71,24 +114,46 @@ def record_runs(configs: list[RunConfig], outs: list[Path], resume: bool = False
             start = [s if s is not None else initial_state(c) for s, c in zip(states, active_configs)]
             last_checkpoint = [-float("inf")] * len(writers)
             for snapshot in train_ensemble(active_configs, start, on_step=on_step):
+                writer = writers[snapshot.run]
+                if snapshot.step <= writer.last_step:  # regenerated after resuming from an earlier checkpoint
+                    if snapshot.is_final:
+                        _end_resumed_run(writer, snapshot)
+                    continue
                 now = time.monotonic()
                 checkpoint = (snapshot.is_saturation or snapshot.is_final
                               or now - last_checkpoint[snapshot.run] >= CHECKPOINT_SECONDS)
                 if checkpoint:
                     last_checkpoint[snapshot.run] = now
-                writers[snapshot.run].append(snapshot, checkpoint=checkpoint)
+                writer.append(snapshot, checkpoint=checkpoint)
     finally:
+        errors = []
         for writer in writers:
-            writer.close()
+            try:
+                writer.close()
+            except OSError as err:
+                errors.append(err)
+        if errors and sys.exc_info()[0] is None:
+            raise errors[0]
     return outs
 
 
+def _end_resumed_run(writer: TrajectoryWriter, snapshot: Snapshot) -> None:
+    """A resumed run's new stopping rule ends it at a step already on file: true only at the
+    last one; earlier would leave snapshots past the final step, so it is refused."""
+    if snapshot.step == writer.last_step:
+        writer.end_at_last_snapshot(snapshot)
+        return
+    raise TrajectoryError(f"{writer.path}: with these options the run stops at step {snapshot.step:,} "
+                          f"({snapshot.stop_reason}), before the last step on file ({writer.last_step:,}); "
+                          "the file is unchanged (use --force to re-record it)")
+
+
 def record(config: RunConfig | None = None, out: str | os.PathLike | None = None, resume: bool = False,
-           force: bool = False, on_step: ProgressCallback | None = None, **options) -> Path:
+           force: bool = False, on_step: ProgressCallback | None = None, compression: bool = False, **options) -> Path:
     """Train one run and write its trajectory; returns the file's path.
 
     `config` or keyword options (RunConfig fields, e.g. modulus=31, noise=0.1) give the run;
     `out` defaults to trajectories/<default_trajectory_name>."""
     config = config if config is not None else RunConfig(**options)
     path = Path(out) if out is not None else DEFAULT_TRAJECTORY_DIR / default_trajectory_name(config)
-    return record_runs([config], [path], resume=resume, force=force, on_step=on_step)[0]
+    return record_runs([config], [path], resume=resume, force=force, on_step=on_step, compression=compression)[0]

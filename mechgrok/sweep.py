@@ -16,6 +16,8 @@ from pathlib import Path
 
 from .config import RunConfig
 from .errors import OutputExistsError, TrajectoryError
+from .config import check_fits_in_memory
+from .outputs import check_output, write_text
 from .recorder import default_trajectory_name, record_runs
 from .task import train_pairs_per_class
 from .train import ProgressCallback
@@ -50,6 +52,23 @@ def ensemble_groups(configs: list[RunConfig], max_size: int | None = None) -> li
     return out
 
 
+def check_distinct_names(configs: list[RunConfig], paths: list[Path]) -> None:
+    """Raise ValueError when two runs of a grid would share a file: the same options twice,
+    or values so close that the file name (which prints them with 6 significant digits)
+    cannot tell them apart."""
+    seen: dict[Path, RunConfig] = {}
+    for config, path in zip(configs, paths):
+        if path in seen:
+            other = seen[path]
+            if other == config:
+                raise ValueError("the grid has duplicate runs (same options twice)")
+            differing = [f"{f.name} {getattr(other, f.name)!r} and {getattr(config, f.name)!r}"
+                         for f in dataclasses.fields(config) if getattr(other, f.name) != getattr(config, f.name)]
+            raise ValueError(f"runs with {'; '.join(differing)} would share the file {path.name}; "
+                             "use values that differ in their first 6 significant digits")
+        seen[path] = config
+
+
 def default_sweep_folder(configs: list[RunConfig]) -> Path:
     """trajectories/sweep_<runs>runs_<hash of the grid>."""
     import hashlib
@@ -58,17 +77,42 @@ def default_sweep_folder(configs: list[RunConfig]) -> Path:
     return Path("trajectories") / f"sweep_{len(configs)}runs_{digest}"
 
 
+def _index_entry(config: RunConfig, path: Path) -> dict:
+    return {"path": path.name, "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()}}
+
+
 def write_index(folder: Path, configs: list[RunConfig], paths: list[Path]) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    index = {"format": "mechgrok-sweep", "version": 1,
-             "runs": [{"path": path.name, "config": {k: (list(v) if isinstance(v, tuple) else v)
-                                                     for k, v in dataclasses.asdict(c).items()}}
-                      for c, path in zip(configs, paths)]}
+    """Write `folder`/index.json listing these runs, merged into an index already there (its
+    other runs are kept; a run recorded again keeps one entry). Refuses a file at that name
+    that is not a mechgrok sweep index."""
     path = folder / INDEX_NAME
-    temporary = path.with_name(path.name + ".partial")
-    temporary.write_text(json.dumps(index, indent=1))
-    os.replace(temporary, path)
-    return path
+    runs = {}
+    if path.exists():
+        runs = {run["path"]: run for run in _read_index(path)}
+    for config, run_path in zip(configs, paths):
+        runs[run_path.name] = _index_entry(config, run_path)
+    index = {"format": "mechgrok-sweep", "version": 1, "runs": list(runs.values())}
+    return write_text(path, json.dumps(index, indent=1), "sweep index", replace_role=True)
+
+
+def _read_index(index: Path) -> list[dict]:
+    """The runs of a sweep index; TrajectoryError for a file that is not one, an index with
+    no runs, or a run path that leaves the index's folder."""
+    try:
+        data = json.loads(index.read_text())
+        if data.get("format") != "mechgrok-sweep":
+            raise ValueError("format is not 'mechgrok-sweep'")
+        runs = list(data["runs"])
+        names = [str(run["path"]) for run in runs]
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as err:
+        raise TrajectoryError(f"{index}: not a mechgrok sweep index ({err})") from None
+    if not runs:
+        raise TrajectoryError(f"{index}: the sweep index lists no runs")
+    folder = index.parent.resolve()
+    for name in names:
+        if Path(name).is_absolute() or (folder / name).resolve().parent != folder:
+            raise TrajectoryError(f"{index}: run path {name!r} is not a file inside the sweep folder")
+    return runs
 
 
 def resolve_trajectories(paths: list[str | os.PathLike]) -> list[Path]:
@@ -79,23 +123,18 @@ def resolve_trajectories(paths: list[str | os.PathLike]) -> list[Path]:
         if index.suffix == ".json" or given.is_dir():
             if not index.exists():
                 raise FileNotFoundError(f"{given}: no sweep index ({INDEX_NAME}) found")
-            try:
-                data = json.loads(index.read_text())
-                runs = [index.parent / run["path"] for run in data["runs"]]
-            except (ValueError, KeyError, TypeError) as err:
-                raise TrajectoryError(f"{index}: not a mechgrok sweep index ({err})") from None
-            out += runs
+            out += [index.parent / run["path"] for run in _read_index(index)]
         else:
             out.append(given)
     return out
 
 
-def _record_group(configs: list[RunConfig], outs: list[Path], resume: bool, force: bool,
+def _record_group(configs: list[RunConfig], outs: list[Path], resume: bool, force: bool, compression: bool = False,
                   on_step: ProgressCallback | None = None) -> str | None:
     """Record one ensemble; returns None, or a one-line error (so one failing group never
     stops the others, locally or on a dask worker)."""
     try:
-        record_runs(configs, outs, resume=resume, force=force, on_step=on_step)
+        record_runs(configs, outs, resume=resume, force=force, on_step=on_step, compression=compression)
         return None
     except (ValueError, OSError) as err:
         return str(err).splitlines()[0]
@@ -105,23 +144,29 @@ def _record_group(configs: list[RunConfig], outs: list[Path], resume: bool, forc
 
 def record_sweep(configs: list[RunConfig], folder: str | os.PathLike, resume: bool = False, force: bool = False,
                  scheduler: str | None = None, max_ensemble: int | None = None,
-                 on_step: ProgressCallback | None = None) -> tuple[list[Path], list[str]]:
+                 on_step: ProgressCallback | None = None, compression: bool = False) -> tuple[list[Path], list[str]]:
     """Record every config into `folder` (one file each, plus the index), as batched
     ensembles. With `scheduler` (an address or "local") each ensemble is a task on a dask
     cluster whose workers must see `folder`. Returns (paths, errors): errors name the runs
     of any ensemble that failed; the other runs' files are complete."""
     folder = Path(folder)
     paths = [folder / default_trajectory_name(c) for c in configs]
-    if len(set(paths)) != len(paths):
-        raise ValueError("the grid has duplicate runs (same options twice)")
+    check_distinct_names(configs, paths)
     if not (resume or force):
         existing = [p for p in paths if p.exists()]
         if existing:
             raise OutputExistsError(f"{existing[0]} exists ({len(existing)} of the sweep's files do); "
                                     "pass --resume to continue or skip them, or --force to overwrite")
-    write_index(folder, configs, paths)
+    if folder.exists() and not folder.is_dir():
+        raise OutputExistsError(f"{folder}: a sweep needs a folder, and this is a file")
+    for path in paths:  # nothing is written unless every run may be
+        if not (resume and path.exists()):
+            check_output(path, "trajectory", force=force)
     groups = ensemble_groups(configs, max_ensemble)
-    arguments = [([configs[i] for i in g], [paths[i] for i in g], resume, force) for g in groups]
+    for group in groups:
+        check_fits_in_memory(configs[group[0]], len(group))
+    write_index(folder, configs, paths)
+    arguments = [([configs[i] for i in g], [paths[i] for i in g], resume, force, compression) for g in groups]
     if scheduler is None:
         results = [_record_group(*args, on_step=on_step) for args in arguments]
     else:

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .config import check_option
+
 
 @dataclass(frozen=True)
 class TaskSplit:
@@ -25,9 +27,9 @@ class TaskSplit:
 
 def train_pairs_per_class(modulus: int, train_frac: float) -> int:
     """Training pairs drawn from each answer class c: round(train_frac * p), each class
-    holding p pairs. Raises ValueError when that leaves the training or validation set empty."""
-    if modulus < 3:
-        raise ValueError(f"modulus must be >= 3, got {modulus}")
+    holding p pairs. Raises ValueError for a modulus outside config.OPTION_LIMITS or when that
+    leaves the training or validation set empty."""
+    check_option("modulus", modulus)
     if not 0.0 < train_frac < 1.0:
         raise ValueError(f"train_frac must lie in (0, 1), got {train_frac}")
     per_class = int(round(train_frac * modulus))

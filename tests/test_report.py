@@ -74,8 +74,12 @@ def test_report_refuses_existing_output_and_bad_inputs(runs, tmp_path):
     folder, clean, _ = runs
     out = tmp_path / "exists.html"
     out.write_text("keep me")
-    assert_one_line_error(run_cli("report", str(clean), "--html", "--out", str(out)), "exists", "--force")
+    assert_one_line_error(run_cli("report", str(clean), "--html", "--out", str(out)), "exists", "not a mechgrok report")
+    assert_one_line_error(run_cli("report", str(clean), "--html", "--out", str(out), "--force"), "not a mechgrok report")
     assert out.read_text() == "keep me"
+    made = tmp_path / "made.html"
+    run_cli("report", str(clean), "--html", "--out", str(made), check=True)
+    assert_one_line_error(run_cli("report", str(clean), "--html", "--out", str(made)), "exists", "--force")
     bad = tmp_path / "bad.h5"
     bad.write_text("nope")
     assert_one_line_error(run_cli("report", str(bad), "--html", "--out", str(tmp_path / "x.html")), "not an HDF5 file")

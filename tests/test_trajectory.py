@@ -135,11 +135,29 @@ def test_resume_from_an_earlier_checkpoint_regenerates_without_rewriting(tmp_pat
     np.testing.assert_array_equal(a.val_acc.values, b.val_acc.values)
 
 
-def test_resume_with_a_lower_step_cap_ends_the_run_where_it_is(tmp_path, tiny_config):
-    path = mechgrok.record(dataclasses.replace(tiny_config, steps=40), out=tmp_path / "r.h5")
-    with h5py.File(path, "r+") as f:  # as if killed after step 40
+def _as_if_killed(path):
+    with h5py.File(path, "r+") as f:
         f.attrs["final_step"], f.attrs["stop_reason"] = -1, ""
-    mechgrok.record(dataclasses.replace(tiny_config, steps=20), out=path, resume=True)
+
+
+def test_resume_with_options_that_end_before_the_file_is_refused_and_untouched(tmp_path, tiny_config):
+    config = dataclasses.replace(tiny_config, steps=40, eval_every=5)
+    path = mechgrok.record(config, out=tmp_path / "r.h5")
+    _as_if_killed(path)
+    before = path.read_bytes()
+    with pytest.raises(TrajectoryError, match="--steps 20 is below the last step on file"):
+        mechgrok.record(dataclasses.replace(config, steps=20), out=path, resume=True)
+    reached = float(open_trajectory(path).val_acc.sel(step=20))
+    with pytest.raises(TrajectoryError, match="would have stopped the run at step"):
+        mechgrok.record(dataclasses.replace(config, stop_val_acc=reached), out=path, resume=True)
+    with pytest.raises(TrajectoryError, match=r"--patience 1 would have stopped the run at step \d+, before"):
+        mechgrok.record(dataclasses.replace(config, patience=1), out=path, resume=True)
+    assert path.read_bytes() == before
+
+
+def test_resume_whose_rule_ends_at_the_last_step_on_file_marks_it_final_truthfully(tmp_path, tiny_config):
+    path = mechgrok.record(dataclasses.replace(tiny_config, steps=40), out=tmp_path / "r.h5")
+    _as_if_killed(path)
+    mechgrok.record(dataclasses.replace(tiny_config, steps=40), out=path, resume=True)
     ds = open_trajectory(path)
-    assert ds.attrs["final_step"] == 40 and "step cap 20" in ds.attrs["stop_reason"]
-    assert ds.step.values[-1] == 40
+    assert ds.attrs["final_step"] == 40 == int(ds.step[-1]) and ds.attrs["stop_reason"] == "step cap 40 reached"

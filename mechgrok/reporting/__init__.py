@@ -10,8 +10,8 @@ import numpy as np
 import xarray as xr
 
 from ..accessor import HEADLINE_ROWS
-from ..analysis import analyze
-from ..errors import OutputExistsError
+from ..analysis import analyze, default_analysis_path
+from ..outputs import atomic_output, check_output, write_text
 from ..trajectory import open_trajectory
 from . import figures
 from .webpage import cards_html, figure_html, figure_png, page, table_html
@@ -53,17 +53,17 @@ def _step(value) -> str:
 
 
 class _Figures:
-    """Collects rendered figures for the page and, optionally, a PNG folder."""
+    """Collects rendered figures for the page and, optionally, a PNG folder (each PNG under
+    the output rule: an existing figure is replaced only with `force`)."""
 
-    def __init__(self, png_dir: Path | None):
-        self.png_dir = png_dir
-        if png_dir is not None:
-            png_dir.mkdir(parents=True, exist_ok=True)
+    def __init__(self, png_dir: Path | None, inputs: list[Path], force: bool):
+        self.png_dir, self.inputs, self.force = png_dir, inputs, force
 
     def add(self, fig, name: str, caption: str) -> str:
         png = figure_png(fig)
         if self.png_dir is not None:
-            (self.png_dir / f"{name}.png").write_bytes(png)
+            with atomic_output(self.png_dir / f"{name}.png", "figure", self.inputs, force=self.force) as partial:
+                partial.write_bytes(png)
         return figure_html(png, alt=name.replace("_", " "), caption=caption)
 
 
@@ -178,28 +178,31 @@ def report(trajectories: list[str | os.PathLike], out: str | os.PathLike | None 
         raise ValueError("no trajectory given")
     out_path = Path(out) if out is not None else DEFAULT_REPORT_DIR / (
         (paths[0].stem if len(paths) == 1 else f"{paths[0].stem}_and_{len(paths) - 1}_more") + ".html")
-    if out_path.exists() and not force:
-        raise OutputExistsError(f"{out_path} exists; pass --force to replace it")
+    inputs = [*paths, *(default_analysis_path(path) for path in paths)]
+    check_output(out_path, "report", inputs, force=force)
     runs = []
-    for path in paths:
-        trajectory = open_trajectory(path)
-        runs.append((path.stem, trajectory, analyze(path)))
-    figs = _Figures(Path(png_dir) if png_dir is not None else None)
-    title = f"mechgrok report: {paths[0].stem}" if len(paths) == 1 else f"mechgrok report: {len(paths)} runs"
-    sections = [f"<h1>{html.escape(title)}</h1>",
-                '<p class="muted">When does the generalizing algorithm appear? Structure read from the weights '
-                "(idealized models, phase-sum relation, square-wave binarization) against the real model's accuracy.</p>"]
-    if len(runs) > 1:
-        sections += _sweep_sections(runs, figs)
-    if len(runs) <= 4:  # beyond that the page gets long: the sweep sections summarise
-        for name, trajectory, analysis in runs:
-            sections += _run_section(name, trajectory, analysis, figs, prefix=f"{name}_" if len(runs) > 1 else "")
-    sections += ["<h2>Definitions</h2>", DEFINITIONS]
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out_path.with_name(out_path.name + ".partial")
-    temporary.write_text(page(title, sections), encoding="utf-8")
-    os.replace(temporary, out_path)
-    for _, trajectory, analysis in runs:
-        trajectory.close()
-        analysis.close()
+    try:
+        for path in paths:
+            trajectory = open_trajectory(path)
+            runs.append((path.stem, trajectory, analyze(path)))
+        figs = _Figures(Path(png_dir) if png_dir is not None else None, inputs=[*inputs, out_path], force=force)
+        title = f"mechgrok report: {paths[0].stem}" if len(paths) == 1 else f"mechgrok report: {len(paths)} runs"
+        sections = [f"<h1>{html.escape(title)}</h1>",
+                    '<p class="muted">When does the generalizing algorithm appear? Structure read from the weights '
+                    "(idealized models, phase-sum relation, square-wave binarization) against the real model's accuracy.</p>"]
+        recording = [name for name, trajectory, _ in runs if int(trajectory.attrs.get("final_step", 0)) < 0]
+        if recording:
+            sections.append(f'<p class="note">Still recording when this report was made: {html.escape(", ".join(recording))}; '
+                            "their numbers cover the snapshots committed so far.</p>")
+        if len(runs) > 1:
+            sections += _sweep_sections(runs, figs)
+        if len(runs) <= 4:  # beyond that the page gets long: the sweep sections summarise
+            for name, trajectory, analysis in runs:
+                sections += _run_section(name, trajectory, analysis, figs, prefix=f"{name}_" if len(runs) > 1 else "")
+        sections += ["<h2>Definitions</h2>", DEFINITIONS]
+        write_text(out_path, page(title, sections), "report", inputs, force=force)
+    finally:
+        for _, trajectory, analysis in runs:
+            trajectory.close()
+            analysis.close()
     return out_path

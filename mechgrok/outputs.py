@@ -1,0 +1,254 @@
+"""The output rule every command and the Python API follow, in one place.
+
+- Never write over an input of the same call.
+- Never write over a file that mechgrok did not make for the same role (a trajectory, an
+  analysis, a report, a sweep index): `file_role` reads what an existing file is.
+- A new output is written aside (a unique hidden `.NAME.<id>.partial` in the same folder)
+  and appears under its name only once complete: `os.link` when the name must still be free
+  (so two writers of one name cannot both win), `os.replace` when replacing is allowed.
+  A failure leaves nothing behind and the old file untouched.
+- Write failures (no space, file-size limit, I/O error) become one-line `OutputWriteError`s
+  naming the file.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from .errors import OutputExistsError, OutputWriteError, TrajectoryError
+
+ROLES = ("trajectory", "analysis", "report", "figure", "sweep index")
+REPORT_MARKER = '<meta name="generator" content="mechgrok'
+LEGACY_REPORT_MARKER = "Made by mechgrok on"  # reports of version 0.1.0 end with it
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# errnos of a failed write: disk full, file-size limit, quota, I/O error, read-only file system
+WRITE_FAILURE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EIO, errno.EROFS}
+# HDF5 reports a failed write as a RuntimeError or OSError whose text names the errno
+WRITE_FAILURE_TEXTS = ("No space left", "File too large", "Disk quota", "Input/output error", "Read-only file system",
+                       "file write failed", "unable to extend file", "write failed")
+
+
+def file_role(path: Path) -> str | None:
+    """What mechgrok made `path` for (one of ROLES), or None for any other file."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4096)
+    except OSError:
+        return None
+    if head.startswith(b"\x89HDF\r\n\x1a\n"):
+        return _hdf5_role(path)
+    if head.startswith(PNG_SIGNATURE):
+        return "figure" if b"Software\x00mechgrok" in head else None
+    if REPORT_MARKER.encode() in head or (head.lstrip().lower().startswith(b"<!doctype html") and _tail_has(path, LEGACY_REPORT_MARKER)):
+        return "report"
+    if head.lstrip().startswith(b"{"):
+        try:
+            if json.loads(path.read_text()).get("format") == "mechgrok-sweep":
+                return "sweep index"
+        except (ValueError, OSError, AttributeError):
+            return None
+    return None
+
+
+def _tail_has(path: Path, text: str) -> bool:
+    with open(path, "rb") as handle:
+        handle.seek(max(0, os.fstat(handle.fileno()).st_size - 4096))
+        return text.encode() in handle.read()
+
+
+def _hdf5_role(path: Path) -> str | None:
+    import h5py
+
+    try:
+        with open(path, "rb") as handle, h5py.File(handle, "r") as f:
+            if "analysis_format_version" in f.attrs:
+                return "analysis"
+            if "format_version" in f.attrs and "modulus" in f.attrs:
+                return "trajectory"
+    except (OSError, RuntimeError, ValueError):
+        return None
+    return None
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """True when a and b name one file (hard links and symlinks included)."""
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def check_output(path: Path, role: str, inputs: Iterable[Path] = (), force: bool = False,
+                 replace_role: bool = False) -> None:
+    """Raise unless `path` may receive a new `role` file: it is none of `inputs`, and if it
+    exists it is a mechgrok `role` file and `force` (or `replace_role`: replacing an earlier
+    file of this role is the point, as for an analysis cache) allows replacing it."""
+    for given in inputs:
+        if same_file(path, Path(given)):
+            raise OutputExistsError(f"{path} is an input of this command; refusing to write over it")
+    if os.path.lexists(path):
+        if path.is_dir():
+            raise OutputExistsError(f"{path} is a folder; give a file name")
+        found = file_role(path)
+        if found != role:
+            what = f"it is a mechgrok {found}" if found else "nor any other mechgrok file"
+            raise OutputExistsError(f"{path} exists and is not a mechgrok {role} ({what}); refusing to overwrite it")
+        if not (force or replace_role):
+            hint = "pass --resume to continue it or --force to replace it" if role == "trajectory" else "pass --force to replace it"
+            raise OutputExistsError(f"{path} exists; {hint}")
+
+
+def partial_path(path: Path) -> Path:
+    """A unique hidden name beside `path` for writing it aside."""
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.partial")
+
+
+def publish(partial: Path, path: Path, replace: bool) -> None:
+    """Give the finished `partial` its name: atomically replace an existing file when
+    `replace`, else only if the name is still free (raises OutputExistsError if another
+    process took it meanwhile; `partial` is then left for the caller to remove)."""
+    if replace:
+        os.replace(partial, path)
+        return
+    try:
+        os.link(partial, path)
+    except FileExistsError:
+        raise OutputExistsError(f"{path} appeared while this output was being written (another process?); "
+                                "the new output was not kept") from None
+    except OSError as err:
+        if err.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV):
+            raise
+        if os.path.lexists(path):  # file systems without hard links: check, then rename
+            raise OutputExistsError(f"{path} appeared while this output was being written") from None
+        os.replace(partial, path)
+        return
+    partial.unlink()
+
+
+def is_write_failure(err: BaseException) -> bool:
+    """True when `err` is a failed write (full disk, size limit, I/O error), from the OS or HDF5."""
+    if isinstance(err, OSError) and err.errno in WRITE_FAILURE_ERRNOS:
+        return True
+    return isinstance(err, (OSError, RuntimeError)) and any(text in str(err) for text in WRITE_FAILURE_TEXTS)
+
+
+def write_failure(path: Path, err: BaseException) -> OutputWriteError:
+    """A one-line OutputWriteError naming `path` and the cause."""
+    reason = os.strerror(err.errno) if isinstance(err, OSError) and err.errno in WRITE_FAILURE_ERRNOS else next(
+        (text for text in WRITE_FAILURE_TEXTS if text in str(err)), str(err).splitlines()[0] if str(err) else type(err).__name__)
+    return OutputWriteError(f"{path}: could not be written ({reason})")
+
+
+@contextmanager
+def atomic_output(path: str | os.PathLike, role: str, inputs: Iterable[Path] = (), force: bool = False,
+                  replace_role: bool = False) -> Iterator[Path]:
+    """Check `path` under the output rule, yield a partial path to write the whole output
+    to, then publish it. On any error the partial file is removed, the old file is kept,
+    and a failed write is raised as a one-line OutputWriteError naming `path`."""
+    path = Path(path)
+    check_output(path, role, inputs, force, replace_role)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = partial_path(path)
+    try:
+        yield partial
+        publish(partial, path, replace=os.path.lexists(path) and (force or replace_role))
+    except BaseException as err:
+        _remove(partial)
+        if is_write_failure(err):
+            raise write_failure(path, err) from None
+        raise
+    _remove(partial)
+
+
+def write_text(path: str | os.PathLike, text: str, role: str, inputs: Iterable[Path] = (), force: bool = False,
+               replace_role: bool = False) -> Path:
+    """Write a text output under the output rule (see atomic_output)."""
+    with atomic_output(path, role, inputs, force, replace_role) as partial:
+        with open(partial, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+    return Path(path)
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def check_readable_input(path: Path) -> None:
+    """Raise FileNotFoundError/TrajectoryError with a one-line reason for paths that cannot
+    be opened at all (missing, a folder, a symlink loop, no permission)."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise TrajectoryError(f"{path}: a broken symbolic link") from None
+        raise FileNotFoundError(f"{path}: no such file") from None
+    except OSError as err:
+        raise TrajectoryError(f"{path}: cannot be read ({os.strerror(err.errno) if err.errno else err})") from None
+    if path.is_dir():
+        raise TrajectoryError(f"{path}: is a directory, not a file")
+    if not os.access(path, os.R_OK):
+        raise TrajectoryError(f"{path}: cannot be read (permission denied)")
+
+
+FALLOC_FL_KEEP_SIZE = 1
+
+
+def reserve_space(fd: int, nbytes: int) -> None:
+    """Make sure `nbytes` more can be appended to the open file `fd`, or raise OSError
+    (ENOSPC / EFBIG) before anything is written: the file-size limit (RLIMIT_FSIZE) is
+    checked, and the blocks past the end are allocated without changing the file's size
+    (Linux fallocate with FALLOC_FL_KEEP_SIZE), so the writes that follow cannot run out of
+    space. Where fallocate is missing, the free space on the file system is checked instead."""
+    import resource
+
+    size = os.fstat(fd).st_size
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY and size + nbytes > limit:
+        raise OSError(errno.EFBIG, os.strerror(errno.EFBIG))
+    if _fallocate_keep_size(fd, size, nbytes):
+        return
+    stats = os.fstatvfs(fd)
+    if stats.f_bavail * stats.f_frsize < nbytes:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def _fallocate_keep_size(fd: int, offset: int, nbytes: int) -> bool:
+    """Linux fallocate(KEEP_SIZE); False where the call or the file system lacks it."""
+    libc = _libc()
+    if libc is None:
+        return False
+    import ctypes
+
+    if libc.fallocate(fd, FALLOC_FL_KEEP_SIZE, ctypes.c_int64(offset), ctypes.c_int64(nbytes)) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+        return False
+    raise OSError(code, os.strerror(code))
+
+
+_LIBC: list = []
+
+
+def _libc():
+    if not _LIBC:
+        import ctypes
+        import ctypes.util
+
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+            libc.fallocate  # noqa: B018 - glibc has it, other C libraries may not
+        except (OSError, AttributeError):
+            libc = None
+        _LIBC.append(libc)
+    return _LIBC[0]
