@@ -23,7 +23,7 @@ import xarray as xr
 from . import fourier
 from .config import ANALYSIS_LIMITS, MIN_MODULUS, check_option
 from .errors import OutputExistsError, TrajectoryError
-from .outputs import atomic_output, same_file
+from .outputs import atomic_output, check_space, same_file
 from .idealize import IDEAL_VARIANTS, accuracy_all_pairs, ideal_accuracies
 from .trajectory import attr_float, attr_int, open_trajectory, trajectory_identity
 
@@ -397,6 +397,15 @@ def default_analysis_path(trajectory: str | os.PathLike) -> Path:
     return trajectory.with_name(trajectory.stem + ".analysis.h5")
 
 
+def analysis_size_bound(n_steps: int, n_neurons: int) -> int:
+    """Bytes an analysis file takes at most (uncompressed): the float32 (step, neuron)
+    variables, the float64 per-step ones, and HDF5's metadata."""
+    return n_steps * (4 * n_neurons * MAX_VARIABLES + 8 * MAX_VARIABLES) + (256 << 10)
+
+
+MAX_VARIABLES = 40  # an analysis has 33 (step, neuron) and fewer than 20 per-step variables
+
+
 def _is_current(analysis_path: Path, identity: str, n_snapshots: int, params: AnalysisParams) -> bool:
     """An analysis file is current when it was made, in this format, from the same trajectory
     (its run_id) with the same committed snapshots and the same parameters."""
@@ -452,6 +461,7 @@ def analyze(source: str | os.PathLike | xr.Dataset, threshold: float | None = No
         if not save:
             return analyze_dataset(trajectory, params, source=str(path), path=str(path), scheduler=scheduler)
         with atomic_output(out_path, "analysis", inputs=[path], replace_role=True) as partial:
+            check_space(out_path.parent, analysis_size_bound(n_snapshots, trajectory.sizes["neuron"]))
             analyze_dataset(trajectory, params, source=str(path), path=str(path), scheduler=scheduler,
                             stream_to=partial).close()
     return xr.open_dataset(out_path, engine="h5netcdf")

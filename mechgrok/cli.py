@@ -95,6 +95,17 @@ def parse_betas(ctx, param, value: str) -> tuple[float, float]:
 @click.version_option(package_name="mechgrok")
 def main() -> None:
     """Record, analyze and report how the Fourier algorithm forms in grokking ReLU MLPs."""
+    sys.unraisablehook = _quiet_after_write_failures
+
+
+def _quiet_after_write_failures(unraisable, default=sys.unraisablehook) -> None:
+    """After a failed write has been reported in one line, h5py objects of that file raise
+    again as they are freed ("Can't decrement id ref count (file write failed ...)"): not news."""
+    from .outputs import is_write_failure
+
+    if unraisable.exc_value is not None and is_write_failure(unraisable.exc_value):
+        return
+    default(unraisable)
 
 
 @main.command()
@@ -296,7 +307,9 @@ def analyze(trajectories: tuple[Path, ...], out: Path | None, threshold: float |
     <trajectory>.analysis.h5 (dims step, neuron) beside each and prints a summary; a
     current analysis is reused unless --force."""
     from .analysis import analyze as run_analysis, default_analysis_path
+    from .config import modulus_caveat
     from .sweep import resolve_trajectories
+    from .trajectory import attr_int
 
     paths = resolve_trajectories(list(trajectories))
     if out is not None and len(paths) > 1:
@@ -305,6 +318,9 @@ def analyze(trajectories: tuple[Path, ...], out: Path | None, threshold: float |
         started = time.perf_counter()
         result = run_analysis(trajectory, threshold=threshold, threshold_low=threshold_low, out=out, force=force,
                               grok_acc=grok_acc, structure_acc=structure_acc, chunk_steps=chunk_steps, scheduler=scheduler)
+        caveat = modulus_caveat(attr_int(result.attrs["modulus"]))
+        if caveat:
+            console.print(f"note: {caveat}")
         if int(result.attrs.get("source_final_step", 0)) < 0:
             console.print(f"note: {trajectory} is still recording; analyzed the {result.sizes['step']} snapshots committed so far")
         if not quiet:

@@ -70,6 +70,16 @@ ANALYSIS_LIMITS: dict[str, Limit] = {
 OPTION_LIMITS = {**RUN_LIMITS, **ANALYSIS_LIMITS}
 
 
+def modulus_caveat(p: int) -> str | None:
+    """What a reader should know about the Fourier analysis at modulus p, or None (odd p).
+    For even p the frequency p/2 is real (a +-1 alternation with no phase), so the dominant
+    frequency is sought among k = 1..p/2 - 1 and structure at p/2 goes unseen."""
+    if p % 2 == 0:
+        return (f"modulus {p} is even: the frequency p/2 = {p // 2} has no phase and is left out of the "
+                "dominant-frequency search (the paper uses a prime modulus)")
+    return None
+
+
 def check_option(name: str, value: float) -> None:
     """Raise ValueError naming the option unless `value` is within OPTION_LIMITS[name]."""
     limit = OPTION_LIMITS[name]

@@ -222,6 +222,20 @@ def reserve_space(fd: int, nbytes: int) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
+def check_space(folder: Path, nbytes: int) -> None:
+    """Raise OSError (EFBIG / ENOSPC) unless a new file of `nbytes` fits under the
+    file-size limit and in the free space of `folder`'s file system. HDF5 cannot recover
+    from a write that fails half-way, so HDF5 outputs are checked before they start."""
+    import resource
+
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY and nbytes > limit:
+        raise OSError(errno.EFBIG, os.strerror(errno.EFBIG))
+    stats = os.statvfs(folder)
+    if stats.f_bavail * stats.f_frsize < nbytes:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
 def _fallocate_keep_size(fd: int, offset: int, nbytes: int) -> bool:
     """Linux fallocate(KEEP_SIZE); False where the call or the file system lacks it."""
     libc = _libc()

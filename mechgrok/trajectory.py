@@ -44,7 +44,7 @@ import torch
 import xarray as xr
 
 from .errors import OutputWriteError, TrajectoryError
-from .outputs import check_output, check_readable_input, is_write_failure, partial_path, publish, reserve_space, write_failure
+from .outputs import check_output, check_readable_input, is_write_failure, check_space, partial_path, publish, reserve_space, write_failure
 from .model import PARAM_NAMES, MLPParams
 from .task import TaskSplit
 from .config import RunConfig
@@ -162,6 +162,12 @@ class TrajectoryWriter:
         path = Path(path)
         check_output(path, "trajectory", force=force)
         path.parent.mkdir(parents=True, exist_ok=True)
+        n_flat = 3 * config.modulus * config.width + config.width + config.modulus
+        initial_bytes = 41 * task.train_a.size + 16 * n_flat + 2 * snapshot_bytes(config) + (128 << 10)
+        try:
+            check_space(path.parent, initial_bytes)
+        except OSError as err:
+            raise write_failure(path, err) from None
         partial = partial_path(path)
         f, lock = None, None
         try:
@@ -576,46 +582,72 @@ def open_trajectory(path: str | os.PathLike, chunks: dict | None = None) -> xr.D
     """Open a trajectory as a lazy xarray.Dataset (nothing is read until asked; pass
     `chunks`, e.g. {"step": 64}, for dask arrays). Only committed snapshots are shown.
 
-    Live reading: each call reads the file afresh (through its own file object, so HDF5
-    never hands back an older view that this process still holds), and a file caught
-    mid-flush by its recording is retried. The Dataset shows the snapshots committed when it
-    was opened; open it again to see later ones."""
+    Live reading: each call reads the file afresh, through its own file object, so HDF5
+    never hands back an older view that this process still holds. A file still recording
+    is read into memory at once (its index changes under a lazy reader) and the read is
+    retried when it catches the recording mid-flush; the Dataset shows the snapshots
+    committed when it was opened; open it again to see later ones."""
+    path = Path(path)
+    seen_finished = False  # a read torn by a recording's last writes is retried once after it ends
     for attempt in range(LIVE_READ_ATTEMPTS):
         try:
-            return _open_committed(Path(path), chunks)
-        except TrajectoryError:
-            if attempt == LIVE_READ_ATTEMPTS - 1 or not _is_recording(Path(path)):
-                raise
-            time.sleep(LIVE_READ_PAUSE)
+            return _open_committed(path, chunks, trust_nan=attempt >= LIVE_NAN_RETRIES)
+        except (TrajectoryError, _TornRead) as err:
+            finished = not _is_recording(path)
+            if attempt == LIVE_READ_ATTEMPTS - 1 or (finished and seen_finished):
+                if isinstance(err, TrajectoryError):
+                    raise
+                raise TrajectoryError(f"{path}: could not be read consistently while it records ({err}); try again") from None
+            seen_finished = finished
+            if not finished:
+                time.sleep(LIVE_READ_PAUSE)
     raise AssertionError("unreachable")
 
 
-LIVE_READ_ATTEMPTS = 20
+LIVE_READ_ATTEMPTS = 40
 LIVE_READ_PAUSE = 0.05  # seconds; a recording's flush takes milliseconds
+LIVE_NAN_RETRIES = 3  # NaN weights that persist this long are the run's own (a diverged run), not a torn read
 
 
-def _open_committed(path: Path, chunks: dict | None) -> xr.Dataset:
+class _TornRead(Exception):
+    """A read of a file that is being written saw a moment between two of its writes."""
+
+
+def _open_committed(path: Path, chunks: dict | None, trust_nan: bool = False) -> xr.Dataset:
     check_trajectory_file(path)
     handle = open(path, "rb")
     try:
-        ds = xr.open_dataset(handle, engine="h5netcdf", chunks=chunks)
+        ds = xr.open_dataset(handle, engine="h5netcdf", chunks=None if _is_recording(path) else chunks)
     except (OSError, ValueError, RuntimeError, KeyError) as err:
         handle.close()
         raise TrajectoryError(f"{path}: cannot be opened as netCDF ({str(err).splitlines()[0]})") from None
-    close_store = ds._close
-
-    def close() -> None:
-        if close_store is not None:
-            close_store()
-        handle.close()
-
     n = attr_int(ds.attrs["n_snapshots"])
     if ds.sizes["step"] != n:
         ds = ds.isel(step=slice(0, n))
+    if attr_int(ds.attrs.get("final_step", 0)) < 0:
+        try:
+            ds = ds.load()
+        except (OSError, RuntimeError, ValueError, KeyError) as err:
+            raise _TornRead(str(err)) from None
+        finally:
+            ds.close()
+            handle.close()
+        if not trust_nan and any(np.isnan(ds[name].values).any() for name in WEIGHT_NAMES):
+            raise _TornRead("unwritten entries among committed snapshots")
+        if chunks is not None:
+            ds = ds.chunk(chunks)
+    else:
+        close_store = ds._close
+
+        def close() -> None:
+            if close_store is not None:
+                close_store()
+            handle.close()
+
+        ds.set_close(close)
     if (ds["step"].values < 0).any():
-        close()
+        ds.close()
         raise TrajectoryError(f"{path}: a committed snapshot has no step (step -1); the file is damaged")
-    ds.set_close(close)
     ds.attrs["source"] = str(path)
     return ds
 

@@ -1,0 +1,324 @@
+"""Nothing lost, nothing clobbered, nothing stale: the output rule, write failures (a
+file-size limit standing in for a full disk), resume consistency, live reading, malformed
+files, sweep indexes and interrupts."""
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+import xarray as xr
+
+import mechgrok
+from conftest import assert_one_line_error, run_cli
+from mechgrok.errors import OutputExistsError, TrajectoryError
+from mechgrok.sweep import resolve_trajectories
+from mechgrok.trajectory import open_trajectory
+
+SMALL = ["--modulus", "23", "--width", "64", "--train-frac", "0.5", "--steps", "300", "--every", "10", "--stop-val-acc", "1.0"]
+# long enough (a few seconds) that a signal or a reader lands mid-recording
+LONG = ["--modulus", "23", "--width", "64", "--train-frac", "0.5", "--steps", "6000", "--every", "20", "--stop-val-acc", "1.0"]
+
+
+def run_limited(limit_bytes: int, *args: str, cwd=None) -> subprocess.CompletedProcess:
+    """The CLI in a subprocess whose files may not grow past `limit_bytes` (RLIMIT_FSIZE):
+    writes beyond it fail with EFBIG, as on a full disk."""
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+
+    return subprocess.run([sys.executable, "-m", "mechgrok.cli", *args], capture_output=True, text=True,
+                          preexec_fn=limit, cwd=cwd, env=dict(os.environ, COLUMNS="200"))
+
+
+def partials(folder) -> list:
+    return [p for p in os.listdir(folder) if p.endswith(".partial")]
+
+
+def assert_same_run(a_path, b_path) -> None:
+    a, b = open_trajectory(a_path), open_trajectory(b_path)
+    assert list(a.step.values) == list(b.step.values)
+    for name in ("W_a", "W_b", "W_out", "b_in", "b_out", "train_loss", "val_acc"):
+        np.testing.assert_array_equal(a[name].values, b[name].values)
+    assert a.attrs["final_step"] == b.attrs["final_step"] and a.attrs["stop_reason"] == b.attrs["stop_reason"]
+    a.close(), b.close()
+
+
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory):
+    """SMALL recorded without interruption."""
+    path = tmp_path_factory.mktemp("whole") / "whole.h5"
+    run_cli("record", *SMALL, "--out", str(path), "--quiet", check=True)
+    return path
+
+
+# --- write failures -------------------------------------------------------------------------
+
+def test_full_disk_during_record_keeps_every_committed_snapshot_and_resume_matches(tmp_path, whole):
+    out = tmp_path / "t.h5"
+    proc = run_limited(700_000, "record", *SMALL, "--out", str(out), "--quiet")
+    assert proc.returncode == 1, proc.stderr  # an error, not a signal
+    assert_one_line_error(proc, "t.h5", "could not be written", "File too large", "--resume")
+    ds = open_trajectory(out)
+    n = ds.sizes["step"]
+    assert 0 < n < 31 and list(ds.step.values) == list(range(0, 10 * n, 10))
+    assert np.isfinite(ds.W_a.values).all() and (np.abs(ds.W_a.values).sum(axis=(1, 2)) > 0).all()  # no zero snapshots
+    ds.close()
+    assert partials(tmp_path) == []
+    run_cli("record", *SMALL, "--out", str(out), "--resume", "--quiet", check=True)
+    assert_same_run(out, whole)
+
+
+def test_full_disk_before_the_first_snapshot_leaves_nothing(tmp_path):
+    proc = run_limited(60_000, "record", *SMALL, "--out", str(tmp_path / "t.h5"), "--quiet")
+    assert_one_line_error(proc, "t.h5", "could not be written")
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_forced_run_that_fails_keeps_the_old_file(tmp_path, whole):
+    out = tmp_path / "t.h5"
+    out.write_bytes(whole.read_bytes())
+    before = out.read_bytes()
+    proc = run_limited(60_000, "record", *SMALL, "--seed", "1", "--out", str(out), "--force", "--quiet")
+    assert_one_line_error(proc, "could not be written")
+    assert out.read_bytes() == before and partials(tmp_path) == []
+
+
+@pytest.mark.parametrize("command", ["analyze", "report"])
+def test_analyze_and_report_under_a_file_size_limit_fail_in_one_line_and_leave_nothing(tmp_path, whole, command):
+    trajectory = tmp_path / "t.h5"
+    trajectory.write_bytes(whole.read_bytes())
+    if command == "report":  # the analysis exists; the page cannot be written
+        run_cli("analyze", str(trajectory), "--quiet", check=True)
+    args = [str(trajectory), "--quiet"] if command == "analyze" else [str(trajectory), "--html", "--out", str(tmp_path / "r.html")]
+    before = set(os.listdir(tmp_path))
+    proc = run_limited(30_000 if command == "analyze" else 100_000, command, *args)
+    assert_one_line_error(proc, "could not be written")
+    assert set(os.listdir(tmp_path)) == before
+
+
+# --- the output rule ------------------------------------------------------------------------
+
+def test_no_command_writes_over_its_input_or_a_file_of_another_role(tmp_path, whole):
+    trajectory = tmp_path / "t.h5"
+    trajectory.write_bytes(whole.read_bytes())
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes")
+    saved = trajectory.read_bytes()
+    assert_one_line_error(run_cli("report", str(trajectory), "--html", "--out", str(trajectory), "--force"), "input")
+    assert_one_line_error(run_cli("report", str(trajectory), "--html", "--out", str(tmp_path / "t.analysis.h5"), "--force"),
+                          "input")
+    assert_one_line_error(run_cli("analyze", str(trajectory), "--out", str(trajectory)), "t.h5")
+    assert_one_line_error(run_cli("record", *SMALL, "--out", str(notes), "--force"), "not a mechgrok trajectory")
+    assert_one_line_error(run_cli("analyze", str(trajectory), "--out", str(notes)), "not a mechgrok analysis")
+    with pytest.raises(OutputExistsError, match="input"):
+        mechgrok.analyze(open_trajectory(trajectory), out=trajectory)
+    with pytest.raises(OutputExistsError, match="not a mechgrok analysis"):
+        mechgrok.analyze(open_trajectory(trajectory), out=notes)
+    assert trajectory.read_bytes() == saved and notes.read_text() == "my notes"
+
+
+def test_options_that_do_not_apply_to_a_dataset_raise(whole):
+    with open_trajectory(whole) as ds:
+        for options in (dict(force=True), dict(save=False), dict(scheduler="local")):
+            with pytest.raises(ValueError, match="not to a Dataset"):
+                mechgrok.analyze(ds, **options)
+
+
+def test_the_analysis_cache_is_keyed_on_the_trajectory_not_its_time_or_name(tmp_path):
+    config = dict(modulus=11, width=16, train_frac=0.5, steps=30, every=5)
+    first = mechgrok.record(out=tmp_path / "a.h5", seed=0, **config)
+    second = mechgrok.record(out=tmp_path / "b.h5", seed=1, **config)
+    out = tmp_path / "shared.analysis.h5"
+    mechgrok.analyze(first, out=out).close()
+    result = mechgrok.analyze(second, out=out)
+    with open_trajectory(second) as ds:
+        assert result.attrs["source_run_id"] == ds.attrs["run_id"]
+        np.testing.assert_array_equal(result.freq_a.values, mechgrok.analyze(ds).freq_a.values)
+    # the same file copied keeps its identity, so its analysis is reused
+    (tmp_path / "copy.h5").write_bytes(second.read_bytes())
+    assert mechgrok.analyze(tmp_path / "copy.h5", out=out).attrs["source_run_id"] == result.attrs["source_run_id"]
+
+
+def test_concurrent_analyze_of_one_file_both_succeed(tmp_path, whole):
+    trajectory = tmp_path / "t.h5"
+    trajectory.write_bytes(whole.read_bytes())
+    command = [sys.executable, "-m", "mechgrok.cli", "analyze", str(trajectory), "--force", "--quiet", "--chunk-steps", "2"]
+    procs = [subprocess.Popen(command, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    errors = [proc.communicate()[1] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], errors
+    assert partials(tmp_path) == []
+    with xr.open_dataset(tmp_path / "t.analysis.h5", engine="h5netcdf") as result:
+        assert result.sizes["step"] == 31
+
+
+# --- live reading and concurrent writers ---------------------------------------------------
+
+def test_a_long_lived_reader_always_sees_the_committed_snapshots_of_a_live_recording(tmp_path):
+    out = tmp_path / "live.h5"
+    proc = subprocess.Popen([sys.executable, "-m", "mechgrok.cli", "record", *LONG, "--out", str(out), "--quiet"])
+    try:
+        while not out.exists() and proc.poll() is None:
+            time.sleep(0.02)
+        held = open_trajectory(out)  # kept open the whole time: later opens must not share its stale view
+        seen, reads = [], 0
+        while proc.poll() is None:
+            with open_trajectory(out) as ds:
+                steps = list(ds.step.values)
+                assert len(steps) >= len(seen) and steps[:len(seen)] == seen and steps == sorted(set(steps))
+                assert np.isfinite(ds.W_a.isel(step=-1).values).all()
+                seen, reads = steps, reads + 1
+            if reads == 5:
+                with pytest.raises(TrajectoryError, match="another process is recording"):
+                    mechgrok.record(out=out, resume=True, modulus=23, width=64, train_frac=0.5, steps=6000, every=20,
+                                    stop_val_acc=1.0)
+        held.close()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 0 and reads >= 5
+    with open_trajectory(out) as ds:
+        assert list(ds.step.values[:len(seen)]) == seen and ds.sizes["step"] >= 301
+
+
+def test_unwritten_entries_read_as_fill_values_not_data(tmp_path, whole):
+    path = tmp_path / "t.h5"
+    path.write_bytes(whole.read_bytes())
+    with h5py.File(path, "r+") as f:  # as if killed mid-way through writing a snapshot
+        for name in ("W_a", "W_b", "W_out", "b_in", "b_out", "step", "val_acc"):
+            f[name].resize(f[name].shape[0] + 1, axis=0)
+    raw = xr.open_dataset(path, engine="h5netcdf")  # a third-party reader: no n_snapshots
+    assert raw.step.dtype == np.int64 and int(raw.step[-1]) == -1
+    assert np.isnan(raw.W_a.isel(step=-1).values).all() and np.isnan(raw.val_acc[-1])
+    assert open_trajectory(path).sizes["step"] == 31
+
+
+# --- resume ---------------------------------------------------------------------------------
+
+def test_sigterm_during_record_says_how_to_resume_and_resume_matches(tmp_path):
+    out = tmp_path / "t.h5"
+    proc = subprocess.Popen([sys.executable, "-m", "mechgrok.cli", "record", *LONG, "--out", str(out), "--quiet"],
+                            stderr=subprocess.PIPE, text=True)
+    while not out.exists() and proc.poll() is None:
+        time.sleep(0.02)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    stderr = proc.communicate()[1]
+    assert proc.returncode == 130 and "Traceback" not in stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("Error")]
+    assert len(lines) == 1 and "interrupted" in lines[0] and "--resume" in lines[0], stderr
+    assert open_trajectory(out).sizes["step"] >= 1
+
+
+# --- malformed files ------------------------------------------------------------------------
+
+def _malformed(tmp_path, whole) -> dict:
+    def copy(name):
+        path = tmp_path / name
+        path.write_bytes(whole.read_bytes())
+        return path
+
+    with h5py.File(copy("group.h5"), "r+") as f:
+        del f["W_b"]
+        f.create_group("W_b")
+    with h5py.File(tmp_path / "plain.h5", "w") as f:  # right names and shapes, no netCDF dimensions
+        for name in ("W_a", "W_b", "W_out"):
+            f[name] = np.zeros((2, 4, 11), np.float32)
+        f["step"] = np.arange(2)
+        f.attrs.update(modulus=11, width=4, n_snapshots=2, format_version=1)
+    ds = open_trajectory(whole)
+    ds.load().rename({"neuron": "unit"}).to_netcdf(tmp_path / "dims.h5", engine="h5netcdf")
+    with h5py.File(copy("negative.h5"), "r+") as f:
+        f.attrs["n_snapshots"] = -1
+    with h5py.File(copy("badattr.h5"), "r+") as f:
+        f.attrs["width"] = "wide"
+    os.symlink(tmp_path / "loop.h5", tmp_path / "loop.h5")
+    return {"group.h5": "W_b is a group", "plain.h5": "no netCDF dimensions", "dims.h5": "expected",
+            "negative.h5": "'n_snapshots' is -1", "badattr.h5": "'width' is not an integer", "loop.h5": "cannot be read"}
+
+
+def test_malformed_files_give_one_line_errors_naming_the_file_and_the_problem(tmp_path, whole):
+    for name, fragment in _malformed(tmp_path, whole).items():
+        with pytest.raises((TrajectoryError, FileNotFoundError)) as info:
+            open_trajectory(tmp_path / name)
+        message = str(info.value)
+        assert name in message and fragment in message and "\n" not in message, message
+    assert_one_line_error(run_cli("analyze", str(tmp_path / "group.h5")), "W_b is a group")
+
+
+# --- sweeps ---------------------------------------------------------------------------------
+
+GRID = ["--modulus", "11", "--width", "8", "--train-frac", "0.5", "--steps", "20", "--every", "10"]
+
+
+def test_a_second_sweep_into_a_folder_merges_its_index(tmp_path):
+    folder = tmp_path / "sweep"
+    run_cli("record", *GRID, "--seed", "0,1", "--out", str(folder), "--quiet", check=True)
+    run_cli("record", *GRID, "--seed", "2,3", "--out", str(folder), "--quiet", check=True)
+    runs = json.loads((folder / "index.json").read_text())["runs"]
+    assert sorted(run["config"]["seed"] for run in runs) == [0, 1, 2, 3]
+    assert len(resolve_trajectories([folder])) == 4
+
+
+def test_bad_sweep_indexes_are_refused(tmp_path):
+    folder = tmp_path / "s"
+    folder.mkdir()
+    (folder / "index.json").write_text(json.dumps({"format": "mechgrok-sweep", "version": 1, "runs": []}))
+    assert_one_line_error(run_cli("analyze", str(folder)), "lists no runs")
+    (folder / "index.json").write_text(json.dumps({"format": "mechgrok-sweep", "version": 1,
+                                                   "runs": [{"path": "../../etc/passwd", "config": {}}]}))
+    assert_one_line_error(run_cli("analyze", str(folder)), "not a file inside the sweep folder")
+
+
+# --- validation before any file is created --------------------------------------------------
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--lr", "inf"], "--lr"), (["--lr", "nan"], "--lr"), (["--weight-decay", "inf"], "--weight-decay"),
+    (["--seed", "99999999999999999999999"], "--seed"), (["--patience", "9999999999999999"], "--patience"),
+    (["--per-decade", "1000000000"], "--per-decade"), (["--seed", "0,,1"], "empty items"),
+    (["--noise", "0.1,0.1"], "twice"), (["--modulus", "3"], "--modulus"),
+    (["--modulus", "100000"], "memory"), (["--modulus", "97", "--width", "10000000"], "memory"),
+    (["--lr", "0.5", "--weight-decay", "3"], "lr x weight_decay"),
+    (["--noise", "0.1,0.1000000001"], "would share the file"),
+])
+def test_impossible_or_unusable_options_are_refused_before_any_file(tmp_path, args, fragment):
+    proc = run_cli("record", "--modulus", "11", "--width", "8", "--steps", "10", *args, "--quiet", cwd=tmp_path)
+    assert_one_line_error(proc, fragment)
+    assert not (tmp_path / "trajectories").exists() or not any((tmp_path / "trajectories").rglob("*"))
+
+
+@pytest.mark.parametrize("args", [["--threshold", "nan"], ["--threshold-low", "inf"], ["--grok-acc", "nan"]])
+def test_analysis_thresholds_must_be_finite(whole, args):
+    assert_one_line_error(run_cli("analyze", str(whole), *args), args[0])
+
+
+# --- files that other tools read right -------------------------------------------------------
+
+def test_every_variable_has_cf_attributes_and_booleans_are_flags(tmp_path, whole):
+    trajectory = tmp_path / "t.h5"
+    trajectory.write_bytes(whole.read_bytes())
+    mechgrok.analyze(trajectory).close()
+    for path in (trajectory, tmp_path / "t.analysis.h5"):
+        with h5py.File(path, "r") as f:
+            assert f.attrs["Conventions"] == "CF-1.8"
+            for name, item in f.items():
+                if isinstance(item, h5py.Dataset) and not item.attrs.get("NAME", b"").startswith(b"This is a netCDF dimension"):
+                    assert "long_name" in item.attrs and "units" in item.attrs, f"{path.name}: {name}"
+    with h5py.File(tmp_path / "t.analysis.h5", "r") as f:
+        assert f["structured"].attrs["flag_meanings"] == "false true" and f["periodicity_a"].compression == "gzip"
+    with h5py.File(trajectory, "r") as f:
+        assert f["train_noised"].attrs["flag_meanings"] == "clean noised"
+    with xr.open_dataset(tmp_path / "t.analysis.h5", engine="h5netcdf") as result:
+        assert result.structured.dtype == bool
+
+
+def test_compressed_trajectories_hold_the_same_numbers(tmp_path, whole):
+    out = tmp_path / "c.h5"
+    run_cli("record", *SMALL, "--out", str(out), "--compress", "--quiet", check=True)
+    assert_same_run(out, whole)
+    with h5py.File(out, "r") as f:
+        assert f["W_a"].compression == "gzip"
