@@ -67,7 +67,7 @@ def main() -> None:
     print(f"  time ratio {statistics.median(packed) / statistics.median(plain):.3f}x, size {size_packed / size_plain:.1%}")
 
     result = mechgrok.analyze(folder / "run_False_0.h5")
-    loaded = result.load()
+    loaded = result.load().drop_encoding()
     loaded.to_netcdf(folder / "plain.analysis.h5", engine="h5netcdf")
     loaded.to_netcdf(folder / "packed.analysis.h5", engine="h5netcdf",
                      encoding={name: COMPRESSION for name in loaded.data_vars})
