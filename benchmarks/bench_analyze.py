@@ -83,7 +83,7 @@ def bench_memory(gigabytes: float, folder: Path) -> None:
     read that process's peak resident memory."""
     from mechgrok.config import RunConfig
     from mechgrok.task import make_task
-    from mechgrok.trajectory import TrajectoryWriter
+    from mechgrok.trajectory_writer import TrajectoryWriter
     from mechgrok.train import initial_state, Snapshot
 
     config = RunConfig(steps=10**7, every=1, stop_val_acc=1.0)

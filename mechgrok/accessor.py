@@ -27,6 +27,18 @@ HEADLINE_ROWS = (("validation accuracy (real model)", "val_acc", 4), ("Sq->Cos i
 HEADLINE_STEP_VARIABLES = tuple(name for _, name, _ in HEADLINE_ROWS) + ("phase_sum_coherence",)
 
 
+def format_number(value, digits: int = 3, missing: str = "-") -> str:
+    """A headline number with `digits` decimals; `missing` for None and NaN."""
+    if value is None or not np.isfinite(float(value)):
+        return missing
+    return f"{float(value):.{digits}f}"
+
+
+def format_step(value) -> str:
+    """A step attribute: '12,345', or 'not reached' for None and -1."""
+    return "not reached" if value is None or int(value) < 0 else f"{int(value):,}"
+
+
 @xr.register_dataset_accessor("mechgrok")
 class MechgrokAccessor:
     def __init__(self, ds: xr.Dataset):

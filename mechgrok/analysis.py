@@ -21,7 +21,7 @@ import numpy as np
 import xarray as xr
 
 from . import fourier
-from .config import ANALYSIS_LIMITS, MIN_MODULUS, check_option
+from .config import ANALYSIS_LIMITS, MIN_MODULUS, SATURATION_TRAIN_ACC, check_option
 from .errors import OutputExistsError, TrajectoryError
 from .outputs import atomic_output, check_space, same_file
 from .idealize import IDEAL_VARIANTS, accuracy_all_pairs, ideal_accuracies
@@ -29,7 +29,6 @@ from .trajectory import attr_float, attr_int, open_trajectory, trajectory_identi
 
 ANALYSIS_FORMAT_VERSION = 2  # 2: keyed on the trajectory's run_id, CF attributes, compressed
 MIN_NEURONS_FOR_STATS = 5  # circular correlation, coherence and t statistics need this many neurons, else NaN
-SATURATION_TRAIN_ACC = 0.99
 WEIGHTS = ("W_a", "W_b", "W_out")
 IDEAL_NAMES = {"sq_cos": "ideal_acc", "sq_sq": "ideal_acc_sq_sq", "cos_cos": "ideal_acc_cos_cos",
                "phase_sum": "ideal_acc_phase_sum", "shuffled": "ideal_acc_shuffled"}
@@ -66,7 +65,9 @@ def neuron_structure(W_a: np.ndarray, W_b: np.ndarray, W_out: np.ndarray, thresh
     """Per-neuron Fourier structure of rows shaped (..., neuron, token); see fourier.py.
     Phases of W_b and W_out are read at W_a's dominant frequency (the paper's extraction;
     `phase_b_own`/`phase_out_own` are at their own). Square/cosine distances use W_a's
-    frequency, the row's phase at it, and are measured with w in units of that amplitude."""
+    frequency, the row's phase at it, and are measured with w in units of that amplitude.
+    Frequencies `freq_*`, amplitudes `amp_*` and periodicities are each row's own; where the
+    three frequencies disagree, `amp_b` is at W_b's frequency while `phase_b` is at W_a's."""
     p = W_a.shape[-1]
     F = {name: fourier.spectrum(rows) for name, rows in zip("a b out".split(), (W_a, W_b, W_out))}
     out: dict[str, np.ndarray] = {}
@@ -425,12 +426,13 @@ def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def analyze(source: str | os.PathLike | xr.Dataset, threshold: float | None = None, threshold_low: float | None = None,
+def analyze(source: str | os.PathLike | xr.Dataset, params: AnalysisParams | None = None, *,
             out: str | os.PathLike | None = None, force: bool = False, save: bool = True,
-            grok_acc: float = 0.9, structure_acc: float = 0.9, chunk_steps: int = 8,
-            scheduler: str | None = None) -> xr.Dataset:
+            scheduler: str | None = None, **options) -> xr.Dataset:
     """Analyze a trajectory (path or Dataset with W_a, W_b, W_out on (step, neuron, token)).
 
+    Parameters come as `params` (an AnalysisParams) or as its fields by keyword
+    (threshold=..., threshold_low=..., grok_acc=..., structure_acc=..., chunk_steps=...).
     For a path the analysis is saved next to it (<name>.analysis.h5, or `out`) and reused on
     later calls while it is current: same trajectory (its run_id), same committed snapshots,
     same parameters (`force` recomputes). An analysis file is a cache: an earlier analysis
@@ -439,7 +441,9 @@ def analyze(source: str | os.PathLike | xr.Dataset, threshold: float | None = No
     computes without writing (a current analysis on file is still reused). A Dataset is
     analyzed in memory and written to `out` only when given; `force`, `save=False` and
     `scheduler` do not apply to it and raise. Returns the analysis (dims step, neuron)."""
-    params = AnalysisParams(threshold, threshold_low, grok_acc, structure_acc, chunk_steps)
+    if params is not None and options:
+        raise ValueError(f"give params or its fields ({', '.join(options)}), not both")
+    params = params if params is not None else AnalysisParams(**options)
     if isinstance(source, xr.Dataset):
         if force or not save or scheduler is not None:
             raise ValueError("force, save=False and scheduler apply to a trajectory file, not to a Dataset")

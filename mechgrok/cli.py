@@ -118,7 +118,7 @@ def _quiet_after_write_failures(unraisable, default=sys.unraisablehook) -> None:
               "'paper' for the paper's 19 levels.")
 @click.option("--lr", type=NumberList(OptionValue("lr", float)), default=DEFAULTS.lr, help="AdamW learning rate.")
 @click.option("--weight-decay", type=NumberList(OptionValue("weight_decay", float)), default=DEFAULTS.weight_decay, help="AdamW decoupled weight decay.")
-@click.option("--betas", callback=parse_betas, default="0.9,0.98", help="AdamW betas, two comma-separated numbers.")
+@click.option("--betas", callback=parse_betas, default=",".join(f"{b:g}" for b in DEFAULTS.betas), help="AdamW betas, two comma-separated numbers.")
 @click.option("--seed", type=NumberList(OptionValue("seed", int)), default=DEFAULTS.seed, help="Seeds the split, the label noise and the init.")
 @click.option("--steps", type=NumberList(OptionValue("steps", int)), default=DEFAULTS.steps, help="Hard cap on optimizer steps.")
 @click.option("--bias/--no-bias", default=DEFAULTS.bias, help="First-layer and output biases.")
@@ -332,16 +332,12 @@ def summary_table(result, title: str):
     """A rich table of an analysis's headline numbers."""
     from rich.table import Table
 
-    from .accessor import HEADLINE_ROWS
+    from .accessor import HEADLINE_ROWS, format_number, format_step as step
 
     head = result.mechgrok.headline()
 
-    def step(value):
-        return "not reached" if value is None or int(value) < 0 else f"{int(value):,}"
-
     def number(key, digits=3):
-        value = head.get(key)
-        return "-" if value is None or value != value else f"{value:.{digits}f}"
+        return format_number(head.get(key), digits)
 
     table = Table(title=title, show_header=True)
     table.add_column("")

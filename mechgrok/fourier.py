@@ -6,7 +6,7 @@ Axis convention: the last axis of every `rows` array is the token x = 0..p-1; al
 axes (e.g. step, neuron) are batch axes. Definitions follow ../shared/reference/paper.md:
   F[k] = sum_x w[x] exp(-2 pi i k x / p)                     (numpy.fft.fft)
   dominant frequency k* = argmax |F[k]| over k = 1..(p-1)/2; 0 for dead or constant rows
-  phase phi = -angle(F[k]) in radians, wrapped to [-pi, pi]: the row is f(2 pi k x / p - phi)
+  phase phi = -angle(F[k]) in radians, wrapped to [-pi, pi): the row is f(2 pi k x / p - phi)
   amplitude = 2 |F[k*]| / p
   periodicity (paper Eq. 1) = max_k |F[k]| / mean_{k=1..p-1} |F[k]|  ((p-1)/2 for a cosine)
 """

@@ -15,7 +15,8 @@ from .task import make_task
 from .config import RunConfig, check_fits_in_memory
 from .outputs import check_output
 from .train import ProgressCallback, Snapshot, initial_state, train_ensemble
-from .trajectory import TrajectoryWriter, is_complete, read_config, recorded_progress
+from .trajectory import is_complete, read_config, recorded_progress
+from .trajectory_writer import TrajectoryWriter
 
 DEFAULT_TRAJECTORY_DIR = Path("trajectories")
 # Options that only decide when to stop or what to keep: a resumed run may change them.

@@ -13,11 +13,10 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from .config import RunConfig
+from .config import SATURATION_TRAIN_ACC, RunConfig
 from .model import PARAM_NAMES, MLPParams, flat_token_index, hidden_preactivation, init_params, logits_from_hidden
 from .task import TaskSplit, make_task
 
-SATURATION_TRAIN_ACC = 0.99  # the paper's saturation checkpoint: first step with train acc >= 0.99
 PATIENCE_MIN_GAIN = 1e-4  # the paper: stop when best val acc has not improved by this for `patience` steps
 ADAM_EPS = 1e-8
 

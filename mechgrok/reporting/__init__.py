@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from ..accessor import HEADLINE_ROWS
+from ..accessor import HEADLINE_ROWS, format_number, format_step
+from ..config import SATURATION_TRAIN_ACC
 from ..analysis import analyze, default_analysis_path
 from ..outputs import atomic_output, check_output, write_text
 from ..trajectory import open_trajectory
@@ -37,19 +38,13 @@ phases, zero biases; Sq->Cos (square inputs, cosine outputs), Sq->Sq, Cos->Cos; 
 <b>Controls</b>: &phi;<sub>out</sub> forced to &phi;<sub>a</sub> + &phi;<sub>b</sub> (the construction solves the task for any phases,
 so this says nothing about the model), and &phi;<sub>out</sub> shuffled across neurons (breaks the learned relation).
 Only the gap between Sq->Cos and the shuffled control is evidence of learned structure.</li>
-<li><b>Steps</b>: saturation = first snapshot with training accuracy &ge; 0.99; structure = first with Sq->Cos &ge; the
+<li><b>Steps</b>: saturation = first snapshot with training accuracy &ge; {saturation:g}; structure = first with Sq->Cos &ge; the
 structure threshold; grok = first with validation accuracy &ge; the grok threshold; lead = grok - structure.</li>
-</ul>"""
+</ul>""".replace("{saturation:g}", f"{SATURATION_TRAIN_ACC:g}")
 
 
 def _fmt(value, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and not np.isfinite(value)):
-        return "&ndash;"
-    return f"{value:.{digits}f}"
-
-
-def _step(value) -> str:
-    return "not reached" if value is None or int(value) < 0 else f"{int(value):,}"
+    return format_number(value, digits, missing="&ndash;")
 
 
 class _Figures:
@@ -81,7 +76,7 @@ def _headline_table(analysis: xr.Dataset) -> str:
     rows = []
     for label, name, digits in HEADLINE_ROWS:
         rows.append([html.escape(label).replace("phi", "&phi;"), _fmt(head.get(f"{name}_saturation"), digits), _fmt(head.get(f"{name}_final"), digits)])
-    saturation = _step(head["saturation_step"])
+    saturation = format_step(head["saturation_step"])
     return table_html(["", f"at saturation (step {saturation})", f"at the end (step {head['final_step']:,})"], rows)
 
 
@@ -89,13 +84,16 @@ def _run_section(name: str, trajectory: xr.Dataset, analysis: xr.Dataset, figs: 
     head = analysis.mechgrok.headline()
     steps = analysis["step"].values
     final = int(steps[-1])
-    saturation = int(head["saturation_step"]) if int(head["saturation_step"]) >= 0 else int(steps[len(steps) // 4])
-    middle = int(steps[np.argmin(np.abs(steps - (saturation + final) / 2))])
+    saturated = int(head["saturation_step"]) >= 0
+    # a run that never saturates is shown a quarter of the way in, and labelled so
+    early = int(head["saturation_step"]) if saturated else int(steps[len(steps) // 4])
+    early_label = "saturation" if saturated else f"step {early:,} (never saturated: a quarter of the way in)"
+    middle = int(steps[np.argmin(np.abs(steps - (early + final) / 2))])
     cards = cards_html([
-        ("saturation step (train acc >= 0.99)", _step(head["saturation_step"])),
-        ("structure step (Sq->Cos >= %.2g)" % analysis.attrs["structure_acc"], _step(head["structure_step"])),
-        ("grok step (val acc >= %.2g)" % analysis.attrs["grok_acc"], _step(head["grok_step"])),
-        ("lead: grok - structure (steps)", _step(head["lead_steps"])),
+        (f"saturation step (train acc >= {SATURATION_TRAIN_ACC:g})", format_step(head["saturation_step"])),
+        ("structure step (Sq->Cos >= %.2g)" % analysis.attrs["structure_acc"], format_step(head["structure_step"])),
+        ("grok step (val acc >= %.2g)" % analysis.attrs["grok_acc"], format_step(head["grok_step"])),
+        ("lead: grok - structure (steps)", format_step(head["lead_steps"])),
         ("final validation accuracy", _fmt(head.get("val_acc_final"), 4)),
         ("final Sq->Cos / shuffled control", f"{_fmt(head.get('ideal_acc_final'))} / {_fmt(head.get('ideal_acc_shuffled_final'))}"),
         ("final r / r'", f"{_fmt(head.get('r_all_final'), 4)} / {_fmt(head.get('r_structured_final'), 4)}"),
@@ -108,13 +106,13 @@ def _run_section(name: str, trajectory: xr.Dataset, analysis: xr.Dataset, figs: 
                         "shuffled control (gray dotted) is learned structure, the phase-sum control (orange dashed) is what the "
                         "construction gives for free. Middle: share of structured neurons, median binarization and periodicity. "
                         "Bottom: circular correlation of &phi;_out with &phi;_a + &phi;_b."))
-    gallery_steps = sorted({saturation, middle, final})
+    gallery_steps = sorted({early, middle, final})
     neurons = figures.gallery_neurons(analysis)
     for which, color in (("W_a", "blue"), ("W_b", "vermillion")):
         out.append(figs.add(figures.neuron_gallery(trajectory, analysis, gallery_steps, which, neurons), f"{prefix}gallery_{which}",
                             f"{which} rows ({color}) of the most periodic structured neurons against their ideal square waves (gray) "
-                            "at saturation, midway and at the end (paper Figs. 1-2), zoomed to at most 5 periods."))
-    out.append(figs.add(figures.phase_scatter([(analysis, saturation, "saturation"), (analysis, final, "end")]), f"{prefix}phase_scatter",
+                            f"at {'saturation' if saturated else early_label}, midway and at the end (paper Figs. 1-2), zoomed to at most 5 periods."))
+    out.append(figs.add(figures.phase_scatter([(analysis, early, early_label), (analysis, final, "end")]), f"{prefix}phase_scatter",
                         "&phi;_out against &phi;_a + &phi;_b (paper Fig. 4); points on the dashed diagonal obey the phase-sum "
                         "relation. Color: W_a periodicity; outlined: structured neurons."))
     out.append(figs.add(figures.periodicity_panels(analysis), f"{prefix}periodicity",

@@ -5,19 +5,35 @@ mechgrok.open_trajectory Dataset. Colors are the Okabe-Ito colorblind-safe palet
 """
 from __future__ import annotations
 
+import functools
+
 import matplotlib
+import numpy as np
+import xarray as xr
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import xarray as xr  # noqa: E402
-
-from ..fourier import wrap_angle  # noqa: E402
+from ..fourier import wrap_angle
 
 OKABE_ITO = {"black": "#000000", "orange": "#E69F00", "sky": "#56B4E9", "green": "#009E73", "yellow": "#F0E442",
              "blue": "#0072B2", "vermillion": "#D55E00", "purple": "#CC79A7", "gray": "#999999"}
-plt.rcParams.update({"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 8.5,
-                     "axes.spines.top": False, "axes.spines.right": False, "figure.dpi": 100})
+# Applied only while a report figure is drawn (matplotlib.rc_context), never globally, and
+# figures are plain Figure objects (no pyplot, no backend switch): a notebook's own plots are untouched.
+STYLE = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 8.5,
+         "axes.spines.top": False, "axes.spines.right": False, "figure.dpi": 100}
+
+
+def _styled(figure_function):
+    @functools.wraps(figure_function)
+    def draw(*args, **kwargs) -> Figure:
+        with matplotlib.rc_context(STYLE):
+            return figure_function(*args, **kwargs)
+
+    return draw
+
+
+def _subplots(*grid, figsize, **options):
+    fig = Figure(figsize=figsize, layout="constrained")
+    return fig, fig.subplots(*grid, **options)
 
 
 def _step_axis(ax, steps: np.ndarray) -> None:
@@ -37,11 +53,12 @@ def _mark_events(ax, analysis: xr.Dataset, label: bool = False) -> None:
             ax.axvline(step, color=color, linestyle=style, linewidth=1.2, label=text if label else None)
 
 
-def timeline(analysis: xr.Dataset, trajectory: xr.Dataset | None = None) -> plt.Figure:
+@_styled
+def timeline(analysis: xr.Dataset, trajectory: xr.Dataset | None = None) -> Figure:
     """Accuracies (real, idealized, controls), structure statistics and phase-sum correlation
     against training step, with the saturation, structure and grok steps marked."""
     steps = analysis["step"].values
-    fig, axes = plt.subplots(3, 1, figsize=(10, 9.5), sharex=True, constrained_layout=True)
+    fig, axes = _subplots(3, 1, figsize=(10, 9.5), sharex=True)
     ax = axes[0]
     if "train_acc" in analysis:
         ax.plot(steps, analysis["train_acc"], color=OKABE_ITO["black"], lw=1.5, label="train (labels used)")
@@ -101,14 +118,14 @@ def gallery_neurons(analysis: xr.Dataset, count: int = 4) -> np.ndarray:
     return last["neuron"].values[order[:count]]
 
 
+@_styled
 def neuron_gallery(trajectory: xr.Dataset, analysis: xr.Dataset, steps: list[int], which: str = "W_a",
-                   neurons: np.ndarray | None = None) -> plt.Figure:
+                   neurons: np.ndarray | None = None) -> Figure:
     """Actual rows (W_a blue, W_b vermillion) of a few neurons against their ideal square waves
     (gray), at the given steps (columns), zoomed to at most 5 periods (paper Figs. 1-2)."""
     neurons = gallery_neurons(analysis) if neurons is None else neurons
     color = OKABE_ITO["blue"] if which == "W_a" else OKABE_ITO["vermillion"]
-    fig, axes = plt.subplots(len(neurons), len(steps), figsize=(3.4 * len(steps), 1.9 * len(neurons) + 0.6),
-                             squeeze=False, constrained_layout=True)
+    fig, axes = _subplots(len(neurons), len(steps), figsize=(3.4 * len(steps), 1.9 * len(neurons) + 0.6), squeeze=False)
     p = trajectory.sizes["token"]
     for col, step in enumerate(steps):
         for row, neuron in enumerate(neurons):
@@ -131,12 +148,13 @@ def neuron_gallery(trajectory: xr.Dataset, analysis: xr.Dataset, steps: list[int
     return fig
 
 
-def phase_scatter(panels: list[tuple[xr.Dataset, int, str]], columns: int = 3) -> plt.Figure:
+@_styled
+def phase_scatter(panels: list[tuple[xr.Dataset, int, str]], columns: int = 3) -> Figure:
     """phi_out against wrap(phi_a + phi_b) per neuron, colored by W_a periodicity, with r and r'
     (paper Figs. 4-5). One panel per (analysis, step, label), `columns` to a row."""
     columns = min(columns, len(panels))
     rows = int(np.ceil(len(panels) / columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(4.3 * columns + 1, 4.3 * rows), squeeze=False, constrained_layout=True)
+    fig, axes = _subplots(rows, columns, figsize=(4.3 * columns + 1, 4.3 * rows), squeeze=False)
     vmax = max(max(float(np.nanmax(a["periodicity_a"].values)), a.attrs["threshold"] * 1.5) for a, _, _ in panels)
     for ax, (analysis, step, label) in zip(axes.flat, panels):
         at = analysis.sel(step=step)
@@ -159,11 +177,12 @@ def phase_scatter(panels: list[tuple[xr.Dataset, int, str]], columns: int = 3) -
     return fig
 
 
-def periodicity_panels(analysis: xr.Dataset) -> plt.Figure:
+@_styled
+def periodicity_panels(analysis: xr.Dataset) -> Figure:
     """Periodicity histogram at the last snapshot with both thresholds (the paper's bimodal
     split), the frequencies the structured neurons use, and a neuron x step heatmap of
     periodicity with neurons ordered by the step they first become structured."""
-    fig = plt.figure(figsize=(11, 7.5), constrained_layout=True)
+    fig = Figure(figsize=(11, 7.5), layout="constrained")
     grid = fig.add_gridspec(2, 2, height_ratios=[1, 1.35])
     last = analysis.isel(step=-1)
     ax = fig.add_subplot(grid[0, 0])
@@ -203,13 +222,14 @@ def periodicity_panels(analysis: xr.Dataset) -> plt.Figure:
     return fig
 
 
-def noise_curves(rows: list[dict]) -> plt.Figure:
+@_styled
+def noise_curves(rows: list[dict]) -> Figure:
     """Final validation accuracy and mean periodicity against label noise (paper Fig. 3),
     mean and range over seeds; `rows` are per-run dicts with noise, val_acc_final,
     periodicity_mean_final."""
     noise = np.array([r["noise"] for r in rows])
     levels = np.unique(noise)
-    fig, ax = plt.subplots(figsize=(7.5, 4.2), constrained_layout=True)
+    fig, ax = _subplots(figsize=(7.5, 4.2))
     twin = ax.twinx()
     for axis, key, color, label in ((ax, "val_acc_final", OKABE_ITO["vermillion"], "final validation accuracy"),
                                     (twin, "periodicity_mean_final", OKABE_ITO["blue"], "mean W_a periodicity")):

@@ -7,7 +7,7 @@ import html
 import io
 from datetime import datetime, timezone
 
-import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
 FIGURE_SOFTWARE = "mechgrok"  # PNG tEXt "Software": how outputs.file_role knows our figures
 
@@ -29,10 +29,9 @@ code { background: #f0f0f0; padding: 0 .25rem; border-radius: 3px; }
 """
 
 
-def figure_png(fig: plt.Figure, dpi: int = 110) -> bytes:
+def figure_png(fig: Figure, dpi: int = 110) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi, metadata={"Software": FIGURE_SOFTWARE})
-    plt.close(fig)
     return buffer.getvalue()
 
 

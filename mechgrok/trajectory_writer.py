@@ -1,0 +1,375 @@
+"""Writing trajectories: create, append, commit, resume (the format is trajectory.py's).
+
+Each snapshot's bytes are reserved, its data written and flushed, and only then is it
+committed (`step` written, `n_snapshots` raised, flushed again): a reader, or a recording
+killed or starved of disk at any moment, sees every committed snapshot intact; a snapshot
+half-written when the process died is beyond `n_snapshots` and is dropped on resume.
+Optimizer state is checkpointed at some snapshots only (the recorder's policy); a resume
+restarts from the latest checkpoint and, training being deterministic, regenerates the
+snapshots after it that are already on file without writing them again.
+"""
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import os
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import h5netcdf
+import numpy as np
+import torch
+
+from .config import RunConfig
+from .errors import OutputWriteError, TrajectoryError
+from .model import PARAM_NAMES, MLPParams
+from .outputs import (check_output, check_space, is_write_failure, partial_path, publish, reserve_space,
+                      write_failure)
+from .task import TaskSplit
+from .train import RunState, Snapshot
+from .trajectory import (FORMAT_VERSION, METRIC_NAMES, STEP_FILL, VARIABLE_ATTRS, WEIGHT_NAMES, attr_int,
+                         check_trajectory_file, config_from_attrs)
+
+
+def _mechgrok_version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def _config_attrs(config: RunConfig) -> dict:
+    attrs = {}
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        attrs[field.name] = np.asarray(value, dtype=np.float64) if field.name == "betas" else (
+            int(value) if isinstance(value, bool) else value)
+    return attrs
+
+
+
+def snapshot_bytes(config: RunConfig) -> int:
+    """Bytes one snapshot adds to a trajectory (weights, biases, metrics, step)."""
+    p, H = config.modulus, config.width
+    return 4 * (3 * H * p + H + p) + 8 * (len(METRIC_NAMES) + 1)
+
+
+class TrajectoryWriter:
+    """Streams one run's snapshots into a trajectory file (see module docstring).
+
+    A new trajectory is written aside (outputs.partial_path) and takes its name when its
+    first snapshot is committed, so a run that fails before that leaves nothing behind and
+    `force` never loses the old file to a run that does not start. An exclusive POSIX record
+    lock (fcntl.lockf; HDF5's own flock-based locking is off so readers can watch) keeps a
+    second writer out. Before each snapshot its bytes are reserved on disk (posix_fallocate),
+    so a full disk or file-size limit stops the run before HDF5 writes anything, leaving
+    every committed snapshot intact and the file resumable."""
+
+    def __init__(self, file: h5netcdf.File, path: Path, config: RunConfig, lock: int,
+                 publish_from: Path | None = None, replace: bool = False):
+        self._file = file
+        self.path = path
+        self.config = config
+        self._lock = lock
+        self._publish_from, self._replace = publish_from, replace
+        self._pending_config: RunConfig | None = None
+        self.n_snapshots = attr_int(file.attrs["n_snapshots"])
+        self.last_step = int(file.variables["step"][self.n_snapshots - 1]) if self.n_snapshots else -1
+        self._checkpoints = 0
+        # Appends go straight to the h5py datasets: h5netcdf's per-write checks cost ~1 ms each.
+        h5 = file._h5file
+        self._along_step = {name: h5[name] for name in file.variables if file.variables[name].dimensions[:1] == ("step",)}
+        self._resume = {name: h5["resume"][name] for name in ("adam_m", "adam_v", "memory", "slot_step")}
+        # two snapshots' data plus room for HDF5's metadata (chunk index nodes, attributes)
+        self._reserve_bytes = 2 * snapshot_bytes(config) + (256 << 10)
+
+    @classmethod
+    def create(cls, path: str | os.PathLike, config: RunConfig, task: TaskSplit, force: bool = False,
+               compression: bool = False) -> "TrajectoryWriter":
+        """Start a new trajectory at `path` (published with its first snapshot). Refuses an
+        existing path unless `force`, and never replaces a file that is not a trajectory.
+        `compression`: deflate + shuffle on the weights (smaller files, slower snapshots)."""
+        path = Path(path)
+        check_output(path, "trajectory", force=force)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        n_flat = 3 * config.modulus * config.width + config.width + config.modulus
+        initial_bytes = 41 * task.train_a.size + 16 * n_flat + 2 * snapshot_bytes(config) + (128 << 10)
+        try:
+            check_space(path.parent, initial_bytes)
+        except OSError as err:
+            raise write_failure(path, err) from None
+        partial = partial_path(path)
+        f, lock = None, None
+        try:
+            f = h5netcdf.File(partial, "w", locking=False)  # readers may open it while it records
+            lock = _lock_for_writing(partial, path)
+            _write_schema(f, config, task, compression)
+            _flush(f)
+        except BaseException as err:
+            _close_quietly(f)
+            _unlock(lock)
+            partial.unlink(missing_ok=True)
+            if is_write_failure(err):
+                raise write_failure(path, err) from None
+            raise
+        return cls(f, path, config, lock, publish_from=partial, replace=path.exists())
+
+    @classmethod
+    def reopen(cls, path: str | os.PathLike) -> tuple["TrajectoryWriter", RunState | None]:
+        """Open an unfinished trajectory to continue it. Returns the writer and the state at its
+        latest checkpoint (None when it has no snapshot yet); drops a half-written snapshot."""
+        path = Path(path)
+        check_trajectory_file(path)
+        lock = _lock_for_writing(path, path)
+        f = None
+        try:
+            f = h5netcdf.File(path, "a", locking=False)
+            config = config_from_attrs(f.attrs, path)
+            writer = cls(f, path, config, lock)
+            n = writer.n_snapshots
+            if f.dimensions["step"].size != n:
+                for dataset in writer._along_step.values():
+                    dataset.resize(n, axis=0)
+            state = writer._read_latest_state() if n else None
+        except BaseException as err:
+            _close_quietly(f)
+            _unlock(lock)
+            if is_write_failure(err):
+                raise write_failure(path, err) from None
+            raise
+        return writer, state
+
+    def _read_latest_state(self) -> RunState:
+        f, cfg = self._file, self.config
+        slots = f["resume"].variables
+        committed = np.asarray(f.variables["step"][: self.n_snapshots])
+        slot_steps = np.asarray(slots["slot_step"][:])
+        usable = [(step, slot) for slot, step in enumerate(slot_steps) if step >= 0 and step in committed]
+        if not usable:
+            raise TrajectoryError(f"{self.path}: no optimizer checkpoint among its snapshots; cannot resume")
+        step, slot = max(usable)
+        index = int(np.flatnonzero(committed == step)[0])
+        self._checkpoints = slot + 1
+        weights = {name: np.asarray(f.variables[name][index]) for name in WEIGHT_NAMES}
+        zeros = {"b_in": np.zeros(cfg.width, np.float32), "b_out": np.zeros(cfg.modulus, np.float32)}
+        for name in ("b_in", "b_out"):
+            weights[name] = np.asarray(f.variables[name][index]) if cfg.bias else zeros[name]
+        params = _params_from_snapshot(weights)
+        m = MLPParams.from_flat(torch.from_numpy(np.asarray(slots["adam_m"][slot])[None].copy()), cfg.modulus, cfg.width)
+        v = MLPParams.from_flat(torch.from_numpy(np.asarray(slots["adam_v"][slot])[None].copy()), cfg.modulus, cfg.width)
+        best_val_acc, best_val_step, saturation_step = slots["memory"][slot]
+        return RunState(int(step), params, m, v, float(best_val_acc), int(best_val_step), int(saturation_step))
+
+    def update_config(self, config: RunConfig) -> None:
+        """A changed stopping rule or step cap for a resumed run: written, and a run that had
+        stopped opened again, with the next write (so a resume refused later leaves the file as it was)."""
+        self._pending_config = config
+        self.config = config
+
+    def _apply_pending_config(self) -> None:
+        if self._pending_config is not None:
+            self._file.attrs.update(_config_attrs(self._pending_config))
+            self._file.attrs.update(dict(final_step=-1, stop_reason=""))
+            self._pending_config = None
+
+    def append(self, snapshot: Snapshot, checkpoint: bool = True) -> None:
+        """Write one snapshot after the last on file (and, with `checkpoint`, its optimizer
+        state), then commit it: the data is flushed to disk before `step` and `n_snapshots`
+        name it. Raises OutputWriteError (file intact, resumable) when the disk is full."""
+        if snapshot.step <= self.last_step:
+            raise ValueError(f"{self.path}: snapshot at step {snapshot.step} is not after the last on file ({self.last_step})")
+        try:
+            self._reserve()
+            f, i, data = self._file, self.n_snapshots, self._along_step
+            self._apply_pending_config()
+            for dataset in data.values():
+                dataset.resize(i + 1, axis=0)
+            for name in WEIGHT_NAMES:
+                data[name][i] = _to_neuron_token(name, snapshot.weights[name])
+            if self.config.bias:
+                data["b_in"][i] = snapshot.weights["b_in"].reshape(-1)
+                data["b_out"][i] = snapshot.weights["b_out"].reshape(-1)
+            for name in METRIC_NAMES:
+                data[name][i] = snapshot.metrics[name]
+            if checkpoint:
+                self._write_checkpoint(snapshot)
+            self._flush()
+            data["step"][i] = snapshot.step  # the commit: step names the snapshot, n_snapshots counts it
+            if snapshot.is_saturation:
+                f.attrs["saturation_step"] = snapshot.step
+            if snapshot.is_final:
+                self._mark_final(snapshot)
+            f.attrs["n_snapshots"] = i + 1
+            self._flush()
+        except BaseException as err:
+            if is_write_failure(err):
+                raise self._write_failure(err) from None
+            raise
+        self.n_snapshots, self.last_step = i + 1, snapshot.step
+        self._publish()
+
+    def end_at_last_snapshot(self, snapshot: Snapshot) -> None:
+        """A resumed run whose stopping rule ends it at the last step on file: mark it final."""
+        if snapshot.step != self.last_step or not snapshot.is_final:
+            raise ValueError(f"{self.path}: step {snapshot.step} is not the final snapshot at the last step on file")
+        try:
+            self._apply_pending_config()
+            self._mark_final(snapshot)
+            self._flush()
+        except BaseException as err:
+            if is_write_failure(err):
+                raise self._write_failure(err) from None
+            raise
+
+    def _write_failure(self, err: BaseException) -> OutputWriteError:
+        reason = write_failure(self.path, err)
+        if self._publish_from is not None:
+            return OutputWriteError(f"{reason}; nothing was kept")
+        return OutputWriteError(f"{reason} after {self.n_snapshots} snapshots, which are intact; "
+                                "free space, then `mechgrok record --resume` continues the run")
+
+    def _reserve(self) -> None:
+        """Make sure the next snapshot's bytes can be written before HDF5 writes any of them
+        (HDF5 cannot undo a write that fails half-way; outputs.reserve_space)."""
+        reserve_space(self._lock, self._reserve_bytes)
+
+    def _publish(self) -> None:
+        if self._publish_from is not None:
+            publish(self._publish_from, self.path, replace=self._replace)
+            self._publish_from = None
+
+    def _mark_final(self, snapshot: Snapshot) -> None:
+        self._file.attrs["final_step"] = snapshot.step
+        self._file.attrs["stop_reason"] = snapshot.stop_reason
+
+    def _write_checkpoint(self, snapshot: Snapshot) -> None:
+        """Optimizer state into the older of the two slots. The slot is marked invalid and
+        flushed first, so a kill mid-write can never leave a slot whose tag names new data."""
+        state, slot, resume = snapshot.state, self._checkpoints % 2, self._resume
+        resume["slot_step"][slot] = -1
+        self._flush()
+        resume["adam_m"][slot] = state.adam_m.flat()[0].numpy()
+        resume["adam_v"][slot] = state.adam_v.flat()[0].numpy()
+        resume["memory"][slot] = [state.best_val_acc, state.best_val_step, state.saturation_step]
+        resume["slot_step"][slot] = snapshot.step
+        self._checkpoints += 1
+
+    def _flush(self) -> None:
+        _flush(self._file)
+
+    def close(self) -> None:
+        """Close the file; a trajectory never published (no snapshot committed) is removed."""
+        if self._publish_from is not None:
+            _close_quietly(self._file)
+        else:
+            self._close_checked()
+        _unlock(self._lock)
+        if self._publish_from is not None:
+            self._publish_from.unlink(missing_ok=True)
+
+    def _close_checked(self) -> None:
+        try:
+            self._file.close()
+        except (OSError, RuntimeError) as err:
+            if is_write_failure(err):
+                raise self._write_failure(err) from None
+            raise
+
+    def __enter__(self) -> "TrajectoryWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _write_schema(f: h5netcdf.File, config: RunConfig, task: TaskSplit, compression: bool) -> None:
+    """Dimensions, empty variables with fill values, attributes and the resume group."""
+    p, H = config.modulus, config.width
+    packed = dict(compression="gzip", compression_opts=4, shuffle=True) if compression else {}
+    f.dimensions = {"step": None, "neuron": H, "token": p, "train_pair": task.train_a.size}
+    f.create_variable("step", ("step",), np.int64, chunks=(1024,), fillvalue=STEP_FILL)
+    # step is a coordinate: without _FillValue xarray keeps it int64 (unwritten entries still read -1)
+    del f._h5file["step"].attrs["_FillValue"]
+    f.create_variable("neuron", ("neuron",), np.int64, data=np.arange(H))
+    f.create_variable("token", ("token",), np.int64, data=np.arange(p))
+    for name in WEIGHT_NAMES:
+        f.create_variable(name, ("step", "neuron", "token"), np.float32, chunks=(1, H, p), fillvalue=np.nan, **packed)
+    if config.bias:
+        f.create_variable("b_in", ("step", "neuron"), np.float32, chunks=(64, H), fillvalue=np.nan)
+        f.create_variable("b_out", ("step", "token"), np.float32, chunks=(64, p), fillvalue=np.nan)
+    for name in METRIC_NAMES:
+        f.create_variable(name, ("step",), np.float64, chunks=(1024,), fillvalue=np.nan)
+    for name in ("train_a", "train_b", "train_label", "train_label_true"):
+        f.create_variable(name, ("train_pair",), np.int64, data=getattr(task, name))
+    noised = f.create_variable("train_noised", ("train_pair",), np.int8, data=task.train_noised.astype(np.int8))
+    noised.attrs.update(flag_values=np.array([0, 1], np.int8), flag_meanings="clean noised")
+    for name, (long_name, units) in VARIABLE_ATTRS.items():
+        if name in f.variables:
+            f.variables[name].attrs.update(long_name=long_name, units=units)
+    n_flat = 2 * p * H + H + H * p + p
+    resume = f.create_group("resume")
+    resume.dimensions = {"slot": 2, "flat_param": n_flat, "memory_field": 3}
+    resume.create_variable("slot_step", ("slot",), np.int64, data=np.full(2, -1))
+    # written now so that their space is allocated before any snapshot (see TrajectoryWriter._reserve)
+    resume.create_variable("adam_m", ("slot", "flat_param"), np.float32, data=np.zeros((2, n_flat), np.float32))
+    resume.create_variable("adam_v", ("slot", "flat_param"), np.float32, data=np.zeros((2, n_flat), np.float32))
+    resume.create_variable("memory", ("slot", "memory_field"), np.float64, data=np.zeros((2, 3)))
+    resume.attrs["memory_fields"] = "best_val_acc best_val_step saturation_step"
+    f.attrs.update(_config_attrs(config))
+    f.attrs.update(dict(
+        saturation_step=-1, final_step=-1, stop_reason="", n_snapshots=0,
+        format_version=FORMAT_VERSION, mechgrok_version=_mechgrok_version(),
+        torch_version=str(torch.__version__), created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        run_id=uuid.uuid4().hex, compression="gzip" if compression else "none",
+        Conventions="CF-1.8",
+        title="mechgrok trajectory: weight snapshots of an MLP trained on (a + b) mod p",
+        conventions="W_a[step, neuron, token]: input weight of neuron from token a; entries past n_snapshots are "
+                    "not data (step -1, weights NaN)",
+    ))
+
+
+def _flush(f: h5netcdf.File) -> None:
+    # h5netcdf's flush() only writes its own attributes; h5py's writes HDF5's caches to disk
+    f.flush()
+    f._h5file.flush()
+
+
+def _close_quietly(f: h5netcdf.File | None) -> None:
+    """Close after a failure: errors from flushing a broken file are not news."""
+    if f is None:
+        return
+    try:
+        f.close()
+    except Exception:  # noqa: BLE001 - the failure that brought us here is the one reported
+        pass
+
+
+def _lock_for_writing(file: Path, name: Path) -> int:
+    """An fd of `file` holding an exclusive POSIX record lock, or TrajectoryError when
+    another process is writing `name`."""
+    fd = os.open(file, os.O_RDWR)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise TrajectoryError(f"{name}: another process is recording into it; wait for it to end") from None
+    return fd
+
+
+def _unlock(fd: int | None) -> None:
+    if fd is not None:
+        os.close(fd)  # closing the descriptor releases its lock
+
+
+
+def _to_neuron_token(name: str, weight: np.ndarray) -> np.ndarray:
+    """Training layout -> file layout: W_a, W_b are (p, H) in training, (neuron, token) on file."""
+    return weight.T if name in ("W_a", "W_b") else weight
+
+
+def _params_from_snapshot(weights: dict[str, np.ndarray]) -> MLPParams:
+    tensors = {
+        "W_a": weights["W_a"].T, "W_b": weights["W_b"].T, "W_out": weights["W_out"],
+        "b_in": weights["b_in"].reshape(1, -1), "b_out": weights["b_out"].reshape(1, -1),
+    }
+    return MLPParams(*(torch.from_numpy(np.ascontiguousarray(tensors[name], dtype=np.float32))[None] for name in PARAM_NAMES))
