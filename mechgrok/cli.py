@@ -30,6 +30,10 @@ def one_line_errors(command):
         try:
             return command(*args, **kwargs)
         except (ValueError, OSError) as err:
+            from .outputs import is_write_failure
+
+            if is_write_failure(err):  # the process ends with this message: keep h5py's teardown quiet
+                sys.unraisablehook = _quiet_after_write_failures
             raise click.ClickException(str(err).splitlines()[0] if str(err) else type(err).__name__) from None
 
     return wrapper
@@ -95,7 +99,6 @@ def parse_betas(ctx, param, value: str) -> tuple[float, float]:
 @click.version_option(package_name="mechgrok")
 def main() -> None:
     """Record, analyze and report how the Fourier algorithm forms in grokking ReLU MLPs."""
-    sys.unraisablehook = _quiet_after_write_failures
 
 
 def _quiet_after_write_failures(unraisable, default=sys.unraisablehook) -> None:

@@ -24,6 +24,7 @@ def _snapshots_on_file(path) -> int:
         return 0
 
 
+@pytest.mark.slow
 def test_sigkill_leaves_a_readable_file_and_resume_matches_uninterrupted(tmp_path):
     killed, whole = tmp_path / "killed.h5", tmp_path / "whole.h5"
     proc = subprocess.Popen([sys.executable, "-m", "mechgrok.cli", "record", *KILLABLE, "--out", str(killed), "--quiet"])

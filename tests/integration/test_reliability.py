@@ -58,6 +58,7 @@ def whole(tmp_path_factory):
 
 # --- write failures -------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_full_disk_during_record_keeps_every_committed_snapshot_and_resume_matches(tmp_path, whole):
     out = tmp_path / "t.h5"
     proc = run_limited(700_000, "record", *SMALL, "--out", str(out), "--quiet")
@@ -73,12 +74,14 @@ def test_full_disk_during_record_keeps_every_committed_snapshot_and_resume_match
     assert_same_run(out, whole)
 
 
+@pytest.mark.slow
 def test_full_disk_before_the_first_snapshot_leaves_nothing(tmp_path):
     proc = run_limited(60_000, "record", *SMALL, "--out", str(tmp_path / "t.h5"), "--quiet")
     assert_one_line_error(proc, "t.h5", "could not be written")
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_a_forced_run_that_fails_keeps_the_old_file(tmp_path, whole):
     out = tmp_path / "t.h5"
     out.write_bytes(whole.read_bytes())
@@ -88,6 +91,7 @@ def test_a_forced_run_that_fails_keeps_the_old_file(tmp_path, whole):
     assert out.read_bytes() == before and partials(tmp_path) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["analyze", "report"])
 def test_analyze_and_report_under_a_file_size_limit_fail_in_one_line_and_leave_nothing(tmp_path, whole, command):
     trajectory = tmp_path / "t.h5"
@@ -144,6 +148,7 @@ def test_the_analysis_cache_is_keyed_on_the_trajectory_not_its_time_or_name(tmp_
     assert mechgrok.analyze(tmp_path / "copy.h5", out=out).attrs["source_run_id"] == result.attrs["source_run_id"]
 
 
+@pytest.mark.slow
 def test_concurrent_analyze_of_one_file_both_succeed(tmp_path, whole):
     trajectory = tmp_path / "t.h5"
     trajectory.write_bytes(whole.read_bytes())
@@ -158,6 +163,7 @@ def test_concurrent_analyze_of_one_file_both_succeed(tmp_path, whole):
 
 # --- live reading and concurrent writers ---------------------------------------------------
 
+@pytest.mark.slow
 def test_a_long_lived_reader_always_sees_the_committed_snapshots_of_a_live_recording(tmp_path):
     out = tmp_path / "live.h5"
     proc = subprocess.Popen([sys.executable, "-m", "mechgrok.cli", "record", *LONG, "--out", str(out), "--quiet"])
@@ -199,6 +205,7 @@ def test_unwritten_entries_read_as_fill_values_not_data(tmp_path, whole):
 
 # --- resume ---------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_sigterm_during_record_says_how_to_resume_and_resume_matches(tmp_path):
     out = tmp_path / "t.h5"
     proc = subprocess.Popen([sys.executable, "-m", "mechgrok.cli", "record", *LONG, "--out", str(out), "--quiet"],

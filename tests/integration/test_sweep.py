@@ -1,3 +1,4 @@
+import pytest
 import json
 
 import numpy as np
@@ -64,6 +65,7 @@ def test_a_failing_ensemble_does_not_stop_the_others(tmp_path):
     assert open_trajectory(paths[0]).attrs["final_step"] == 20
 
 
+@pytest.mark.slow
 def test_sweep_on_a_local_dask_cluster(tmp_path):
     from distributed import LocalCluster
 

@@ -1,0 +1,82 @@
+"""The analysis of real recorded runs, through the API and the CLI."""
+import hashlib
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import mechgrok
+from conftest import GROKKING, assert_one_line_error, run_cli
+from mechgrok.analysis import MIN_NEURONS_FOR_STATS
+from mechgrok.config import RunConfig
+from contract import CONTRACT_STEP
+
+
+@pytest.fixture(scope="module")
+def grokked(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("grok")
+    path = mechgrok.record(RunConfig(**GROKKING, steps=1500, stop_val_acc=0.99), out=folder / "grok.h5")
+    return path
+
+
+def test_recorded_run_agrees_in_character_with_the_paper(grokked):
+    result = mechgrok.analyze(grokked)
+    sat = result.attrs["saturation_step"]
+    assert sat > 0 and result.attrs["grok_step"] > sat
+    at_sat = result.sel(step=sat)
+    assert at_sat.ideal_acc > at_sat.val_acc + 0.3  # structure readable before generalization
+    assert result.attrs["structure_step"] <= result.attrs["grok_step"] and result.attrs["lead_steps"] >= 0
+    final = result.isel(step=-1)
+    assert final.n_structured >= MIN_NEURONS_FOR_STATS and final.r_structured > 0.95
+    assert final.ideal_acc_shuffled < 0.3 < final.ideal_acc
+    # all_acc combines train (true labels) and validation accuracy over the p^2 pairs
+    from_weights = mechgrok.analyze(mechgrok.open_trajectory(grokked).drop_vars(["val_acc"])).isel(step=-1).all_acc
+    assert float(final.all_acc) == pytest.approx(float(from_weights), abs=1e-6)
+
+
+def _digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_cli_analyze_writes_reuses_and_forces(grokked, tmp_path):
+    before = _digest(grokked)
+    out = tmp_path / "a.h5"
+    first = run_cli("analyze", str(grokked), "--out", str(out), check=True)
+    assert "Sq->Cos" in first.stdout + first.stderr and out.exists()
+    mtime = out.stat().st_mtime_ns
+    run_cli("analyze", str(grokked), "--out", str(out), "--quiet", check=True)
+    assert out.stat().st_mtime_ns == mtime  # reused
+    run_cli("analyze", str(grokked), "--out", str(out), "--quiet", "--force", check=True)
+    assert out.stat().st_mtime_ns != mtime
+    assert _digest(grokked) == before  # the trajectory is never modified
+    ds = xr.open_dataset(out, engine="h5netcdf")
+    assert set(CONTRACT_STEP) <= set(ds.data_vars) and ds.attrs["source"] == str(grokked)
+
+
+def test_cli_analyze_bad_inputs(tmp_path, grokked):
+    text = tmp_path / "t.h5"
+    text.write_text("hello")
+    truncated = tmp_path / "cut.h5"
+    truncated.write_bytes(grokked.read_bytes()[:4096])
+    cases = [(tmp_path / "missing.h5", "no such file"), (text, "not an HDF5 file"), (truncated, "truncated")]
+    for path, message in cases:
+        assert_one_line_error(run_cli("analyze", str(path)), message)
+    keep = tmp_path / "keep.h5"
+    keep.write_bytes(grokked.read_bytes())
+    assert_one_line_error(run_cli("analyze", str(grokked), "--out", str(keep)), "not a mechgrok analysis")
+    assert keep.read_bytes() == grokked.read_bytes()
+
+
+def test_accessor_queries(grokked):
+    ds = mechgrok.open_trajectory(grokked)
+    spectrum = ds.mechgrok.spectrum("W_a")
+    assert spectrum.dims == ("step", "neuron", "frequency") and spectrum.sizes["frequency"] == 12
+    result = mechgrok.analyze(grokked)
+    neuron = int(result.mechgrok.structured(result.step.values[-1])[0])
+    rows = ds.mechgrok.neuron(neuron, step=int(ds.step[-1]))
+    assert rows.freq == result.freq_a.isel(step=-1).sel(neuron=neuron)
+    assert set(np.unique(rows.W_a_ideal.values)).__len__() == 2  # two levels
+    ideal = ds.mechgrok.idealized_weights(int(ds.step[-1]))
+    assert set(np.unique(ideal.W_a.values)) <= {-1.0, 0.0, 1.0}
+    headline = result.mechgrok.headline()
+    assert headline["ideal_acc_final"] == pytest.approx(float(result.ideal_acc[-1]))
