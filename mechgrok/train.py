@@ -6,6 +6,7 @@ metrics of exactly those weights (training metrics come from the forward pass of
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -215,11 +216,66 @@ def _adamw_update(batch: _Batch, grad: torch.Tensor, step_counts: list[int], con
     batch.flat_params.sub_(batch.flat_m.div(denom).mul_(step_size))
 
 
-def _state_of(batch: _Batch, row: int, step: int, memory: dict) -> RunState:
+def _state_of(batch: _Batch, row: int, step: int, memory: StoppingMemory) -> RunState:
     def one(flat: torch.Tensor) -> MLPParams:
         return MLPParams.from_flat(flat[row:row + 1].to("cpu", copy=True), batch.modulus, batch.width)
 
-    return RunState(step, one(batch.flat_params), one(batch.flat_m), one(batch.flat_v), **memory)
+    return RunState(step, one(batch.flat_params), one(batch.flat_m), one(batch.flat_v), **dataclasses.asdict(memory))
+
+
+@dataclass(frozen=True)
+class StoppingMemory:
+    """What the paper's stopping rule remembers of one run: the best validation accuracy
+    (gains below PATIENCE_MIN_GAIN do not count), the step it was reached, and the
+    saturation step (first step with training accuracy >= SATURATION_TRAIN_ACC; -1 before)."""
+
+    best_val_acc: float = -1.0
+    best_val_step: int = 0
+    saturation_step: int = -1
+
+
+def is_check_step(config: RunConfig, step: int) -> bool:
+    """The stopping rule is checked every `eval_every` steps and at the step cap."""
+    return step % config.eval_every == 0 or step >= config.steps
+
+
+def stopping_decision(config: RunConfig, memory: StoppingMemory, step: int, val_acc: float) -> tuple[str, StoppingMemory]:
+    """The paper's stopping rule at a check step: (stop reason or "", updated memory). Stops
+    when validation accuracy reaches stop_val_acc, when the best validation accuracy has not
+    gained PATIENCE_MIN_GAIN for `patience` steps, or at the step cap, in that order."""
+    if val_acc >= memory.best_val_acc + PATIENCE_MIN_GAIN:
+        memory = dataclasses.replace(memory, best_val_acc=val_acc, best_val_step=step)
+    if val_acc >= config.stop_val_acc:
+        return f"validation accuracy {val_acc:.4f} >= {config.stop_val_acc}", memory
+    if step - memory.best_val_step >= config.patience:
+        return f"no validation gain for {config.patience} steps", memory
+    if step >= config.steps:
+        return f"step cap {config.steps} reached", memory
+    return "", memory
+
+
+@dataclass(frozen=True)
+class StepMetrics:
+    """Every metric of a snapshot, for each active run (lists over the batch's rows): mean
+    cross-entropy (nats) and accuracy on the training labels used, accuracy on the true
+    training labels, and loss and accuracy on the validation pairs. Always complete."""
+
+    train_loss: list[float]
+    train_acc: list[float]
+    train_acc_true: list[float]
+    val_loss: list[float]
+    val_acc: list[float]
+
+    @classmethod
+    def measure(cls, batch: _Batch, logits: torch.Tensor, train_acc: list[float]) -> "StepMetrics":
+        """From the training step's logits (train_acc already read from them) and one validation pass."""
+        val_loss, val_acc = evaluate(batch.params, batch.val_a, batch.val_b, batch.val_label, block=batch.train_a.shape[1])
+        return cls(train_loss=mean_cross_entropy(logits, batch.train_label).tolist(), train_acc=train_acc,
+                   train_acc_true=correct_predictions(logits, batch.train_label_true).mean(1).tolist(),
+                   val_loss=val_loss.tolist(), val_acc=val_acc.tolist())
+
+    def of(self, row: int) -> dict[str, float]:
+        return {field.name: getattr(self, field.name)[row] for field in dataclasses.fields(self)}
 
 
 ProgressCallback = Callable[[dict[int, int], dict[int, dict[str, float]]], None]
@@ -246,7 +302,7 @@ def train_ensemble(configs: list[RunConfig], states: list[RunState] | None = Non
     device = torch.device(configs[0].device)
     batch = _stack_batch(configs, tasks, states, device)
     schedules = [set(snapshot_steps(c).tolist()) for c in configs]
-    memory = [dict(best_val_acc=s.best_val_acc, best_val_step=s.best_val_step, saturation_step=s.saturation_step) for s in states]
+    memory = [StoppingMemory(s.best_val_acc, s.best_val_step, s.saturation_step) for s in states]
     steps = [s.step for s in states]
     p, bias = configs[0].modulus, configs[0].bias
     latest: dict[int, dict[str, float]] = {}
@@ -256,49 +312,30 @@ def train_ensemble(configs: list[RunConfig], states: list[RunState] | None = Non
             a_flat, b_flat = flat_token_index(batch.train_a, p), flat_token_index(batch.train_b, p)
             logits, grads = _forward_backward(batch, a_flat, b_flat, bias)
             scheduled = [steps[run] in schedules[run] for run in batch.runs]
-            due_eval = [steps[run] % configs[run].eval_every == 0 or steps[run] >= configs[run].steps for run in batch.runs]
-            unsaturated = [memory[run]["saturation_step"] < 0 for run in batch.runs]
-            # metrics cost a pass over the logits: read them only where a decision or a snapshot needs them
-            if any(scheduled) or any(due_eval) or any(unsaturated):
-                acc_l = correct_predictions(logits, batch.train_label).mean(1).tolist()
-            saturated_now = [unsaturated[row] and acc_l[row] >= SATURATION_TRAIN_ACC for row in range(len(batch.runs))]
-            for row, run in enumerate(batch.runs):
-                if saturated_now[row]:
-                    memory[run]["saturation_step"] = steps[run]
-            if any(scheduled) or any(due_eval) or any(saturated_now):
-                val_loss, val_acc = evaluate(batch.params, batch.val_a, batch.val_b, batch.val_label, block=batch.train_a.shape[1])
-                val_loss_l, val_acc_l = val_loss.tolist(), val_acc.tolist()
-                loss_l = mean_cross_entropy(logits, batch.train_label).tolist()
-                acc_true_l = correct_predictions(logits, batch.train_label_true).mean(1).tolist()
+            checks = [is_check_step(configs[run], steps[run]) for run in batch.runs]
+            unsaturated = [memory[run].saturation_step < 0 for run in batch.runs]
+            # metrics cost passes over the logits and the validation set: read them only where a
+            # decision (saturation, stopping) or a snapshot needs them
+            train_acc = (correct_predictions(logits, batch.train_label).mean(1).tolist()
+                         if any(scheduled) or any(checks) or any(unsaturated) else None)
+            saturated_now = [unsaturated[row] and train_acc[row] >= SATURATION_TRAIN_ACC for row in range(len(batch.runs))]
+            metrics = (StepMetrics.measure(batch, logits, train_acc)
+                       if any(scheduled) or any(checks) or any(saturated_now) else None)
             leaving = []
             for row, run in enumerate(batch.runs):
-                config, step = configs[run], steps[run]
-                stop_reason = ""
-                if due_eval[row]:
-                    if val_acc_l[row] >= memory[run]["best_val_acc"] + PATIENCE_MIN_GAIN:
-                        memory[run]["best_val_acc"], memory[run]["best_val_step"] = val_acc_l[row], step
-                    if val_acc_l[row] >= config.stop_val_acc:
-                        stop_reason = f"validation accuracy {val_acc_l[row]:.4f} >= {config.stop_val_acc}"
-                    elif step - memory[run]["best_val_step"] >= config.patience:
-                        stop_reason = f"no validation gain for {config.patience} steps"
-                    elif step >= config.steps:
-                        stop_reason = f"step cap {config.steps} reached"
-                wants_snapshot = scheduled[row] or saturated_now[row] or bool(stop_reason)
-                if wants_snapshot:
-                    state = _state_of(batch, row, step, dict(memory[run]))
-                    yield Snapshot(
-                        run=run,
-                        step=step,
-                        weights={name: t[0].numpy() for name, t in zip(PARAM_NAMES, state.params.tensors())},
-                        metrics=dict(train_loss=loss_l[row], train_acc=acc_l[row], train_acc_true=acc_true_l[row],
-                                     val_loss=val_loss_l[row], val_acc=val_acc_l[row]),
-                        state=state,
-                        is_saturation=saturated_now[row],
-                        is_final=bool(stop_reason),
-                        stop_reason=stop_reason,
-                    )
-                if due_eval[row] or wants_snapshot:
-                    latest[run] = dict(train_loss=loss_l[row], train_acc=acc_l[row], val_acc=val_acc_l[row])
+                step, stop_reason = steps[run], ""
+                if saturated_now[row]:
+                    memory[run] = dataclasses.replace(memory[run], saturation_step=step)
+                if checks[row]:
+                    stop_reason, memory[run] = stopping_decision(configs[run], memory[run], step, metrics.val_acc[row])
+                if scheduled[row] or saturated_now[row] or stop_reason:
+                    state = _state_of(batch, row, step, memory[run])
+                    yield Snapshot(run=run, step=step, weights=dict(zip(PARAM_NAMES, (t[0].numpy() for t in state.params.tensors()))),
+                                   metrics=metrics.of(row), state=state, is_saturation=saturated_now[row],
+                                   is_final=bool(stop_reason), stop_reason=stop_reason)
+                if metrics is not None and (checks[row] or scheduled[row] or saturated_now[row]):
+                    latest[run] = dict(train_loss=metrics.train_loss[row], train_acc=metrics.train_acc[row],
+                                       val_acc=metrics.val_acc[row])
                 if stop_reason:
                     leaving.append(row)
             if on_step is not None:

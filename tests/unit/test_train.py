@@ -143,3 +143,20 @@ def test_config_rejects_impossible_values():
                 dict(steps=-1), dict(device="tpu"), dict(device="cuda:7" if not torch.cuda.is_available() else "nonsense")]:
         with pytest.raises(ValueError):
             RunConfig(**bad)
+
+
+def test_the_stopping_rule_as_a_pure_function():
+    from mechgrok.train import StoppingMemory, is_check_step, stopping_decision
+
+    config = RunConfig(modulus=11, steps=1000, stop_val_acc=0.9, patience=300, eval_every=100)
+    assert [is_check_step(config, s) for s in (0, 50, 100, 999, 1000)] == [True, False, True, False, True]
+    reason, memory = stopping_decision(config, StoppingMemory(), 0, 0.1)
+    assert reason == "" and (memory.best_val_acc, memory.best_val_step) == (0.1, 0)
+    reason, memory = stopping_decision(config, memory, 100, 0.10005)  # a gain below 1e-4 does not count
+    assert reason == "" and memory.best_val_step == 0
+    reason, _ = stopping_decision(config, memory, 300, 0.1)
+    assert reason == "no validation gain for 300 steps"
+    reason, _ = stopping_decision(config, memory, 300, 0.95)  # reaching the target wins over patience
+    assert reason.startswith("validation accuracy 0.9500 >= 0.9")
+    reason, _ = stopping_decision(config, StoppingMemory(0.5, 900), 1000, 0.5)
+    assert reason == "step cap 1000 reached"
