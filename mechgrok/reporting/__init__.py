@@ -44,7 +44,7 @@ structure threshold; grok = first with validation accuracy &ge; the grok thresho
 
 
 def _fmt(value, digits: int = 3) -> str:
-    return format_number(value, digits, missing="&ndash;")
+    return format_number(value, digits, missing="\u2013")
 
 
 class _Figures:

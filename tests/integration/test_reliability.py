@@ -329,3 +329,14 @@ def test_compressed_trajectories_hold_the_same_numbers(tmp_path, whole):
     assert_same_run(out, whole)
     with h5py.File(out, "r") as f:
         assert f["W_a"].compression == "gzip"
+
+
+def test_analyze_and_report_of_a_run_in_progress_say_so(tmp_path, whole):
+    path = tmp_path / "t.h5"
+    path.write_bytes(whole.read_bytes())
+    with h5py.File(path, "r+") as f:  # as if still recording: 20 snapshots committed, a 21st half-written
+        f.attrs["final_step"], f.attrs["stop_reason"], f.attrs["n_snapshots"] = -1, "", 20
+    proc = run_cli("analyze", str(path), check=True)
+    assert "still recording; analyzed the 20 snapshots committed so far" in proc.stderr
+    run_cli("report", str(path), "--html", "--out", str(tmp_path / "r.html"), check=True)
+    assert "Still recording when this report was made" in (tmp_path / "r.html").read_text()
