@@ -16,7 +16,7 @@ from mechgrok.config import RunConfig  # noqa: E402
 
 TINY = dict(modulus=11, width=16, train_frac=0.5, steps=60, every=5)
 # groks (validation accuracy > 0.95) in under 1,000 steps, about a second
-GROKKING = dict(modulus=23, width=128, train_frac=0.8, lr=1e-2, eval_every=10)
+GROKKING = dict(modulus=23, width=128, train_frac=0.8, lr=1e-2, eval_every=10, per_decade=25)
 
 
 @pytest.fixture
