@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 _PUBLIC = {
     "RunConfig": "mechgrok.config",
     "record": "mechgrok.recorder",
+    "Recorder": "mechgrok.loop_recorder",
     "open_trajectory": "mechgrok.trajectory",
     "analyze": "mechgrok.analysis",
     "AnalysisParams": "mechgrok.analysis",

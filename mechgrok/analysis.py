@@ -294,10 +294,11 @@ def analyze_dataset(ds: xr.Dataset, params: AnalysisParams = AnalysisParams(), s
                          coords={"step": steps, "neuron": neurons})
         for name, parts in per_neuron.items():
             out[name] = (("step", "neuron"), np.concatenate(parts))
+        for name in ("val_acc", "train_acc"):  # as recorded (runs from other loops may store only some)
+            if name in ds and np.isfinite(ds[name].values).any():
+                out[name] = ("step", ds[name].values)
         if has_metrics:
             n_train = ds.sizes["train_pair"]
-            out["val_acc"] = ("step", ds["val_acc"].values)
-            out["train_acc"] = ("step", ds["train_acc"].values)
             out["all_acc"] = ("step", (ds["train_acc_true"].values * n_train + ds["val_acc"].values * (p * p - n_train)) / (p * p))
         for name in out.variables:
             out[name].attrs.update(variable_attrs(str(name), boolean=out[name].dtype == bool))

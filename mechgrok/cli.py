@@ -383,5 +383,44 @@ def report(trajectories: tuple[Path, ...], as_html: bool, out: Path | None, png_
     console.print(f"[green]wrote[/green] {path} ({time.perf_counter() - started:.1f} s)")
 
 
+@main.command("import")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Trajectory file to write.")
+@click.option("--modulus", type=OptionValue("modulus", int), default=None,
+              help="p, where the checkpoints' shapes (or a config.json beside them) do not tell.")
+@click.option("--key", "keys", multiple=True, metavar="ROLE=NAME",
+              help="Which parameter plays a role (input, output, b_in, b_out) where shapes are ambiguous; repeatable.")
+@click.option("--trust-pickle", is_flag=True, help="Load checkpoints that hold Python objects (runs their code: trusted sources only).")
+@click.option("--force", is_flag=True, help="Replace an existing trajectory at --out.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
+@one_line_errors
+def import_run(source: Path, out: Path, modulus: int | None, keys: tuple[str, ...], trust_pickle: bool, force: bool,
+               quiet: bool) -> None:
+    """Convert checkpoints saved by another codebase into a mechgrok trajectory.
+
+    SOURCE is a folder of per-step .pt/.pth or .safetensors files (optionally with a
+    checkpoints.json manifest of steps and sha256 sums), or one file holding a list of
+    state_dicts with their steps or a {step: state_dict} dict. Two-hot MLP layouts are
+    found from parameter shapes; analyze and report then work on --out unchanged."""
+    from .importing import import_checkpoints
+
+    roles = {}
+    for item in keys:
+        role, sep, name = item.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"expected ROLE=NAME, got {item!r}", param_hint="--key")
+        roles[role.strip()] = name.strip()
+    started = time.perf_counter()
+    if quiet:
+        import_checkpoints(source, out, modulus, roles, force=force, trust_pickle=trust_pickle)
+    else:
+        with Progress(TextColumn("[bold]import"), BarColumn(), TextColumn("{task.completed}/{task.total} checkpoints"),
+                      TimeElapsedColumn(), console=console) as progress:
+            bar = progress.add_task("import", total=None)
+            import_checkpoints(source, out, modulus, roles, force=force, trust_pickle=trust_pickle,
+                               on_snapshot=lambda done, total: progress.update(bar, completed=done, total=total))
+        _print_summary(out, time.perf_counter() - started)
+
+
 if __name__ == "__main__":
     main()

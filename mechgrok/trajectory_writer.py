@@ -48,9 +48,8 @@ def _config_attrs(config: RunConfig) -> dict:
 
 
 
-def snapshot_bytes(config: RunConfig) -> int:
-    """Bytes one snapshot adds to a trajectory (weights, biases, metrics, step)."""
-    p, H = config.modulus, config.width
+def snapshot_bytes(p: int, H: int) -> int:
+    """Bytes one snapshot of modulus p and width H adds to a trajectory (weights, biases, metrics, step)."""
     return 4 * (3 * H * p + H + p) + 8 * (len(METRIC_NAMES) + 1)
 
 
@@ -65,11 +64,11 @@ class TrajectoryWriter:
     so a full disk or file-size limit stops the run before HDF5 writes anything, leaving
     every committed snapshot intact and the file resumable."""
 
-    def __init__(self, file: h5netcdf.File, path: Path, config: RunConfig, lock: int,
+    def __init__(self, file: h5netcdf.File, path: Path, config: RunConfig | None, lock: int,
                  publish_from: Path | None = None, replace: bool = False):
         self._file = file
         self.path = path
-        self.config = config
+        self.config = config  # None for a trajectory of an outside run (see create_external)
         self._lock = lock
         self._publish_from, self._replace = publish_from, replace
         self._pending_config: RunConfig | None = None
@@ -79,23 +78,48 @@ class TrajectoryWriter:
         # Appends go straight to the h5py datasets: h5netcdf's per-write checks cost ~1 ms each.
         h5 = file._h5file
         self._along_step = {name: h5[name] for name in file.variables if file.variables[name].dimensions[:1] == ("step",)}
-        self._resume = {name: h5["resume"][name] for name in ("adam_m", "adam_v", "memory", "slot_step")}
+        self._resume = ({name: h5["resume"][name] for name in ("adam_m", "adam_v", "memory", "slot_step")}
+                        if "resume" in h5 else None)
+        self.bias = "b_in" in self._along_step
+        p, H = file.dimensions["token"].size, file.dimensions["neuron"].size
         # two snapshots' data plus room for HDF5's metadata (chunk index nodes, attributes)
-        self._reserve_bytes = 2 * snapshot_bytes(config) + (256 << 10)
+        self._reserve_bytes = 2 * snapshot_bytes(p, H) + (256 << 10)
 
     @classmethod
     def create(cls, path: str | os.PathLike, config: RunConfig, task: TaskSplit, force: bool = False,
                compression: bool = False) -> "TrajectoryWriter":
-        """Start a new trajectory at `path` (published with its first snapshot). Refuses an
-        existing path unless `force`, and never replaces a file that is not a trajectory.
-        `compression`: deflate + shuffle on the weights (smaller files, slower snapshots)."""
-        path = Path(path)
+        """Start a new trajectory of a mechgrok run at `path` (published with its first
+        snapshot). Refuses an existing path unless `force`, and never replaces a file that is
+        not a trajectory. `compression`: deflate + shuffle on the weights."""
+        n_flat = 3 * config.modulus * config.width + config.width + config.modulus
+        extra_bytes = 41 * task.train_a.size + 16 * n_flat
+
+        def schema(f: h5netcdf.File) -> None:
+            _write_common_schema(f, config.modulus, config.width, config.bias, compression)
+            _write_run_schema(f, config, task)
+
+        return cls._create(Path(path), config, config.modulus, config.width, schema, extra_bytes, force)
+
+    @classmethod
+    def create_external(cls, path: str | os.PathLike, modulus: int, width: int, bias: bool, attrs: dict,
+                        force: bool = False, compression: bool = False) -> "TrajectoryWriter":
+        """Start a trajectory of a run trained outside mechgrok (your own loop, an import):
+        the same schema without the split and the resume group; `attrs` (strings, numbers,
+        numeric arrays) are stored as attributes, next to `origin`."""
+        def schema(f: h5netcdf.File) -> None:
+            _write_common_schema(f, modulus, width, bias, compression)
+            f.attrs.update(modulus=int(modulus), width=int(width), bias=int(bias))
+            f.attrs.update({str(key): value for key, value in attrs.items()})
+
+        return cls._create(Path(path), None, modulus, width, schema, 0, force)
+
+    @classmethod
+    def _create(cls, path: Path, config: RunConfig | None, p: int, H: int, schema, extra_bytes: int,
+                force: bool) -> "TrajectoryWriter":
         check_output(path, "trajectory", force=force)
         path.parent.mkdir(parents=True, exist_ok=True)
-        n_flat = 3 * config.modulus * config.width + config.width + config.modulus
-        initial_bytes = 41 * task.train_a.size + 16 * n_flat + 2 * snapshot_bytes(config) + (128 << 10)
         try:
-            check_space(path.parent, initial_bytes)
+            check_space(path.parent, extra_bytes + 2 * snapshot_bytes(p, H) + (128 << 10))
         except OSError as err:
             raise write_failure(path, err) from None
         partial = partial_path(path)
@@ -103,7 +127,7 @@ class TrajectoryWriter:
         try:
             f = h5netcdf.File(partial, "w", locking=False)  # readers may open it while it records
             lock = _lock_for_writing(partial, path)
-            _write_schema(f, config, task, compression)
+            schema(f)
             _flush(f)
         except BaseException as err:
             _close_quietly(f)
@@ -173,40 +197,61 @@ class TrajectoryWriter:
             self._pending_config = None
 
     def append(self, snapshot: Snapshot, checkpoint: bool = True) -> None:
-        """Write one snapshot after the last on file (and, with `checkpoint`, its optimizer
-        state), then commit it: the data is flushed to disk before `step` and `n_snapshots`
-        name it. Raises OutputWriteError (file intact, resumable) when the disk is full."""
-        if snapshot.step <= self.last_step:
-            raise ValueError(f"{self.path}: snapshot at step {snapshot.step} is not after the last on file ({self.last_step})")
+        """Write one snapshot of a mechgrok run (and, with `checkpoint`, its optimizer state);
+        see write_snapshot."""
+        curves = {name: _to_neuron_token(name, snapshot.weights[name]) for name in WEIGHT_NAMES}
+        if self.bias:
+            curves.update(b_in=snapshot.weights["b_in"].reshape(-1), b_out=snapshot.weights["b_out"].reshape(-1))
+        self.write_snapshot(snapshot.step, curves, snapshot.metrics, checkpoint=snapshot if checkpoint else None,
+                            saturation=snapshot.is_saturation, final_reason=snapshot.stop_reason if snapshot.is_final else None)
+
+    def write_snapshot(self, step: int, curves: dict[str, np.ndarray], metrics: dict[str, float] | None = None,
+                       checkpoint: Snapshot | None = None, saturation: bool = False, final_reason: str | None = None) -> None:
+        """Write one snapshot after the last on file, then commit it: the data is flushed to
+        disk before `step` and `n_snapshots` name it. `curves`: W_a, W_b, W_out (neuron,
+        token), and b_in, b_out where the file has biases; `metrics` missing from the dict
+        are stored as NaN. Raises OutputWriteError (file intact, resumable) when the disk is full."""
+        if step <= self.last_step:
+            raise ValueError(f"{self.path}: snapshot at step {step} is not after the last on file ({self.last_step})")
+        metrics = metrics or {}
         try:
             self._reserve()
             f, i, data = self._file, self.n_snapshots, self._along_step
             self._apply_pending_config()
             for dataset in data.values():
                 dataset.resize(i + 1, axis=0)
-            for name in WEIGHT_NAMES:
-                data[name][i] = _to_neuron_token(name, snapshot.weights[name])
-            if self.config.bias:
-                data["b_in"][i] = snapshot.weights["b_in"].reshape(-1)
-                data["b_out"][i] = snapshot.weights["b_out"].reshape(-1)
+            for name in WEIGHT_NAMES + (("b_in", "b_out") if self.bias else ()):
+                data[name][i] = curves[name]
             for name in METRIC_NAMES:
-                data[name][i] = snapshot.metrics[name]
-            if checkpoint:
-                self._write_checkpoint(snapshot)
+                data[name][i] = metrics.get(name, np.nan)
+            if checkpoint is not None:
+                self._write_checkpoint(checkpoint)
             self._flush()
-            data["step"][i] = snapshot.step  # the commit: step names the snapshot, n_snapshots counts it
-            if snapshot.is_saturation:
-                f.attrs["saturation_step"] = snapshot.step
-            if snapshot.is_final:
-                self._mark_final(snapshot)
+            data["step"][i] = step  # the commit: step names the snapshot, n_snapshots counts it
+            if saturation:
+                f.attrs["saturation_step"] = step
+            if final_reason is not None:
+                self._mark_final(step, final_reason)
             f.attrs["n_snapshots"] = i + 1
             self._flush()
         except BaseException as err:
             if is_write_failure(err):
                 raise self._write_failure(err) from None
             raise
-        self.n_snapshots, self.last_step = i + 1, snapshot.step
+        self.n_snapshots, self.last_step = i + 1, step
         self._publish()
+
+    def finish(self, reason: str) -> None:
+        """Mark the last snapshot on file as the final one, with `reason` (outside runs)."""
+        if self.n_snapshots == 0:
+            return
+        try:
+            self._mark_final(self.last_step, reason)
+            self._flush()
+        except BaseException as err:
+            if is_write_failure(err):
+                raise self._write_failure(err) from None
+            raise
 
     def end_at_last_snapshot(self, snapshot: Snapshot) -> None:
         """A resumed run whose stopping rule ends it at the last step on file: mark it final."""
@@ -214,7 +259,7 @@ class TrajectoryWriter:
             raise ValueError(f"{self.path}: step {snapshot.step} is not the final snapshot at the last step on file")
         try:
             self._apply_pending_config()
-            self._mark_final(snapshot)
+            self._mark_final(snapshot.step, snapshot.stop_reason)
             self._flush()
         except BaseException as err:
             if is_write_failure(err):
@@ -225,8 +270,9 @@ class TrajectoryWriter:
         reason = write_failure(self.path, err)
         if self._publish_from is not None:
             return OutputWriteError(f"{reason}; nothing was kept")
-        return OutputWriteError(f"{reason} after {self.n_snapshots} snapshots, which are intact; "
-                                "free space, then `mechgrok record --resume` continues the run")
+        advice = ("free space, then `mechgrok record --resume` continues the run" if self.config is not None
+                  else "free space and record the rest into a new file")
+        return OutputWriteError(f"{reason} after {self.n_snapshots} snapshots, which are intact; {advice}")
 
     def _reserve(self) -> None:
         """Make sure the next snapshot's bytes can be written before HDF5 writes any of them
@@ -238,9 +284,9 @@ class TrajectoryWriter:
             publish(self._publish_from, self.path, replace=self._replace)
             self._publish_from = None
 
-    def _mark_final(self, snapshot: Snapshot) -> None:
-        self._file.attrs["final_step"] = snapshot.step
-        self._file.attrs["stop_reason"] = snapshot.stop_reason
+    def _mark_final(self, step: int, reason: str) -> None:
+        self._file.attrs["final_step"] = step
+        self._file.attrs["stop_reason"] = reason
 
     def _write_checkpoint(self, snapshot: Snapshot) -> None:
         """Optimizer state into the older of the two slots. The slot is marked invalid and
@@ -282,11 +328,11 @@ class TrajectoryWriter:
         self.close()
 
 
-def _write_schema(f: h5netcdf.File, config: RunConfig, task: TaskSplit, compression: bool) -> None:
-    """Dimensions, empty variables with fill values, attributes and the resume group."""
-    p, H = config.modulus, config.width
+def _write_common_schema(f: h5netcdf.File, p: int, H: int, bias: bool, compression: bool) -> None:
+    """What every trajectory has: dimensions, the snapshot variables (empty, with fill values)
+    and their CF attributes, and the bookkeeping attributes."""
     packed = dict(compression="gzip", compression_opts=4, shuffle=True) if compression else {}
-    f.dimensions = {"step": None, "neuron": H, "token": p, "train_pair": task.train_a.size}
+    f.dimensions = {"step": None, "neuron": H, "token": p}
     f.create_variable("step", ("step",), np.int64, chunks=(1024,), fillvalue=STEP_FILL)
     # step is a coordinate: without _FillValue xarray keeps it int64 (unwritten entries still read -1)
     del f._h5file["step"].attrs["_FillValue"]
@@ -294,28 +340,12 @@ def _write_schema(f: h5netcdf.File, config: RunConfig, task: TaskSplit, compress
     f.create_variable("token", ("token",), np.int64, data=np.arange(p))
     for name in WEIGHT_NAMES:
         f.create_variable(name, ("step", "neuron", "token"), np.float32, chunks=(1, H, p), fillvalue=np.nan, **packed)
-    if config.bias:
+    if bias:
         f.create_variable("b_in", ("step", "neuron"), np.float32, chunks=(64, H), fillvalue=np.nan)
         f.create_variable("b_out", ("step", "token"), np.float32, chunks=(64, p), fillvalue=np.nan)
     for name in METRIC_NAMES:
         f.create_variable(name, ("step",), np.float64, chunks=(1024,), fillvalue=np.nan)
-    for name in ("train_a", "train_b", "train_label", "train_label_true"):
-        f.create_variable(name, ("train_pair",), np.int64, data=getattr(task, name))
-    noised = f.create_variable("train_noised", ("train_pair",), np.int8, data=task.train_noised.astype(np.int8))
-    noised.attrs.update(flag_values=np.array([0, 1], np.int8), flag_meanings="clean noised")
-    for name, (long_name, units) in VARIABLE_ATTRS.items():
-        if name in f.variables:
-            f.variables[name].attrs.update(long_name=long_name, units=units)
-    n_flat = 2 * p * H + H + H * p + p
-    resume = f.create_group("resume")
-    resume.dimensions = {"slot": 2, "flat_param": n_flat, "memory_field": 3}
-    resume.create_variable("slot_step", ("slot",), np.int64, data=np.full(2, -1))
-    # written now so that their space is allocated before any snapshot (see TrajectoryWriter._reserve)
-    resume.create_variable("adam_m", ("slot", "flat_param"), np.float32, data=np.zeros((2, n_flat), np.float32))
-    resume.create_variable("adam_v", ("slot", "flat_param"), np.float32, data=np.zeros((2, n_flat), np.float32))
-    resume.create_variable("memory", ("slot", "memory_field"), np.float64, data=np.zeros((2, 3)))
-    resume.attrs["memory_fields"] = "best_val_acc best_val_step saturation_step"
-    f.attrs.update(_config_attrs(config))
+    _describe(f)
     f.attrs.update(dict(
         saturation_step=-1, final_step=-1, stop_reason="", n_snapshots=0,
         format_version=FORMAT_VERSION, mechgrok_version=_mechgrok_version(),
@@ -326,6 +356,33 @@ def _write_schema(f: h5netcdf.File, config: RunConfig, task: TaskSplit, compress
         conventions="W_a[step, neuron, token]: input weight of neuron from token a; entries past n_snapshots are "
                     "not data (step -1, weights NaN)",
     ))
+
+
+def _write_run_schema(f: h5netcdf.File, config: RunConfig, task: TaskSplit) -> None:
+    """What a mechgrok run adds: its split and labels, the resume group, its options."""
+    p, H = config.modulus, config.width
+    f.dimensions["train_pair"] = task.train_a.size
+    for name in ("train_a", "train_b", "train_label", "train_label_true"):
+        f.create_variable(name, ("train_pair",), np.int64, data=getattr(task, name))
+    noised = f.create_variable("train_noised", ("train_pair",), np.int8, data=task.train_noised.astype(np.int8))
+    noised.attrs.update(flag_values=np.array([0, 1], np.int8), flag_meanings="clean noised")
+    _describe(f)
+    n_flat = 2 * p * H + H + H * p + p
+    resume = f.create_group("resume")
+    resume.dimensions = {"slot": 2, "flat_param": n_flat, "memory_field": 3}
+    resume.create_variable("slot_step", ("slot",), np.int64, data=np.full(2, -1))
+    # written now so that their space is allocated before any snapshot (see TrajectoryWriter._reserve)
+    resume.create_variable("adam_m", ("slot", "flat_param"), np.float32, data=np.zeros((2, n_flat), np.float32))
+    resume.create_variable("adam_v", ("slot", "flat_param"), np.float32, data=np.zeros((2, n_flat), np.float32))
+    resume.create_variable("memory", ("slot", "memory_field"), np.float64, data=np.zeros((2, 3)))
+    resume.attrs["memory_fields"] = "best_val_acc best_val_step saturation_step"
+    f.attrs.update(_config_attrs(config))
+
+
+def _describe(f: h5netcdf.File) -> None:
+    for name, (long_name, units) in VARIABLE_ATTRS.items():
+        if name in f.variables:
+            f.variables[name].attrs.update(long_name=long_name, units=units)
 
 
 def _flush(f: h5netcdf.File) -> None:

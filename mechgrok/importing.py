@@ -1,0 +1,255 @@
+"""`mechgrok import`: turn checkpoints saved by other codebases into a mechgrok trajectory.
+
+Containers, detected from SOURCE (../shared/reference/checkpoint-formats.md):
+- a folder of per-step `.pt`/`.pth` files, each a state_dict or a dict holding one under
+  `model`/`state_dict`/`net`; the step from its `epoch`/`step` key, else the number in the
+  file name; scalar `train_loss`, `test_loss`, `train_acc`, `test_acc` carried as
+  train_loss, val_loss, train_acc, val_acc. Files with no step (train_data.pth) are skipped.
+- a folder of `.safetensors` files (step from the file name; `config.json` beside them read
+  for the modulus under `p`, `modulus`, `P` or `prime`);
+- either folder with a `checkpoints.json` manifest listing files with `step` and `sha256`:
+  its steps are used and every checksum verified;
+- one file holding a list of state_dicts with their steps (`checkpoints` + `checkpoint_epochs`,
+  `state_dicts` + `epochs`, `net` + `net_its`; `train_losses`/`test_losses` lists alongside);
+- one file that is a dict {step: state_dict}.
+Checkpoints are read one at a time (a single file through torch.load's mmap), with
+`weights_only=True` unless the caller trusts the pickle. Parameters are mapped by layouts.py.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import re
+from pathlib import Path
+from typing import Callable, Mapping
+
+from .errors import TrajectoryError
+from .layouts import LayoutError, curves_from_parameters
+from .trajectory_writer import TrajectoryWriter
+
+TORCH_SUFFIXES = (".pt", ".pth")
+STATE_KEYS = ("model", "state_dict", "net")
+STEP_KEYS = ("step", "epoch")
+METRIC_KEYS = {"train_loss": "train_loss", "test_loss": "val_loss", "train_acc": "train_acc", "test_acc": "val_acc"}
+LIST_KEYS = (("checkpoints", "checkpoint_epochs"), ("state_dicts", "epochs"), ("net", "net_its"))
+LIST_METRICS = {"train_losses": "train_loss", "test_losses": "val_loss"}
+MODULUS_KEYS = ("p", "modulus", "P", "prime")
+
+
+class CheckpointImportError(TrajectoryError):
+    """A source that cannot be imported (names the file and the problem)."""
+
+
+def import_checkpoints(source: str | os.PathLike, out: str | os.PathLike, modulus: int | None = None,
+                       keys: Mapping[str, str] | None = None, force: bool = False, trust_pickle: bool = False,
+                       on_snapshot: Callable[[int, int], None] | None = None) -> Path:
+    """Convert the run at `source` into a trajectory at `out` (see module docstring); returns
+    `out`. `on_snapshot(done, total)` reports progress. A killed import leaves a file with
+    every completed snapshot (the writer's crash safety)."""
+    source, out = Path(source), Path(out)
+    if not os.path.lexists(source):
+        raise FileNotFoundError(f"{source}: no such file or folder")
+    entries, container, config_modulus = _entries(source, trust_pickle)
+    modulus = modulus if modulus is not None else config_modulus
+    steps = [step for step, _, _ in entries]
+    duplicates = sorted({step for step in steps if steps.count(step) > 1})
+    if duplicates:
+        raise CheckpointImportError(f"{source}: step {duplicates[0]} appears more than once")
+    entries.sort(key=lambda entry: entry[0])
+    writer, shapes = None, None
+    new_file = not os.path.lexists(out)  # a failed import removes a file it created, never one it replaced
+    try:
+        for done, (step, label, load) in enumerate(entries):
+            parameters, metrics = load()
+            try:
+                curves = curves_from_parameters(parameters, modulus, keys)
+            except LayoutError as err:
+                raise CheckpointImportError(f"{label}: {err}") from None
+            found = {name: value.shape for name, value in curves.items()}
+            if writer is None:
+                H, p = curves["W_a"].shape
+                modulus, shapes = p, found
+                writer = TrajectoryWriter.create_external(
+                    out, p, H, bias="b_in" in curves and "b_out" in curves, force=force,
+                    attrs={"origin": f"mechgrok import of {source}", "source_container": container,
+                           "source_steps": len(entries)})
+            elif found != shapes:
+                raise CheckpointImportError(f"{label}: shapes {found} differ from the first checkpoint's {shapes}")
+            writer.write_snapshot(step, curves, metrics)
+            if on_snapshot is not None:
+                on_snapshot(done + 1, len(entries))
+        writer.finish(f"imported: last of {len(entries)} checkpoints")
+    except (ValueError, OSError):
+        if writer is not None:
+            writer.close()
+            writer = None
+            if new_file:
+                out.unlink(missing_ok=True)
+        raise
+    finally:
+        if writer is not None:
+            writer.close()
+    return out
+
+
+Entry = tuple[int, str, Callable[[], tuple[Mapping, dict]]]
+
+
+def _entries(source: Path, trust_pickle: bool) -> tuple[list[Entry], str, int | None]:
+    """(step, label, loader) for every checkpoint, the container's name and a modulus from
+    a config file, without loading any checkpoint yet."""
+    if source.is_dir():
+        files = sorted(path for path in source.iterdir() if path.suffix in (*TORCH_SUFFIXES, ".safetensors"))
+        manifest = source / "checkpoints.json"
+        if manifest.exists():
+            return _manifest_entries(source, manifest, trust_pickle), "folder with checkpoints.json", _config_modulus(source)
+        if not files:
+            raise CheckpointImportError(f"{source}: no .pt, .pth or .safetensors checkpoints in this folder")
+        entries = []
+        for path in files:
+            step = _step_from_name(path)
+            if path.suffix == ".safetensors":
+                if step is None:
+                    raise CheckpointImportError(f"{path}: no step number in the file name")
+                entries.append((step, str(path), _safetensors_loader(path)))
+                continue
+            content = _load_torch(path, trust_pickle)
+            state, metrics, own_step = _unpack(content, path)
+            step = own_step if own_step is not None else step
+            if state is None or step is None:
+                continue  # data files (splits, configs) beside the checkpoints
+            entries.append((step, str(path), lambda path=path: _unpack(_load_torch(path, trust_pickle), path)[:2]))
+        if not entries:
+            raise CheckpointImportError(f"{source}: no file in this folder holds a state_dict with a step")
+        kind = "folder of .safetensors" if files[0].suffix == ".safetensors" else "folder of per-step files"
+        return entries, kind, _config_modulus(source)
+    content = _load_torch(source, trust_pickle, mmap=True)
+    return _single_file_entries(source, content), "single file", None
+
+
+def _single_file_entries(path: Path, content) -> list[Entry]:
+    if isinstance(content, Mapping):
+        for states_key, steps_key in LIST_KEYS:
+            if states_key in content and steps_key in content and isinstance(content[states_key], (list, tuple)):
+                states, steps = list(content[states_key]), [int(s) for s in content[steps_key]]
+                if len(states) != len(steps):
+                    raise CheckpointImportError(f"{path}: {len(states)} {states_key} but {len(steps)} {steps_key}")
+                series = {name: list(content[key]) for key, name in LIST_METRICS.items()
+                          if isinstance(content.get(key), (list, tuple))}
+
+                def metrics_at(step: int) -> dict:
+                    # loss lists are per step (index = step) where long enough, as these codebases log every step
+                    return {name: float(values[step]) for name, values in series.items() if step < len(values)}
+
+                return [(step, f"{path}[{states_key}][{i}]", lambda i=i, step=step: (states[i], metrics_at(step)))
+                        for i, step in enumerate(steps)]
+        if content and all(_is_int(key) for key in content) and all(isinstance(v, Mapping) for v in content.values()):
+            return [(int(key), f"{path}[{key}]", lambda key=key: (content[key], {})) for key in content]
+        state, metrics, step = _unpack(content, path)
+        if state is not None:
+            return [(step if step is not None else 0, str(path), lambda: (state, metrics))]
+    raise CheckpointImportError(f"{path}: not a checkpoint container mechgrok knows (a state_dict, a list of state_dicts "
+                       "with their steps, or {step: state_dict})")
+
+
+def _manifest_entries(folder: Path, manifest: Path, trust_pickle: bool) -> list[Entry]:
+    try:
+        listed = json.loads(manifest.read_text())
+        listed = listed.get("checkpoints", listed) if isinstance(listed, dict) else listed
+        rows = [(int(row["step"]), folder / str(row.get("file") or row["path"]), row.get("sha256")) for row in listed]
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise CheckpointImportError(f"{manifest}: not a checkpoint manifest ({err})") from None
+    entries = []
+    for step, path, checksum in rows:
+        if path.resolve().parent != folder.resolve() or not path.exists():
+            raise CheckpointImportError(f"{manifest}: lists {path.name}, which is not a file in {folder}")
+        if checksum is not None and _sha256(path) != str(checksum).lower():
+            raise CheckpointImportError(f"{path}: sha256 differs from {manifest.name}'s; the file is damaged or not the one listed")
+        loader = (_safetensors_loader(path) if path.suffix == ".safetensors"
+                  else (lambda path=path: _unpack(_load_torch(path, trust_pickle), path)[:2]))
+        entries.append((step, str(path), loader))
+    return entries
+
+
+def _load_torch(path: Path, trust_pickle: bool, mmap: bool = False):
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not trust_pickle, mmap=mmap)
+    except pickle.UnpicklingError as err:
+        if not trust_pickle and "weights_only" in str(err):
+            raise CheckpointImportError(f"{path}: holds Python objects that loading would have to run as code; nothing was "
+                               "loaded (pass --trust-pickle if you trust its source)") from None
+        raise CheckpointImportError(f"{path}: unreadable checkpoint ({str(err).splitlines()[0]})") from None
+    except RuntimeError as err:
+        if mmap and "mmap" in str(err):  # legacy (non-zip) files cannot be memory-mapped
+            return _load_torch(path, trust_pickle, mmap=False)
+        raise CheckpointImportError(f"{path}: unreadable or truncated checkpoint ({str(err).splitlines()[0]})") from None
+    except (OSError, EOFError, ValueError) as err:
+        raise CheckpointImportError(f"{path}: unreadable or truncated checkpoint ({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
+
+
+def _safetensors_loader(path: Path):
+    def load():
+        try:
+            from safetensors.numpy import load_file
+        except ImportError:
+            raise CheckpointImportError(f"{path}: reading .safetensors needs the safetensors package") from None
+        try:
+            return load_file(str(path)), {}
+        except Exception as err:  # noqa: BLE001 - safetensors raises its own error types
+            raise CheckpointImportError(f"{path}: unreadable safetensors file ({str(err).splitlines()[0]})") from None
+
+    return load
+
+
+def _unpack(content, path: Path) -> tuple[Mapping | None, dict, int | None]:
+    """(state_dict or None, metrics, step or None) of one checkpoint file's content."""
+    if not isinstance(content, Mapping):
+        return None, {}, None
+    state = next((content[key] for key in STATE_KEYS if isinstance(content.get(key), Mapping)), None)
+    if state is None and content and all(hasattr(v, "shape") for v in content.values()):
+        state = content  # a bare state_dict
+    step = next((int(content[key]) for key in STEP_KEYS if _is_int(content.get(key))), None)
+    metrics = {name: float(content[key]) for key, name in METRIC_KEYS.items() if _is_number(content.get(key))}
+    return state, metrics, step
+
+
+def _step_from_name(path: Path) -> int | None:
+    numbers = re.findall(r"\d+", path.stem)
+    return int(numbers[-1]) if numbers else None
+
+
+def _config_modulus(folder: Path) -> int | None:
+    config = folder / "config.json"
+    if not config.exists():
+        return None
+    try:
+        data = json.loads(config.read_text())
+    except ValueError:
+        raise CheckpointImportError(f"{config}: not valid JSON") from None
+    return next((int(data[key]) for key in MODULUS_KEYS if _is_int(data.get(key))), None)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _is_int(value) -> bool:
+    try:
+        return value is not None and not isinstance(value, bool) and int(value) == float(value)
+    except (TypeError, ValueError):
+        return False
+
+
+def _is_number(value) -> bool:
+    try:
+        return value is not None and not isinstance(value, (bool, str)) and float(value) == float(value)
+    except (TypeError, ValueError):
+        return False

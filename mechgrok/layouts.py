@@ -1,0 +1,115 @@
+"""Find a two-hot MLP's curves in someone else's parameters. Pure numpy; no I/O.
+
+mechgrok's analysis reads three curves per hidden neuron i over the p tokens: W_a[i] and
+W_b[i] (the input weights from token a and from token b) and W_out[i] (the output weights to
+each class), plus the optional biases b_in (H,) and b_out (p,). Codebases store them as:
+
+- `nn.Linear(2p, H)` on the two-hot input [one_hot(a), one_hot(b)]: weight [H, 2p], so
+  W_a = weight[:, :p] and W_b = weight[:, p:] (or the same stored transposed, [2p, H]);
+- `nn.Linear(H, p)` for the output: weight [p, H], so W_out = weight.T (or stored [H, p]);
+- biases of length H (first layer) and p (output);
+- or a mapping that already holds `W_a`, `W_b`, `W_out` in (neuron, token) layout.
+
+Roles are found from shapes; where shapes cannot tell (H = 2p, H = p), `keys` names the
+parameter of each role: {"input": name, "output": name, "b_in": name, "b_out": name}.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+ROLES = ("input", "output", "b_in", "b_out")
+CURVES = ("W_a", "W_b", "W_out", "b_in", "b_out")
+
+
+class LayoutError(ValueError):
+    """The parameters do not look like a two-hot MLP, or their roles are ambiguous."""
+
+
+def as_numpy(value) -> np.ndarray:
+    """A tensor (torch, on any device) or array-like as a float32 numpy array."""
+    if hasattr(value, "detach"):
+        value = value.detach().to("cpu").numpy()
+    return np.asarray(value, dtype=np.float32)
+
+
+def curves_from_parameters(parameters: Mapping[str, object], modulus: int | None = None,
+                           keys: Mapping[str, str] | None = None) -> dict[str, np.ndarray]:
+    """W_a, W_b, W_out as (neuron, token) float32 arrays, and b_in (neuron,), b_out (token,)
+    when present, from a state_dict-like mapping (see module docstring). `modulus` is
+    inferred from the shapes when not given. Raises LayoutError naming what was found."""
+    arrays = {str(name): as_numpy(value) for name, value in parameters.items()}
+    if all(name in arrays for name in ("W_a", "W_b", "W_out")):
+        return _direct(arrays)
+    keys = dict(keys or {})
+    unknown = set(keys) - set(ROLES)
+    if unknown:
+        raise LayoutError(f"unknown role(s) {sorted(unknown)}; roles are {', '.join(ROLES)}")
+    missing = [name for name in keys.values() if name not in arrays]
+    if missing:
+        raise LayoutError(f"no parameter named {missing[0]!r} (parameters: {', '.join(arrays)})")
+    matrices = {name: a for name, a in arrays.items() if a.ndim == 2}
+    p = modulus if modulus is not None else _infer_modulus(matrices, keys)
+    input_name = keys.get("input") or _only(
+        [name for name, a in matrices.items() if 2 * p in a.shape and name != keys.get("output")],
+        "input layer", f"a 2-D parameter with a side of 2p = {2 * p}", "input")
+    weight = matrices[input_name] if input_name in matrices else arrays[input_name]
+    if weight.ndim != 2 or 2 * p not in weight.shape:
+        raise LayoutError(f"{input_name} has shape {weight.shape}; an input layer needs a side of 2p = {2 * p}")
+    first = weight if weight.shape[1] == 2 * p else weight.T  # [H, 2p]
+    H = first.shape[0]
+    output_name = keys.get("output") or _only(
+        [name for name, a in matrices.items() if sorted(a.shape) == sorted((p, H)) and name != input_name],
+        "output layer", f"a 2-D parameter shaped ({p}, {H}) or ({H}, {p})", "output")
+    out = arrays[output_name]
+    if sorted(out.shape) != sorted((p, H)):
+        raise LayoutError(f"{output_name} has shape {out.shape}; the output layer needs ({p}, {H}) or ({H}, {p})")
+    if p == H and "output" not in keys:
+        raise LayoutError(f"width equals the modulus ({p}): say which side of {output_name} is the class with keys")
+    W_out = out.T if out.shape == (p, H) and p != H else out  # nn.Linear(H, p).weight is [p, H]
+    curves = {"W_a": first[:, :p], "W_b": first[:, p:], "W_out": W_out}
+    vectors = {name: a for name, a in arrays.items() if a.ndim == 1}
+    for role, length in (("b_in", H), ("b_out", p)):
+        name = keys.get(role) or _optional([n for n, a in vectors.items() if a.size == length], role, H == p)
+        if name is not None:
+            curves[role] = arrays[name].reshape(-1)
+    return {name: np.ascontiguousarray(value, dtype=np.float32) for name, value in curves.items()}
+
+
+def _direct(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    shapes = {name: arrays[name].shape for name in ("W_a", "W_b", "W_out")}
+    if len(set(shapes.values())) != 1 or len(shapes["W_a"]) != 2:
+        raise LayoutError(f"W_a, W_b, W_out must share one (neuron, token) shape, got {shapes}")
+    return {name: np.ascontiguousarray(arrays[name], dtype=np.float32) for name in CURVES if name in arrays}
+
+
+def _infer_modulus(matrices: dict[str, np.ndarray], keys: Mapping[str, str]) -> int:
+    """p such that one matrix has a side 2p and another a side p (the input and output layers)."""
+    sides = {name: set(a.shape) for name, a in matrices.items()}
+    found = set()
+    for name, shape in sides.items():
+        for side in shape:
+            if side % 2 == 0 and any(side // 2 in other for other_name, other in sides.items() if other_name != name):
+                found.add(side // 2)
+    if len(found) != 1:
+        what = "no" if not found else f"several ({sorted(found)})"
+        raise LayoutError(f"{what} modulus fits these shapes ({', '.join(f'{n} {a.shape}' for n, a in matrices.items())}); "
+                          "give the modulus")
+    return found.pop()
+
+
+def _only(names: list[str], what: str, expected: str, role: str) -> str:
+    if len(names) == 1:
+        return names[0]
+    if not names:
+        raise LayoutError(f"no {what} found: expected {expected}")
+    raise LayoutError(f"several parameters could be the {what} ({', '.join(names)}); name one with keys {{{role!r}: ...}}")
+
+
+def _optional(names: list[str], role: str, ambiguous: bool) -> str | None:
+    if not names:
+        return None
+    if len(names) > 1 or ambiguous:
+        raise LayoutError(f"cannot tell which parameter is {role} ({', '.join(names)}); name it with keys {{{role!r}: ...}}")
+    return names[0]

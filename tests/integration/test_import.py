@@ -1,0 +1,136 @@
+"""`mechgrok import`: small real runs saved in each container, imported exactly."""
+import hashlib
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+import mechgrok
+from conftest import assert_one_line_error, run_cli
+from mechgrok.trajectory import open_trajectory
+
+P, H, STEPS = 13, 16, (0, 20, 40, 60)
+
+
+def _train_states():
+    """A two-hot nn.Linear MLP trained on (a + b) mod P; its state_dict at each of STEPS."""
+    torch.manual_seed(0)
+    a, b = torch.cartesian_prod(torch.arange(P), torch.arange(P)).T
+    x = torch.cat([torch.nn.functional.one_hot(a, P), torch.nn.functional.one_hot(b, P)], 1).float()
+    model = torch.nn.Sequential(torch.nn.Linear(2 * P, H), torch.nn.ReLU(), torch.nn.Linear(H, P))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=1.0)
+    states, losses = {}, []
+    for step in range(STEPS[-1] + 1):
+        loss = torch.nn.functional.cross_entropy(model(x), (a + b) % P)
+        losses.append(loss.item())
+        if step in STEPS:
+            states[step] = {k: v.clone() for k, v in model.state_dict().items()}
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return states, losses
+
+
+@pytest.fixture(scope="module")
+def trained():
+    return _train_states()
+
+
+def _assert_exact(path, states):
+    with open_trajectory(path) as ds:
+        assert list(ds.step.values) == list(STEPS) and ds.attrs["final_step"] == STEPS[-1]
+        for i, step in enumerate(STEPS):
+            first, second = states[step]["0.weight"].numpy(), states[step]["2.weight"].numpy()
+            np.testing.assert_array_equal(ds.W_a.isel(step=i).values, first[:, :P])
+            np.testing.assert_array_equal(ds.W_b.isel(step=i).values, first[:, P:])
+            np.testing.assert_array_equal(ds.W_out.isel(step=i).values, second.T)
+            np.testing.assert_array_equal(ds.b_out.isel(step=i).values, states[step]["2.bias"].numpy())
+        return ds.load()
+
+
+def test_a_folder_of_per_step_files_with_metrics(tmp_path, trained):
+    states, losses = trained
+    folder = tmp_path / "run"
+    folder.mkdir()
+    for step in STEPS:  # Y-Agent style: {epoch}.pth holding {'model', 'epoch', metrics}
+        torch.save({"model": states[step], "epoch": step, "train_loss": losses[step], "test_acc": 0.5}, folder / f"{step}.pth")
+    torch.save({"train": torch.arange(5)}, folder / "train_data.pth")  # not a checkpoint: skipped
+    run_cli("import", str(folder), "--out", str(tmp_path / "t.h5"), "--quiet", check=True)
+    ds = _assert_exact(tmp_path / "t.h5", states)
+    np.testing.assert_allclose(ds.train_loss.values, [losses[s] for s in STEPS])
+    assert (ds.val_acc.values == 0.5).all() and np.isnan(ds.val_loss.values).all()
+    result = mechgrok.analyze(tmp_path / "t.h5")
+    assert result.sizes["step"] == len(STEPS)
+
+
+@pytest.mark.parametrize("layout", ["list", "dict"])
+def test_single_files_holding_every_checkpoint(tmp_path, trained, layout):
+    states, losses = trained
+    source = tmp_path / "run.pt"
+    if layout == "list":  # TransformerLens demo style
+        torch.save({"checkpoints": [states[s] for s in STEPS], "checkpoint_epochs": list(STEPS),
+                    "train_losses": losses, "test_losses": losses}, source)
+    else:  # {epoch: state_dict}
+        torch.save({step: states[step] for step in reversed(STEPS)}, source)
+    run_cli("import", str(source), "--out", str(tmp_path / "t.h5"), "--quiet", check=True)
+    ds = _assert_exact(tmp_path / "t.h5", states)
+    if layout == "list":
+        np.testing.assert_allclose(ds.val_loss.values, [losses[s] for s in STEPS])
+
+
+def test_safetensors_with_a_manifest_of_checksums(tmp_path, trained):
+    safetensors = pytest.importorskip("safetensors.torch")
+    states, _ = trained
+    folder = tmp_path / "run"
+    folder.mkdir()
+    rows = []
+    for step in STEPS:
+        name = f"checkpoint_epoch_{step:05d}.safetensors"
+        safetensors.save_file(states[step], str(folder / name))
+        rows.append({"step": step, "file": name, "sha256": hashlib.sha256((folder / name).read_bytes()).hexdigest()})
+    (folder / "config.json").write_text(json.dumps({"p": P}))
+    run_cli("import", str(folder), "--out", str(tmp_path / "plain.h5"), "--quiet", check=True)
+    _assert_exact(tmp_path / "plain.h5", states)
+    (folder / "checkpoints.json").write_text(json.dumps(rows))
+    run_cli("import", str(folder), "--out", str(tmp_path / "t.h5"), "--quiet", check=True)
+    _assert_exact(tmp_path / "t.h5", states)
+    damaged = folder / rows[1]["file"]
+    damaged.write_bytes(damaged.read_bytes()[:-8] + b"\0" * 8)
+    assert_one_line_error(run_cli("import", str(folder), "--out", str(tmp_path / "d.h5")), "sha256 differs")
+    assert not (tmp_path / "d.h5").exists()
+
+
+class Config:  # a pickled object, as some containers hold: weights_only refuses it
+    modulus = P
+
+
+def test_bad_sources_give_one_line_errors_and_write_nothing(tmp_path, trained):
+    states, _ = trained
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert_one_line_error(run_cli("import", str(empty), "--out", str(tmp_path / "o.h5")), "no .pt")
+    assert_one_line_error(run_cli("import", str(tmp_path / "missing"), "--out", str(tmp_path / "o.h5")), "no such file")
+    truncated = tmp_path / "cut.pt"
+    torch.save({"checkpoints": [states[0]], "checkpoint_epochs": [0]}, truncated)
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    assert_one_line_error(run_cli("import", str(truncated), "--out", str(tmp_path / "o.h5")), "cut.pt", "truncated")
+    pickled = tmp_path / "pickled.pt"
+    torch.save({"checkpoints": [states[0]], "checkpoint_epochs": [0], "config": Config()}, pickled, pickle_module=pickle)
+    assert_one_line_error(run_cli("import", str(pickled), "--out", str(tmp_path / "o.h5")), "--trust-pickle")
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    torch.save(states[0], mixed / "0.pt")
+    wide = torch.nn.Sequential(torch.nn.Linear(2 * P, H + 1), torch.nn.ReLU(), torch.nn.Linear(H + 1, P)).state_dict()
+    torch.save(wide, mixed / "20.pt")
+    assert_one_line_error(run_cli("import", str(mixed), "--out", str(tmp_path / "o.h5")), "20.pt", "differ")
+    shapeless = tmp_path / "shapeless.pt"
+    torch.save({0: {"x": torch.zeros(3, 4)}}, shapeless)
+    assert_one_line_error(run_cli("import", str(shapeless), "--out", str(tmp_path / "o.h5")), "modulus")
+    assert not (tmp_path / "o.h5").exists()
+    existing = tmp_path / "keep.txt"
+    existing.write_text("mine")
+    torch.save({0: states[0]}, tmp_path / "ok.pt")
+    assert_one_line_error(run_cli("import", str(tmp_path / "ok.pt"), "--out", str(existing), "--force"), "not a mechgrok trajectory")
+    assert existing.read_text() == "mine"

@@ -1,0 +1,59 @@
+"""Recording from the user's own training loop (mechgrok.Recorder), as README shows it."""
+import re
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+import mechgrok
+from mechgrok.errors import OutputExistsError
+from mechgrok.layouts import LayoutError
+from mechgrok.trajectory import open_trajectory
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def _readme_example() -> str:
+    section = README.read_text().split("## Analyze your own runs", 1)[1]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_the_readme_example_runs_and_its_file_holds_the_models_exact_weights(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(compile(_readme_example(), "README example", "exec"), namespace)
+    model, p = namespace["model"], namespace["p"]
+    with open_trajectory("trajectories/my_loop.h5") as ds:
+        assert list(ds.step.values) == list(range(0, 1001, 25)) and ds.attrs["final_step"] == 1000
+        first, second = model[0].weight.detach().numpy(), model[2].weight.detach().numpy()
+        np.testing.assert_array_equal(ds.W_a.isel(step=-1).values, first[:, :p])  # bitwise
+        np.testing.assert_array_equal(ds.W_b.isel(step=-1).values, first[:, p:])
+        np.testing.assert_array_equal(ds.W_out.isel(step=-1).values, second.T)
+        np.testing.assert_array_equal(ds.b_in.isel(step=-1).values, model[0].bias.detach().numpy())
+        assert np.isnan(ds.val_loss.values).all() and np.isfinite(ds.val_acc.values).all()
+    result = namespace["result"]
+    assert result.ideal_acc.isel(step=-1) > 0.95 and result.ideal_acc_shuffled.isel(step=-1) < 0.2
+    assert result.attrs["grok_step"] >= 0  # from the val_acc the loop recorded
+
+
+def test_bad_snapshots_are_refused_and_an_interrupted_loop_leaves_an_unfinished_file(tmp_path):
+    p, width = 11, 8
+    model = torch.nn.Sequential(torch.nn.Linear(2 * p, width), torch.nn.ReLU(), torch.nn.Linear(width, p))
+    path = tmp_path / "r.h5"
+    with pytest.raises(RuntimeError, match="stopped"):
+        with mechgrok.Recorder(path) as rec:
+            rec.snapshot(0, model, metrics={"train_loss": 2.4})
+            with pytest.raises(ValueError, match="unknown metric"):
+                rec.snapshot(1, model, metrics={"accuracy": 1.0})
+            with pytest.raises(ValueError, match="not after the last"):
+                rec.snapshot(0, model)
+            with pytest.raises(LayoutError, match="shapes"):
+                rec.snapshot(2, torch.nn.Sequential(torch.nn.Linear(2 * p, 9), torch.nn.ReLU(), torch.nn.Linear(9, p)))
+            rec.snapshot(5, model.state_dict())
+            raise RuntimeError("stopped")
+    with h5py.File(path, "r") as f:
+        assert f.attrs["final_step"] == -1 and f.attrs["n_snapshots"] == 2 and f.attrs["modulus"] == p
+    with pytest.raises(OutputExistsError, match="exists"):
+        mechgrok.Recorder(path, modulus=p).snapshot(0, model)

@@ -1,0 +1,53 @@
+"""Finding W_a, W_b, W_out in other codebases' parameter layouts."""
+import numpy as np
+import pytest
+
+from mechgrok.layouts import LayoutError, curves_from_parameters
+
+P, H = 11, 8
+
+
+@pytest.fixture
+def planted():
+    rng = np.random.default_rng(0)
+    return {name: rng.normal(size=shape).astype(np.float32)
+            for name, shape in (("W_a", (H, P)), ("W_b", (H, P)), ("W_out", (H, P)), ("b_in", (H,)), ("b_out", (P,)))}
+
+
+def _check(curves, planted, with_bias=True):
+    for name in ("W_a", "W_b", "W_out") + (("b_in", "b_out") if with_bias else ()):
+        np.testing.assert_array_equal(curves[name], planted[name])
+    assert with_bias or "b_in" not in curves
+
+
+def test_nn_linear_layout_as_stored_by_torch(planted):
+    state = {"fc1.weight": np.concatenate([planted["W_a"], planted["W_b"]], 1), "fc1.bias": planted["b_in"],
+             "fc2.weight": planted["W_out"].T, "fc2.bias": planted["b_out"]}
+    _check(curves_from_parameters(state), planted)  # the modulus is inferred: sides 2p and p
+    _check(curves_from_parameters(state, modulus=P), planted)
+
+
+def test_transposed_layout_without_biases(planted):
+    state = {"W_in": np.concatenate([planted["W_a"], planted["W_b"]], 1).T, "W_out": planted["W_out"]}
+    _check(curves_from_parameters(state, modulus=P), planted, with_bias=False)
+
+
+def test_torch_tensors_and_direct_mappings(planted):
+    torch = pytest.importorskip("torch")
+    direct = {name: torch.from_numpy(value) for name, value in planted.items()}
+    _check(curves_from_parameters(direct), planted)
+
+
+def test_ambiguous_or_unrecognisable_shapes_say_what_to_do(planted):
+    square = {"a.weight": np.zeros((P, 2 * P), np.float32), "b.weight": np.zeros((P, P), np.float32)}
+    with pytest.raises(LayoutError, match="width equals the modulus"):
+        curves_from_parameters(square, modulus=P)
+    both = {"a.weight": np.zeros((2 * P, 2 * P), np.float32), "b.weight": np.zeros((P, 2 * P), np.float32)}
+    with pytest.raises(LayoutError, match="several parameters could be the input layer"):
+        curves_from_parameters(both, modulus=P)
+    with pytest.raises(LayoutError, match="no input layer found"):
+        curves_from_parameters({"x": np.zeros((3, 4), np.float32)}, modulus=P)
+    with pytest.raises(LayoutError, match="give the modulus"):
+        curves_from_parameters({"x": np.zeros((3, 4), np.float32)})
+    with pytest.raises(LayoutError, match="no parameter named 'nope'"):
+        curves_from_parameters({"x": np.zeros((3, 4), np.float32)}, modulus=P, keys={"input": "nope"})
