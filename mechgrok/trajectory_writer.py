@@ -10,6 +10,7 @@ snapshots after it that are already on file without writing them again.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import os
@@ -214,7 +215,7 @@ class TrajectoryWriter:
         if step <= self.last_step:
             raise ValueError(f"{self.path}: snapshot at step {step} is not after the last on file ({self.last_step})")
         metrics = metrics or {}
-        try:
+        with self._write_failures_reported():
             self._reserve()
             f, i, data = self._file, self.n_snapshots, self._along_step
             self._apply_pending_config()
@@ -234,10 +235,6 @@ class TrajectoryWriter:
                 self._mark_final(step, final_reason)
             f.attrs["n_snapshots"] = i + 1
             self._flush()
-        except BaseException as err:
-            if is_write_failure(err):
-                raise self._write_failure(err) from None
-            raise
         self.n_snapshots, self.last_step = i + 1, step
         self._publish()
 
@@ -245,22 +242,23 @@ class TrajectoryWriter:
         """Mark the last snapshot on file as the final one, with `reason` (outside runs)."""
         if self.n_snapshots == 0:
             return
-        try:
+        with self._write_failures_reported():
             self._mark_final(self.last_step, reason)
             self._flush()
-        except BaseException as err:
-            if is_write_failure(err):
-                raise self._write_failure(err) from None
-            raise
 
     def end_at_last_snapshot(self, snapshot: Snapshot) -> None:
         """A resumed run whose stopping rule ends it at the last step on file: mark it final."""
         if snapshot.step != self.last_step or not snapshot.is_final:
             raise ValueError(f"{self.path}: step {snapshot.step} is not the final snapshot at the last step on file")
-        try:
+        with self._write_failures_reported():
             self._apply_pending_config()
-            self._mark_final(snapshot.step, snapshot.stop_reason)
-            self._flush()
+        self.finish(snapshot.stop_reason)
+
+    @contextlib.contextmanager
+    def _write_failures_reported(self):
+        """Turn a failed write (full disk, size limit, I/O error) into a one-line OutputWriteError."""
+        try:
+            yield
         except BaseException as err:
             if is_write_failure(err):
                 raise self._write_failure(err) from None
