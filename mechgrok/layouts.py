@@ -8,6 +8,8 @@ each class), plus the optional biases b_in (H,) and b_out (p,). Codebases store 
   W_a = weight[:, :p] and W_b = weight[:, p:] (or the same stored transposed, [2p, H]);
 - `nn.Linear(H, p)` for the output: weight [p, H], so W_out = weight.T (or stored [H, p]);
 - biases of length H (first layer) and p (output);
+- one input weight [H, p] shared by both tokens, for models fed one_hot(a) + one_hot(b)
+  (W_a = W_b; named with keys, since shapes cannot tell it from the output weight);
 - or a mapping that already holds `W_a`, `W_b`, `W_out` in (neuron, token) layout.
 
 Roles are found from shapes; where shapes cannot tell (H = 2p, H = p), `keys` names the
@@ -51,6 +53,8 @@ def curves_from_parameters(parameters: Mapping[str, object], modulus: int | None
         raise LayoutError(f"no parameter named {missing[0]!r} (parameters: {', '.join(arrays)})")
     matrices = {name: a for name, a in arrays.items() if a.ndim == 2}
     p = modulus if modulus is not None else _infer_modulus(matrices, keys)
+    if "input" in keys and arrays[keys["input"]].ndim == 2 and 2 * p not in arrays[keys["input"]].shape:
+        return _shared_input(arrays, keys, p)
     input_name = keys.get("input") or _only(
         [name for name, a in matrices.items() if 2 * p in a.shape and name != keys.get("output")],
         "input layer", f"a 2-D parameter with a side of 2p = {2 * p}", "input")
@@ -74,6 +78,28 @@ def curves_from_parameters(parameters: Mapping[str, object], modulus: int | None
         name = keys.get(role) or _optional([n for n, a in vectors.items() if a.size == length], role, H == p)
         if name is not None:
             curves[role] = arrays[name].reshape(-1)
+    return {name: np.ascontiguousarray(value, dtype=np.float32) for name, value in curves.items()}
+
+
+def _shared_input(arrays: dict[str, np.ndarray], keys: Mapping[str, str], p: int) -> dict[str, np.ndarray]:
+    """A model fed one_hot(a) + one_hot(b): one input weight [H, p] (or [p, H]) serves both
+    tokens, so W_a = W_b and the phase law reads phi_out = 2 phi_a. Named by keys only: by
+    shape alone its input and output weights cannot be told apart."""
+    weight = arrays[keys["input"]]
+    if p not in weight.shape or weight.shape[0] == weight.shape[1]:
+        raise LayoutError(f"{keys['input']} has shape {weight.shape}: a shared input weight needs one side of p = {p} "
+                          "and one of the width")
+    first = weight if weight.shape[1] == p else weight.T  # [H, p]
+    H = first.shape[0]
+    if "output" not in keys:
+        raise LayoutError("with a shared input weight, name the output weight too (keys {'output': ...})")
+    out = arrays[keys["output"]]
+    if sorted(out.shape) != sorted((p, H)):
+        raise LayoutError(f"{keys['output']} has shape {out.shape}; the output layer needs ({p}, {H}) or ({H}, {p})")
+    curves = {"W_a": first, "W_b": first, "W_out": out.T if out.shape == (p, H) else out}
+    for role in ("b_in", "b_out"):
+        if role in keys:
+            curves[role] = arrays[keys[role]].reshape(-1)
     return {name: np.ascontiguousarray(value, dtype=np.float32) for name, value in curves.items()}
 
 

@@ -51,3 +51,15 @@ def test_ambiguous_or_unrecognisable_shapes_say_what_to_do(planted):
         curves_from_parameters({"x": np.zeros((3, 4), np.float32)})
     with pytest.raises(LayoutError, match="no parameter named 'nope'"):
         curves_from_parameters({"x": np.zeros((3, 4), np.float32)}, modulus=P, keys={"input": "nope"})
+
+
+def test_a_shared_input_weight_named_by_keys(planted):
+    state = {"mlp.W_in": planted["W_a"], "mlp.W_out": planted["W_out"].T}  # Y-Agent: [H, p] and [p, H]
+    curves = curves_from_parameters(state, modulus=P, keys={"input": "mlp.W_in", "output": "mlp.W_out"})
+    np.testing.assert_array_equal(curves["W_a"], planted["W_a"])
+    np.testing.assert_array_equal(curves["W_b"], planted["W_a"])
+    np.testing.assert_array_equal(curves["W_out"], planted["W_out"])
+    with pytest.raises(LayoutError, match="name the output weight"):
+        curves_from_parameters(state, modulus=P, keys={"input": "mlp.W_in"})
+    with pytest.raises(LayoutError, match="no input layer found"):  # shapes alone cannot tell input from output
+        curves_from_parameters(state, modulus=P)
