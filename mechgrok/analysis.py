@@ -145,7 +145,7 @@ def step_summary(neurons: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def analyze_arrays(W_a: np.ndarray, W_b: np.ndarray, W_out: np.ndarray, params: AnalysisParams,
                    b_in: np.ndarray | None = None, b_out: np.ndarray | None = None,
-                   real_accuracy: bool = True, steps: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                   real_accuracy: bool = True, steps: np.ndarray | None = None, activation: str = "relu") -> dict[str, np.ndarray]:
     """Everything per (step, neuron) and per step for a chunk of snapshots (step, neuron,
     token). `real_accuracy` also scores the real model on all pairs (skipped when the
     trajectory's metrics already give it); `steps` seed the shuffled control."""
@@ -158,7 +158,7 @@ def analyze_arrays(W_a: np.ndarray, W_b: np.ndarray, W_out: np.ndarray, params: 
         result[IDEAL_NAMES[variant]] = ideal[variant]
     if real_accuracy:
         # the real model's logits are real-valued but can tie exactly when it is collapsed
-        (result["all_acc"],) = accuracy_all_pairs(W_a, W_b, [W_out], b_in, b_out, integer_logits=[True])
+        (result["all_acc"],) = accuracy_all_pairs(W_a, W_b, [W_out], b_in, b_out, integer_logits=[True], activation=activation)
     return result
 
 
@@ -174,7 +174,8 @@ def _chunk_from_dataset(ds: xr.Dataset, start: int, stop: int, params: AnalysisP
             "b_in": ("step", "neuron"), "b_out": ("step", "token")}
     arrays = {name: part[name].transpose(*order).values if name in part else None for name, order in dims.items()}
     steps = part["step"].values if "step" in part.coords else np.arange(start, stop)
-    return analyze_arrays(params=params, real_accuracy=real_accuracy, steps=steps, **arrays)
+    activation = str(ds.attrs.get("activation", "relu"))  # of the real model; runs mechgrok trains are ReLU
+    return analyze_arrays(params=params, real_accuracy=real_accuracy, steps=steps, activation=activation, **arrays)
 
 
 def _ordered_map(function, items: list, workers: int | None = None):

@@ -14,7 +14,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .config import RunConfig
+from .config import ACTIVATIONS, RunConfig
 from .paper import NOISE_LEVELS as PAPER_NOISE_LEVELS
 
 console = Console(stderr=True)
@@ -390,12 +390,14 @@ def report(trajectories: tuple[Path, ...], as_html: bool, out: Path | None, png_
               help="p, where the checkpoints' shapes (or a config.json beside them) do not tell.")
 @click.option("--key", "keys", multiple=True, metavar="ROLE=NAME",
               help="Which parameter plays a role (input, output, b_in, b_out) where shapes are ambiguous; repeatable.")
+@click.option("--activation", type=click.Choice(ACTIVATIONS), default="relu",
+              help="The imported model's hidden nonlinearity (scores its real weights on all pairs).")
 @click.option("--trust-pickle", is_flag=True, help="Load checkpoints that hold Python objects (runs their code: trusted sources only).")
 @click.option("--force", is_flag=True, help="Replace an existing trajectory at --out.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 @one_line_errors
-def import_run(source: Path, out: Path, modulus: int | None, keys: tuple[str, ...], trust_pickle: bool, force: bool,
-               quiet: bool) -> None:
+def import_run(source: Path, out: Path, modulus: int | None, keys: tuple[str, ...], activation: str, trust_pickle: bool,
+               force: bool, quiet: bool) -> None:
     """Convert checkpoints saved by another codebase into a mechgrok trajectory.
 
     SOURCE is a folder of per-step .pt/.pth or .safetensors files (optionally with a
@@ -412,12 +414,12 @@ def import_run(source: Path, out: Path, modulus: int | None, keys: tuple[str, ..
         roles[role.strip()] = name.strip()
     started = time.perf_counter()
     if quiet:
-        import_checkpoints(source, out, modulus, roles, force=force, trust_pickle=trust_pickle)
+        import_checkpoints(source, out, modulus, roles, force=force, trust_pickle=trust_pickle, activation=activation)
     else:
         with Progress(TextColumn("[bold]import"), BarColumn(), TextColumn("{task.completed}/{task.total} checkpoints"),
                       TimeElapsedColumn(), console=console) as progress:
             bar = progress.add_task("import", total=None)
-            import_checkpoints(source, out, modulus, roles, force=force, trust_pickle=trust_pickle,
+            import_checkpoints(source, out, modulus, roles, force=force, trust_pickle=trust_pickle, activation=activation,
                                on_snapshot=lambda done, total: progress.update(bar, completed=done, total=total))
         _print_summary(out, time.perf_counter() - started)
 

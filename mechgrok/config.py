@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 
 MIN_MODULUS = 5  # p = 3 has one frequency (k = 1), so periodicity and dominant frequency say nothing
+ACTIVATIONS = ("relu", "gelu", "silu", "quadratic", "identity")  # hidden nonlinearities mechgrok can score (activations.py)
 SATURATION_TRAIN_ACC = 0.99  # the paper's saturation checkpoint: first step with training accuracy >= this
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .activations import activate
 from .fourier import wave_angle
 
 IDEAL_VARIANTS = ("sq_cos", "sq_sq", "cos_cos", "phase_sum", "shuffled")
@@ -31,11 +32,12 @@ def pair_labels(p: int) -> np.ndarray:
 
 def accuracy_all_pairs(W_a: np.ndarray, W_b: np.ndarray, W_out_list: list[np.ndarray],
                        b_in: np.ndarray | None = None, b_out: np.ndarray | None = None,
-                       integer_logits: list[bool] | None = None) -> np.ndarray:
+                       integer_logits: list[bool] | None = None, activation: str = "relu") -> np.ndarray:
     """Accuracy over all p^2 pairs of MLPs that share input rows W_a, W_b (..., n, p) and
     first-layer bias b_in (..., n), for each output matrix in W_out_list (..., n, p), with
     output bias b_out (..., p); leading axes are looped over. Returns (len(W_out_list), ...)
-    accuracies, computed in float32 with one matrix product for all outputs. A pair whose label ties with t - 1 other
+    accuracies, computed in float32 with one matrix product for all outputs; the hidden layer
+    applies `activation` (activations.ACTIVATIONS; the idealized models are ReLU). A pair whose label ties with t - 1 other
     classes for the largest logit counts 1/t (expected accuracy under random tie-breaking).
     Exact ties are checked for the outputs flagged in `integer_logits` (Sq->Sq, whose
     logits are integers; a collapsed real model); elsewhere they have probability ~0 and
@@ -43,7 +45,7 @@ def accuracy_all_pairs(W_a: np.ndarray, W_b: np.ndarray, W_out_list: list[np.nda
     if W_a.ndim > 2:  # one snapshot at a time: memory stays at one (p^2, n) hidden matrix
         return np.stack([accuracy_all_pairs(W_a[i], W_b[i], [w[i] for w in W_out_list],
                                             None if b_in is None else b_in[i], None if b_out is None else b_out[i],
-                                            integer_logits) for i in range(W_a.shape[0])], axis=-1)
+                                            integer_logits, activation) for i in range(W_a.shape[0])], axis=-1)
     p = W_a.shape[-1]
     batch_shape = W_a.shape[:-2]
     labels = pair_labels(p)
@@ -52,7 +54,7 @@ def accuracy_all_pairs(W_a: np.ndarray, W_b: np.ndarray, W_out_list: list[np.nda
     hidden = W_a[..., :, :, None] + W_b[..., :, None, :]  # (..., n, a, b)
     if b_in is not None:
         hidden += b_in[..., :, None, None].astype(np.float32)
-    np.maximum(hidden, 0, out=hidden)
+    hidden = activate(activation, hidden)
     hidden = hidden.reshape(*batch_shape, W_a.shape[-2], p * p)
     outputs = np.concatenate(W_out_list, axis=-1).astype(np.float32, copy=False)  # (..., n, k p)
     logits = np.swapaxes(hidden, -1, -2) @ outputs  # (..., p^2, k p)

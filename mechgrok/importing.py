@@ -25,6 +25,7 @@ import re
 from pathlib import Path
 from typing import Callable, Mapping
 
+from .activations import check_activation
 from .errors import TrajectoryError
 from .layouts import LayoutError, curves_from_parameters
 from .trajectory_writer import TrajectoryWriter
@@ -44,10 +45,12 @@ class CheckpointImportError(TrajectoryError):
 
 def import_checkpoints(source: str | os.PathLike, out: str | os.PathLike, modulus: int | None = None,
                        keys: Mapping[str, str] | None = None, force: bool = False, trust_pickle: bool = False,
-                       on_snapshot: Callable[[int, int], None] | None = None) -> Path:
+                       on_snapshot: Callable[[int, int], None] | None = None, activation: str = "relu") -> Path:
     """Convert the run at `source` into a trajectory at `out` (see module docstring); returns
     `out`. `on_snapshot(done, total)` reports progress. A killed import leaves a file with
-    every completed snapshot (the writer's crash safety)."""
+    every completed snapshot (the writer's crash safety). `activation` is the imported
+    model's nonlinearity (stored; the analysis scores the real weights with it)."""
+    check_activation(activation)
     source, out = Path(source), Path(out)
     if not os.path.lexists(source):
         raise FileNotFoundError(f"{source}: no such file or folder")
@@ -74,7 +77,7 @@ def import_checkpoints(source: str | os.PathLike, out: str | os.PathLike, modulu
                 writer = TrajectoryWriter.create_external(
                     out, p, H, bias="b_in" in curves and "b_out" in curves, force=force,
                     attrs={"origin": f"mechgrok import of {source}", "source_container": container,
-                           "source_steps": len(entries)})
+                           "source_steps": len(entries), "activation": activation})
             elif found != shapes:
                 raise CheckpointImportError(f"{label}: shapes {found} differ from the first checkpoint's {shapes}")
             writer.write_snapshot(step, curves, metrics)

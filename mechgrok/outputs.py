@@ -99,7 +99,8 @@ def check_output(path: Path, role: str, inputs: Iterable[Path] = (), force: bool
             what = f"it is a mechgrok {found}" if found else "nor any other mechgrok file"
             raise OutputExistsError(f"{path} exists and is not a mechgrok {role} ({what}); refusing to overwrite it")
         if not (force or replace_role):
-            hint = "pass --resume to continue it or --force to replace it" if role == "trajectory" else "pass --force to replace it"
+            hint = ("pass --resume to continue it (record) or --force to replace it" if role == "trajectory"
+                    else "pass --force to replace it")
             raise OutputExistsError(f"{path} exists; {hint}")
 
 

@@ -57,3 +57,22 @@ def test_bad_snapshots_are_refused_and_an_interrupted_loop_leaves_an_unfinished_
         assert f.attrs["final_step"] == -1 and f.attrs["n_snapshots"] == 2 and f.attrs["modulus"] == p
     with pytest.raises(OutputExistsError, match="exists"):
         mechgrok.Recorder(path, modulus=p).snapshot(0, model)
+
+
+def test_a_gelu_model_is_scored_with_gelu(tmp_path):
+    p, width = 11, 32
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.Linear(2 * p, width), torch.nn.GELU(), torch.nn.Linear(width, p))
+    a, b = torch.cartesian_prod(torch.arange(p), torch.arange(p)).T
+    x = torch.cat([torch.nn.functional.one_hot(a, p), torch.nn.functional.one_hot(b, p)], 1).float()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(60):  # partly trained: accuracy well away from chance and from 1
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), (a + b) % p).backward()
+        opt.step()
+    with mechgrok.Recorder(tmp_path / "g.h5", activation="gelu") as rec:
+        rec.snapshot(0, model)
+    expected = (model(x).argmax(-1) == (a + b) % p).float().mean().item()
+    assert mechgrok.analyze(tmp_path / "g.h5").all_acc.item() == pytest.approx(expected, abs=1e-6)  # same pairs right
+    with pytest.raises(ValueError, match="unknown activation"):
+        mechgrok.Recorder(tmp_path / "x.h5", activation="tanh")

@@ -63,3 +63,14 @@ def test_a_shared_input_weight_named_by_keys(planted):
         curves_from_parameters(state, modulus=P, keys={"input": "mlp.W_in"})
     with pytest.raises(LayoutError, match="no input layer found"):  # shapes alone cannot tell input from output
         curves_from_parameters(state, modulus=P)
+
+
+@pytest.mark.parametrize("name", ["relu", "gelu", "silu", "quadratic", "identity"])
+def test_activations_match_torch(name):
+    torch = pytest.importorskip("torch")
+    from mechgrok.activations import activate
+
+    x = np.linspace(-6, 6, 2001, dtype=np.float32)
+    expected = {"relu": torch.relu, "gelu": torch.nn.functional.gelu, "silu": torch.nn.functional.silu,
+                "quadratic": torch.square, "identity": lambda t: t}[name](torch.from_numpy(x.copy())).numpy()
+    np.testing.assert_allclose(activate(name, x.copy()), expected, atol=2e-6, rtol=1e-6)
