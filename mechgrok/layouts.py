@@ -10,6 +10,9 @@ each class), plus the optional biases b_in (H,) and b_out (p,). Codebases store 
 - biases of length H (first layer) and p (output);
 - one input weight [H, p] shared by both tokens, for models fed one_hot(a) + one_hot(b)
   (W_a = W_b; named with keys, since shapes cannot tell it from the output weight);
+- a token embedding E [p, d] then a linear layer on the concatenated or summed embeddings
+  (or one linear layer per token): effective input curves W_a = W_in,a E^T (keys
+  `embedding`, `input`, optional `input_b`, `output`);
 - or a mapping that already holds `W_a`, `W_b`, `W_out` in (neuron, token) layout.
 
 Roles are found from shapes; where shapes cannot tell (H = 2p, H = p), `keys` names the
@@ -21,7 +24,7 @@ from typing import Mapping
 
 import numpy as np
 
-ROLES = ("input", "output", "b_in", "b_out")
+ROLES = ("input", "input_b", "embedding", "output", "b_in", "b_out")
 CURVES = ("W_a", "W_b", "W_out", "b_in", "b_out")
 
 
@@ -53,6 +56,8 @@ def curves_from_parameters(parameters: Mapping[str, object], modulus: int | None
         raise LayoutError(f"no parameter named {missing[0]!r} (parameters: {', '.join(arrays)})")
     matrices = {name: a for name, a in arrays.items() if a.ndim == 2}
     p = modulus if modulus is not None else _infer_modulus(matrices, keys)
+    if "embedding" in keys:
+        return _embedded(arrays, keys, p)
     if "input" in keys and arrays[keys["input"]].ndim == 2 and 2 * p not in arrays[keys["input"]].shape:
         return _shared_input(arrays, keys, p)
     input_name = keys.get("input") or _only(
@@ -78,6 +83,44 @@ def curves_from_parameters(parameters: Mapping[str, object], modulus: int | None
         name = keys.get(role) or _optional([n for n, a in vectors.items() if a.size == length], role, H == p)
         if name is not None:
             curves[role] = arrays[name].reshape(-1)
+    return {name: np.ascontiguousarray(value, dtype=np.float32) for name, value in curves.items()}
+
+
+def _embedded(arrays: dict[str, np.ndarray], keys: Mapping[str, str], p: int) -> dict[str, np.ndarray]:
+    """An embedding MLP: token embedding E [p, d] (nn.Embedding; or [d, p]), then a linear
+    layer on the concatenated embeddings ([H, 2d]: W_a = W[:, :d] E^T, W_b = W[:, d:] E^T), on
+    their sum ([H, d]: W_a = W_b = W E^T), or one per token (`input` and `input_b`, [H, d]
+    each). These effective input curves are exact: nothing nonlinear lies between."""
+    embedding = arrays[keys["embedding"]]
+    if embedding.ndim != 2 or p not in embedding.shape:
+        raise LayoutError(f"{keys['embedding']} has shape {embedding.shape}; a token embedding needs a side of p = {p}")
+    E = embedding if embedding.shape[0] == p else embedding.T  # [p, d]
+    d = E.shape[1]
+    if "input" not in keys or "output" not in keys:
+        raise LayoutError("with an embedding, name the input and output weights too (keys {'input': ..., 'output': ...})")
+
+    def rows(name: str, width: int) -> np.ndarray:  # [H, width]
+        weight = arrays[name]
+        if weight.ndim != 2 or width not in weight.shape:
+            raise LayoutError(f"{name} has shape {weight.shape}; expected a side of {width} after a {d}-wide embedding")
+        return weight if weight.shape[1] == width else weight.T
+
+    if "input_b" in keys:
+        left, right = rows(keys["input"], d), rows(keys["input_b"], d)
+    elif 2 * d in arrays[keys["input"]].shape:
+        weight = rows(keys["input"], 2 * d)
+        left, right = weight[:, :d], weight[:, d:]
+    else:
+        left = right = rows(keys["input"], d)
+    H = left.shape[0]
+    out = arrays[keys["output"]]
+    if sorted(out.shape) != sorted((p, H)) or p == H:
+        raise LayoutError(f"{keys['output']} has shape {out.shape}; the output layer needs ({p}, {H}) or ({H}, {p}), "
+                          "with a width other than p")
+    curves = {"W_a": left @ E.T, "W_b": right @ E.T, "W_out": out.T if out.shape == (p, H) else out}
+    for role in ("b_in", "b_out"):
+        if role in keys:
+            curves[role] = arrays[keys[role]].reshape(-1)
     return {name: np.ascontiguousarray(value, dtype=np.float32) for name, value in curves.items()}
 
 

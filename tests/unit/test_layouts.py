@@ -74,3 +74,30 @@ def test_activations_match_torch(name):
     expected = {"relu": torch.relu, "gelu": torch.nn.functional.gelu, "silu": torch.nn.functional.silu,
                 "quadratic": torch.square, "identity": lambda t: t}[name](torch.from_numpy(x.copy())).numpy()
     np.testing.assert_allclose(activate(name, x.copy()), expected, atol=2e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("form", ["concatenated", "summed", "one per token"])
+def test_embedding_mlps_give_their_exact_effective_input_curves(form):
+    torch = pytest.importorskip("torch")
+    d = 5
+    torch.manual_seed(0)
+    embed = torch.nn.Embedding(P, d)
+    first = torch.nn.Linear(2 * d if form == "concatenated" else d, H)
+    second = torch.nn.Linear(d, H)
+    out = torch.nn.Linear(H, P)
+    a, b = torch.cartesian_prod(torch.arange(P), torch.arange(P)).T
+    with torch.no_grad():
+        if form == "concatenated":
+            pre = first(torch.cat([embed(a), embed(b)], 1))
+        elif form == "summed":
+            pre = first(embed(a) + embed(b))
+        else:
+            pre = first(embed(a)) + second(embed(b)) - second.bias
+    keys = {"embedding": "embed.weight", "input": "first.weight", "output": "out.weight", "b_in": "first.bias"}
+    state = {"embed.weight": embed.weight, "first.weight": first.weight, "first.bias": first.bias, "out.weight": out.weight}
+    if form == "one per token":
+        keys["input_b"], state["second.weight"] = "second.weight", second.weight
+    curves = curves_from_parameters(state, modulus=P, keys=keys)
+    rebuilt = curves["W_a"][:, a.numpy()] + curves["W_b"][:, b.numpy()] + curves["b_in"][:, None]  # (H, pairs)
+    np.testing.assert_allclose(rebuilt.T, pre.numpy(), atol=1e-5)
+    np.testing.assert_array_equal(curves["W_out"], out.weight.detach().numpy().T)
