@@ -267,7 +267,10 @@ def analyze_dataset(ds: xr.Dataset, params: AnalysisParams = AnalysisParams(), s
     n_steps = ds.sizes["step"]
     if n_steps == 0:
         raise TrajectoryError(f"{source}: no snapshots to analyze")
-    has_metrics = all(name in ds for name in ("val_acc", "train_acc_true", "train_a"))
+    # the real model's accuracy on all pairs comes from the recorded metrics when they are
+    # complete (mechgrok runs); otherwise (other loops, imports) it is scored from the weights
+    has_metrics = (all(name in ds for name in ("val_acc", "train_acc_true", "train_a"))
+                   and all(np.isfinite(ds[name].values).all() for name in ("val_acc", "train_acc_true")))
     bounds = [(start, min(start + params.chunk_steps, n_steps)) for start in range(0, n_steps, params.chunk_steps)]
     if scheduler is not None and path is not None:
         from .distributed import map_on_cluster

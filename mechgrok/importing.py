@@ -10,7 +10,8 @@ Containers, detected from SOURCE (../shared/reference/checkpoint-formats.md):
 - either folder with a `checkpoints.json` manifest listing files with `step` and `sha256`:
   its steps are used and every checksum verified;
 - one file holding a list of state_dicts with their steps (`checkpoints` + `checkpoint_epochs`,
-  `state_dicts` + `epochs`, `net` + `net_its`; `train_losses`/`test_losses` lists alongside);
+  `state_dicts` + `epochs`, `net` + `net_its`; `train_losses`/`test_losses` lists alongside;
+  `train_indices` (pairs a * p + b) carried as the trajectory's train_a, train_b);
 - one file that is a dict {step: state_dict}.
 Checkpoints are read one at a time (a single file through torch.load's mmap), with
 `weights_only=True` unless the caller trusts the pickle. Parameters are mapped by layouts.py.
@@ -25,6 +26,8 @@ import re
 from pathlib import Path
 from typing import Callable, Mapping
 
+import numpy as np
+
 from .activations import check_activation
 from .errors import TrajectoryError
 from .layouts import LayoutError, curves_from_parameters
@@ -37,6 +40,7 @@ METRIC_KEYS = {"train_loss": "train_loss", "test_loss": "val_loss", "train_acc":
 LIST_KEYS = (("checkpoints", "checkpoint_epochs"), ("state_dicts", "epochs"), ("net", "net_its"))
 LIST_METRICS = {"train_losses": "train_loss", "test_losses": "val_loss"}
 MODULUS_KEYS = ("p", "modulus", "P", "prime")
+SPLIT_KEY = "train_indices"  # TransformerLens demo: indices a * p + b of the training pairs
 
 
 class CheckpointImportError(TrajectoryError):
@@ -54,7 +58,7 @@ def import_checkpoints(source: str | os.PathLike, out: str | os.PathLike, modulu
     source, out = Path(source), Path(out)
     if not os.path.lexists(source):
         raise FileNotFoundError(f"{source}: no such file or folder")
-    entries, container, config_modulus = _entries(source, trust_pickle)
+    entries, container, config_modulus, train_indices = _entries(source, trust_pickle)
     modulus = modulus if modulus is not None else config_modulus
     steps = [step for step, _, _ in entries]
     duplicates = sorted({step for step in steps if steps.count(step) > 1})
@@ -78,6 +82,8 @@ def import_checkpoints(source: str | os.PathLike, out: str | os.PathLike, modulu
                     out, p, H, bias="b_in" in curves and "b_out" in curves, force=force,
                     attrs={"origin": f"mechgrok import of {source}", "source_container": container,
                            "source_steps": len(entries), "activation": activation})
+                if train_indices is not None:
+                    writer.write_split(*_split_pairs(train_indices, p, source))
             elif found != shapes:
                 raise CheckpointImportError(f"{label}: shapes {found} differ from the first checkpoint's {shapes}")
             writer.write_snapshot(step, curves, metrics)
@@ -100,14 +106,14 @@ def import_checkpoints(source: str | os.PathLike, out: str | os.PathLike, modulu
 Entry = tuple[int, str, Callable[[], tuple[Mapping, dict]]]
 
 
-def _entries(source: Path, trust_pickle: bool) -> tuple[list[Entry], str, int | None]:
-    """(step, label, loader) for every checkpoint, the container's name and a modulus from
-    a config file, without loading any checkpoint yet."""
+def _entries(source: Path, trust_pickle: bool) -> tuple[list[Entry], str, int | None, object]:
+    """(step, label, loader) for every checkpoint, the container's name, a modulus from a
+    config file and the stored training-pair indices (or None), loading no checkpoint yet."""
     if source.is_dir():
         files = sorted(path for path in source.iterdir() if path.suffix in (*TORCH_SUFFIXES, ".safetensors"))
         manifest = source / "checkpoints.json"
         if manifest.exists():
-            return _manifest_entries(source, manifest, trust_pickle), "folder with checkpoints.json", _config_modulus(source)
+            return _manifest_entries(source, manifest, trust_pickle), "folder with checkpoints.json", _config_modulus(source), None
         if not files:
             raise CheckpointImportError(f"{source}: no .pt, .pth or .safetensors checkpoints in this folder")
         entries = []
@@ -127,9 +133,10 @@ def _entries(source: Path, trust_pickle: bool) -> tuple[list[Entry], str, int | 
         if not entries:
             raise CheckpointImportError(f"{source}: no file in this folder holds a state_dict with a step")
         kind = "folder of .safetensors" if files[0].suffix == ".safetensors" else "folder of per-step files"
-        return entries, kind, _config_modulus(source)
+        return entries, kind, _config_modulus(source), None
     content = _load_torch(source, trust_pickle, mmap=True)
-    return _single_file_entries(source, content), "single file", None
+    train_indices = content.get(SPLIT_KEY) if isinstance(content, Mapping) else None
+    return _single_file_entries(source, content), "single file", None, train_indices
 
 
 def _single_file_entries(path: Path, content) -> list[Entry]:
@@ -155,6 +162,18 @@ def _single_file_entries(path: Path, content) -> list[Entry]:
             return [(step if step is not None else 0, str(path), lambda: (state, metrics))]
     raise CheckpointImportError(f"{path}: not a checkpoint container mechgrok knows (a state_dict, a list of state_dicts "
                        "with their steps, or {step: state_dict})")
+
+
+def _split_pairs(train_indices, p: int, source: Path):
+    """(train_a, train_b) from stored pair indices a * p + b (the TransformerLens convention)."""
+    try:
+        indices = np.asarray(train_indices.detach().cpu().numpy() if hasattr(train_indices, "detach") else train_indices,
+                             dtype=np.int64).reshape(-1)
+    except (TypeError, ValueError):
+        raise CheckpointImportError(f"{source}: {SPLIT_KEY} is not a list of pair indices") from None
+    if indices.size == 0 or indices.min() < 0 or indices.max() >= p * p:
+        raise CheckpointImportError(f"{source}: {SPLIT_KEY} holds values outside the {p * p} pairs of modulus {p}")
+    return indices // p, indices % p
 
 
 def _manifest_entries(folder: Path, manifest: Path, trust_pickle: bool) -> list[Entry]:

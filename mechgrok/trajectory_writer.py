@@ -238,6 +238,16 @@ class TrajectoryWriter:
         self.n_snapshots, self.last_step = i + 1, step
         self._publish()
 
+    def write_split(self, train_a: np.ndarray, train_b: np.ndarray) -> None:
+        """Record an outside run's training pairs (train_a, train_b on dim train_pair) as its
+        source stored them; validation is every other pair. Before the first snapshot."""
+        with self._write_failures_reported():
+            self._file.dimensions["train_pair"] = len(train_a)
+            for name, values in (("train_a", train_a), ("train_b", train_b)):
+                variable = self._file.create_variable(name, ("train_pair",), np.int64, data=np.asarray(values, np.int64))
+                variable.attrs.update(long_name=VARIABLE_ATTRS[name][0], units=VARIABLE_ATTRS[name][1])
+            self._flush()
+
     def finish(self, reason: str) -> None:
         """Mark the last snapshot on file as the final one, with `reason` (outside runs)."""
         if self.n_snapshots == 0:

@@ -69,15 +69,18 @@ def test_a_folder_of_per_step_files_with_metrics(tmp_path, trained):
 def test_single_files_holding_every_checkpoint(tmp_path, trained, layout):
     states, losses = trained
     source = tmp_path / "run.pt"
+    train_indices = torch.tensor([0, 5, P + 3, P * P - 1])  # pairs a * p + b
     if layout == "list":  # TransformerLens demo style
         torch.save({"checkpoints": [states[s] for s in STEPS], "checkpoint_epochs": list(STEPS),
-                    "train_losses": losses, "test_losses": losses}, source)
+                    "train_losses": losses, "test_losses": losses, "train_indices": train_indices}, source)
     else:  # {epoch: state_dict}
         torch.save({step: states[step] for step in reversed(STEPS)}, source)
     run_cli("import", str(source), "--out", str(tmp_path / "t.h5"), "--quiet", check=True)
     ds = _assert_exact(tmp_path / "t.h5", states)
     if layout == "list":
         np.testing.assert_allclose(ds.val_loss.values, [losses[s] for s in STEPS])
+        assert list(ds.train_a.values) == [0, 0, 1, P - 1] and list(ds.train_b.values) == [0, 5, 3, P - 1]
+        assert np.isfinite(mechgrok.analyze(tmp_path / "t.h5").all_acc.values).all()  # scored from the weights
 
 
 def test_safetensors_with_a_manifest_of_checksums(tmp_path, trained):
