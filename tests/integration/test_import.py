@@ -137,3 +137,31 @@ def test_bad_sources_give_one_line_errors_and_write_nothing(tmp_path, trained):
     torch.save({0: states[0]}, tmp_path / "ok.pt")
     assert_one_line_error(run_cli("import", str(tmp_path / "ok.pt"), "--out", str(existing), "--force"), "not a mechgrok trajectory")
     assert existing.read_text() == "mine"
+
+
+@pytest.mark.slow
+def test_a_killed_import_keeps_every_completed_snapshot(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    states = {"0.weight": torch.zeros(64, 2 * 23), "2.weight": torch.zeros(23, 64)}
+    source = tmp_path / "many.pt"
+    torch.save({"checkpoints": [{k: v + i for k, v in states.items()} for i in range(3000)],
+                "checkpoint_epochs": list(range(3000))}, source)
+    out = tmp_path / "t.h5"
+    proc = subprocess.Popen([sys.executable, "-m", "mechgrok.cli", "import", str(source), "--out", str(out), "--quiet"])
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None and not out.exists():  # published with its first snapshot
+        time.sleep(0.01)
+    time.sleep(0.2)
+    assert proc.poll() is None, "the import ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    with open_trajectory(out) as ds:
+        n = ds.sizes["step"]
+        assert 1 <= n < 3000 and ds.attrs["final_step"] == -1
+        assert list(ds.step.values) == list(range(n))
+        np.testing.assert_array_equal(ds.W_a.values[:, 0, 0], np.arange(n, dtype=np.float32))
