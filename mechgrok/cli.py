@@ -283,7 +283,9 @@ def _print_summary(path: Path, seconds: float) -> None:
         n, final, saturation = ds.sizes["step"], int(ds.attrs["final_step"]), int(ds.attrs["saturation_step"])
         val_acc = float(ds.val_acc[-1]) if n else float("nan")
         reason = ds.attrs["stop_reason"]
-    console.print(f"[green]wrote[/green] {path}: {n} snapshots, final step {final:,}, val acc {val_acc:.4f}, "
+    from .accessor import format_number
+
+    console.print(f"[green]wrote[/green] {path}: {n} snapshots, final step {final:,}, val acc {format_number(val_acc, 4)}, "
                   f"saturation step {saturation if saturation >= 0 else 'not reached'}, stopped: {reason} ({seconds:.0f} s)")
 
 
