@@ -67,6 +67,7 @@ def import_checkpoints(source: str | os.PathLike, out: str | os.PathLike, modulu
     entries.sort(key=lambda entry: entry[0])
     writer, shapes = None, None
     new_file = not os.path.lexists(out)  # a failed import removes a file it created, never one it replaced
+    mapped = None if source.is_dir() else MappedFile(source)
     try:
         for done, (step, label, load) in enumerate(entries):
             parameters, metrics = load()
@@ -87,6 +88,8 @@ def import_checkpoints(source: str | os.PathLike, out: str | os.PathLike, modulu
             elif found != shapes:
                 raise CheckpointImportError(f"{label}: shapes {found} differ from the first checkpoint's {shapes}")
             writer.write_snapshot(step, curves, metrics)
+            if mapped is not None and done % RELEASE_EVERY == RELEASE_EVERY - 1:
+                mapped.release()
             if on_snapshot is not None:
                 on_snapshot(done + 1, len(entries))
         writer.finish(f"imported: last of {len(entries)} checkpoints")
@@ -162,6 +165,46 @@ def _single_file_entries(path: Path, content) -> list[Entry]:
             return [(step if step is not None else 0, str(path), lambda: (state, metrics))]
     raise CheckpointImportError(f"{path}: not a checkpoint container mechgrok knows (a state_dict, a list of state_dicts "
                        "with their steps, or {step: state_dict})")
+
+
+MADV_DONTNEED = 4
+RELEASE_EVERY = 32  # checkpoints between releases of a mapped file's pages: memory ~ 32 checkpoints
+
+
+class MappedFile:
+    """This process's private read-only mappings of one file (torch.load's mmap), whose
+    resident pages `release` drops (Linux madvise MADV_DONTNEED; the data stays reachable
+    and is read from the file again when touched). Keeps an import of one large file from
+    holding the whole file in memory; elsewhere a no-op."""
+
+    def __init__(self, path: Path):
+        self.path = str(path.resolve())
+        self._ranges: list[tuple[int, int]] | None = None
+
+    def _find(self) -> list[tuple[int, int]]:
+        try:
+            maps = Path("/proc/self/maps").read_text().splitlines()
+        except OSError:
+            return []
+        ranges = []
+        for line in maps:
+            fields = line.split(maxsplit=5)
+            if len(fields) == 6 and fields[5] == self.path and fields[1].startswith("r") and fields[1][3] == "p":
+                start, end = (int(value, 16) for value in fields[0].split("-"))
+                ranges.append((start, end - start))
+        return ranges
+
+    def release(self) -> None:
+        if self._ranges is None:
+            self._ranges = self._find()  # mapped by torch.load before the first checkpoint is read
+        if not self._ranges:
+            return
+        import ctypes
+        import ctypes.util
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        for start, length in self._ranges:
+            libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(length), MADV_DONTNEED)
 
 
 def _split_pairs(train_indices, p: int, source: Path):

@@ -21,8 +21,10 @@ from mechgrok.sweep import resolve_trajectories
 from mechgrok.trajectory import open_trajectory
 
 SMALL = ["--modulus", "23", "--width", "64", "--train-frac", "0.5", "--steps", "300", "--every", "10", "--stop-val-acc", "1.0"]
-# long enough (a few seconds) that a signal or a reader lands mid-recording
-LONG = ["--modulus", "23", "--width", "64", "--train-frac", "0.5", "--steps", "3000", "--every", "20", "--stop-val-acc", "1.0"]
+# noisy labels keep validation below 1.0, so this runs to its step cap (a minute or more): a
+# signal or a reader always lands mid-recording, and the test kills it when done
+ENDLESS = ["--modulus", "23", "--width", "64", "--train-frac", "0.5", "--steps", "200000", "--every", "20",
+           "--noise", "0.3", "--stop-val-acc", "1.0"]
 
 
 def run_limited(limit_bytes: int, *args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -166,13 +168,13 @@ def test_concurrent_analyze_of_one_file_both_succeed(tmp_path, whole):
 @pytest.mark.slow
 def test_a_long_lived_reader_always_sees_the_committed_snapshots_of_a_live_recording(tmp_path):
     out = tmp_path / "live.h5"
-    proc = subprocess.Popen([sys.executable, "-m", "mechgrok.cli", "record", *LONG, "--out", str(out), "--quiet"])
+    proc = subprocess.Popen([sys.executable, "-m", "mechgrok.cli", "record", *ENDLESS, "--out", str(out), "--quiet"])
     try:
         while not out.exists() and proc.poll() is None:
             time.sleep(0.02)
         held = open_trajectory(out)  # kept open the whole time: later opens must not share its stale view
         seen, reads = [], 0
-        while proc.poll() is None:
+        while proc.poll() is None and reads < 12:
             with open_trajectory(out) as ds:
                 steps = list(ds.step.values)
                 assert len(steps) >= len(seen) and steps[:len(seen)] == seen and steps == sorted(set(steps))
@@ -180,15 +182,16 @@ def test_a_long_lived_reader_always_sees_the_committed_snapshots_of_a_live_recor
                 seen, reads = steps, reads + 1
             if reads == 5:
                 with pytest.raises(TrajectoryError, match="another process is recording"):
-                    mechgrok.record(out=out, resume=True, modulus=23, width=64, train_frac=0.5, steps=3000, every=20,
-                                    stop_val_acc=1.0)
+                    mechgrok.record(out=out, resume=True, modulus=23, width=64, train_frac=0.5, steps=200_000, every=20,
+                                    noise=0.3, stop_val_acc=1.0)
+            time.sleep(0.1)
         held.close()
+        assert proc.poll() is None and reads == 12, "the recording ended before the reader was done"
     finally:
         proc.kill()
         proc.wait()
-    assert proc.returncode == 0 and reads >= 5
-    with open_trajectory(out) as ds:
-        assert list(ds.step.values[:len(seen)]) == seen and ds.sizes["step"] >= 151
+    with open_trajectory(out) as ds:  # what the killed recording kept holds everything the reader saw
+        assert list(ds.step.values[:len(seen)]) == seen and len(seen) > 1
 
 
 def test_unwritten_entries_read_as_fill_values_not_data(tmp_path, whole):
@@ -206,9 +209,9 @@ def test_unwritten_entries_read_as_fill_values_not_data(tmp_path, whole):
 # --- resume ---------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_sigterm_during_record_says_how_to_resume_and_resume_matches(tmp_path):
+def test_sigterm_during_record_says_how_to_resume(tmp_path):
     out = tmp_path / "t.h5"
-    proc = subprocess.Popen([sys.executable, "-m", "mechgrok.cli", "record", *LONG, "--out", str(out), "--quiet"],
+    proc = subprocess.Popen([sys.executable, "-m", "mechgrok.cli", "record", *ENDLESS, "--out", str(out), "--quiet"],
                             stderr=subprocess.PIPE, text=True)
     while not out.exists() and proc.poll() is None:
         time.sleep(0.02)
