@@ -244,10 +244,11 @@ def _load_torch(path: Path, trust_pickle: bool, mmap: bool = False):
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust_pickle, mmap=mmap)
     except pickle.UnpicklingError as err:
-        if not trust_pickle and "weights_only" in str(err):
+        if not trust_pickle and "Unsupported global" in str(err):  # a class or function to import and run
             raise CheckpointImportError(f"{path}: holds Python objects that loading would have to run as code; nothing was "
                                "loaded (pass --trust-pickle if you trust its source)") from None
-        raise CheckpointImportError(f"{path}: unreadable checkpoint ({str(err).splitlines()[0]})") from None
+        detail = next((line.strip() for line in str(err).splitlines() if "Unsupported" in line), str(err).splitlines()[0])
+        raise CheckpointImportError(f"{path}: not a readable torch checkpoint ({detail})") from None
     except RuntimeError as err:
         if mmap and "mmap" in str(err):  # legacy (non-zip) files cannot be memory-mapped
             return _load_torch(path, trust_pickle, mmap=False)

@@ -122,6 +122,9 @@ def test_bad_sources_give_one_line_errors_and_write_nothing(tmp_path, trained):
     pickled = tmp_path / "pickled.pt"
     torch.save({"checkpoints": [states[0]], "checkpoint_epochs": [0], "config": Config()}, pickled, pickle_module=pickle)
     assert_one_line_error(run_cli("import", str(pickled), "--out", str(tmp_path / "o.h5")), "--trust-pickle")
+    other = tmp_path / "other.pt"
+    other.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))  # not a torch file at all: not blamed on pickled objects
+    assert_one_line_error(run_cli("import", str(other), "--out", str(tmp_path / "o.h5")), "not a readable torch checkpoint")
     mixed = tmp_path / "mixed"
     mixed.mkdir()
     torch.save(states[0], mixed / "0.pt")
