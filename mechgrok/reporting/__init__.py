@@ -108,9 +108,13 @@ def _run_section(name: str, trajectory: xr.Dataset, analysis: xr.Dataset, figs: 
                         "Bottom: circular correlation of &phi;_out with &phi;_a + &phi;_b."))
     gallery_steps = sorted({early, middle, final})
     neurons = figures.gallery_neurons(analysis)
+    n_structured = int(analysis["structured"].isel(step=-1).sel(neuron=neurons).sum())
+    chosen = ("the most periodic structured neurons" if n_structured == len(neurons) else
+              "the most periodic neurons (none structured at the end)" if n_structured == 0 else
+              f"the most periodic neurons ({n_structured} of them structured at the end)")
     for which, color in (("W_a", "blue"), ("W_b", "vermillion")):
         out.append(figs.add(figures.neuron_gallery(trajectory, analysis, gallery_steps, which, neurons), f"{prefix}gallery_{which}",
-                            f"{which} rows ({color}) of the most periodic structured neurons against their ideal square waves (gray) "
+                            f"{which} rows ({color}) of {chosen} against their ideal square waves (gray) "
                             f"at {'saturation' if saturated else early_label}, midway and at the end (paper Figs. 1-2), zoomed to at most 5 periods."))
     out.append(figs.add(figures.phase_scatter([(analysis, early, early_label), (analysis, final, "end")]), f"{prefix}phase_scatter",
                         "&phi;_out against &phi;_a + &phi;_b (paper Fig. 4); points on the dashed diagonal obey the phase-sum "
