@@ -27,7 +27,7 @@ from .outputs import atomic_output, check_space, same_file
 from .idealize import IDEAL_VARIANTS, accuracy_all_pairs, ideal_accuracies
 from .trajectory import attr_float, attr_int, open_trajectory, trajectory_identity
 
-ANALYSIS_FORMAT_VERSION = 2  # 2: keyed on the trajectory's run_id, CF attributes, compressed
+ANALYSIS_FORMAT_VERSION = 3  # 2: keyed on the trajectory's run_id, CF attributes, compressed; 3: ipr_*
 MIN_NEURONS_FOR_STATS = 5  # circular correlation, coherence and t statistics need this many neurons, else NaN
 WEIGHTS = ("W_a", "W_b", "W_out")
 IDEAL_NAMES = {"sq_cos": "ideal_acc", "sq_sq": "ideal_acc_sq_sq", "cos_cos": "ideal_acc_cos_cos",
@@ -77,6 +77,7 @@ def neuron_structure(W_a: np.ndarray, W_b: np.ndarray, W_out: np.ndarray, thresh
     for key, spec in F.items():
         out[f"amp_{key}"] = fourier.amplitude_at(spec, out[f"freq_{key}"])
         out[f"periodicity_{key}"] = fourier.periodicity(spec)
+        out[f"ipr_{key}"] = fourier.inverse_participation_ratio(spec)
         out[f"phase_{key}"] = fourier.phase_at(spec, freq)
     out["phase_b_own"] = fourier.phase_at(F["b"], out["freq_b"])
     out["phase_out_own"] = fourier.phase_at(F["out"], out["freq_out"])
@@ -380,6 +381,8 @@ for _key, _weight in WEIGHT_LABELS.items():
         f"freq_{_key}": (f"dominant frequency k* of {_weight} (0: dead or constant row)", "1"),
         f"amp_{_key}": (f"amplitude 2|F[k*]|/p of {_weight} at its own dominant frequency", "1"),
         f"periodicity_{_key}": (f"max|F| / mean|F| over k = 1..p-1 of {_weight} (paper Eq. 1)", "1"),
+        f"ipr_{_key}": (f"inverse participation ratio of {_weight}'s normalized power spectrum over k = 1..(p-1)//2 "
+                        "(1: one frequency, ~0.67 square wave, ~2/K noise)", "1"),
         f"phase_{_key}": (f"phase of {_weight} at W_a's dominant frequency, in [-pi, pi)", "rad"),
         f"square_dist_{_key}": (f"mean nearest-point distance of {_weight} to its ideal square wave", "amplitude"),
         f"cosine_dist_{_key}": (f"mean nearest-point distance of {_weight} to its ideal cosine", "amplitude"),

@@ -67,6 +67,20 @@ def periodicity(F: np.ndarray) -> np.ndarray:
         return np.where(dominant_frequency(F) > 0, magnitude.max(-1) / mean, np.nan)
 
 
+def inverse_participation_ratio(F: np.ndarray) -> np.ndarray:
+    """Spectral concentration: sum_k P_k^2 with P_k = |F[k]|^2 / sum_j |F[j]|^2 over the
+    frequencies k = 1..(p-1)//2 (the DC term left out; for even p the real frequency p/2 too).
+    1 for a single frequency (a cosine), ~0.67 for a sign(cos) square wave (power in the odd
+    harmonics falls as 1/n^2), about 2/K for noise over K = (p-1)//2 frequencies; NaN for
+    dead or constant rows."""
+    K = (F.shape[-1] - 1) // 2
+    power = np.abs(F[..., 1:K + 1]) ** 2
+    total = power.sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ipr = (power ** 2).sum(-1) / total ** 2
+    return np.where(dominant_frequency(F) > 0, ipr, np.nan)
+
+
 def wave_angle(freq: np.ndarray, phase: np.ndarray, p: int) -> np.ndarray:
     """theta[..., x] = 2 pi freq x / p - phase for x = 0..p-1 (radians)."""
     x = np.arange(p)

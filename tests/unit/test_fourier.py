@@ -145,3 +145,15 @@ def test_circular_correlation_matches_pairwise_definition_on_evenly_spread_phase
     assert fourier.mean_resultant_length(y - x) > 0.99
     unrelated = np.random.default_rng(3).uniform(-np.pi, np.pi, 400)
     assert fourier.mean_resultant_length(unrelated) < 0.15
+
+
+def test_inverse_participation_ratio_on_known_spectra():
+    p = 97
+    x = np.arange(p)
+    rows = np.stack([np.cos(2 * np.pi * 5 * x / p + 0.3), np.sign(np.cos(2 * np.pi * 5 * x / p + 0.3)),
+                     np.random.default_rng(0).normal(size=p), np.ones(p), np.zeros(p)])
+    ipr = fourier.inverse_participation_ratio(fourier.spectrum(rows))
+    assert ipr[0] == pytest.approx(1.0, abs=1e-12)  # one frequency
+    assert ipr[1] == pytest.approx(64 / 96, abs=0.01)  # square wave: sum 1/n^4 / (sum 1/n^2)^2 over odd n
+    assert ipr[2] < 0.1  # noise spreads over the 48 frequencies (2/48 expected)
+    assert np.isnan(ipr[3]) and np.isnan(ipr[4])  # constant and dead rows
