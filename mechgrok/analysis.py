@@ -412,7 +412,7 @@ def analysis_size_bound(n_steps: int, n_neurons: int) -> int:
     return n_steps * (4 * n_neurons * MAX_VARIABLES + 8 * MAX_VARIABLES) + (256 << 10)
 
 
-MAX_VARIABLES = 40  # an analysis has 33 (step, neuron) and fewer than 20 per-step variables
+MAX_VARIABLES = 40  # an analysis has 36 (step, neuron) and fewer than 20 per-step variables
 
 
 def _is_current(analysis_path: Path, identity: str, n_snapshots: int, params: AnalysisParams) -> bool:

@@ -127,12 +127,13 @@ def _entries(source: Path, trust_pickle: bool) -> tuple[list[Entry], str, int | 
                     raise CheckpointImportError(f"{path}: no step number in the file name")
                 entries.append((step, str(path), _safetensors_loader(path)))
                 continue
-            content = _load_torch(path, trust_pickle)
+            # a memory-mapped load reads only the pickled structure, not the tensors: the scan stays cheap
+            content = _load_torch(path, trust_pickle, mmap=True)
             state, metrics, own_step = _unpack(content, path)
             step = own_step if own_step is not None else step
             if state is None or step is None:
                 continue  # data files (splits, configs) beside the checkpoints
-            entries.append((step, str(path), lambda path=path: _unpack(_load_torch(path, trust_pickle), path)[:2]))
+            entries.append((step, str(path), lambda path=path: _unpack(_load_torch(path, trust_pickle, mmap=True), path)[:2]))
         if not entries:
             raise CheckpointImportError(f"{source}: no file in this folder holds a state_dict with a step")
         kind = "folder of .safetensors" if files[0].suffix == ".safetensors" else "folder of per-step files"

@@ -14,9 +14,8 @@ import os
 import traceback
 from pathlib import Path
 
-from .config import RunConfig
+from .config import RunConfig, check_fits_in_memory
 from .errors import OutputExistsError, TrajectoryError
-from .config import check_fits_in_memory
 from .outputs import check_output, write_text
 from .recorder import default_trajectory_name, record_runs
 from .task import train_pairs_per_class

@@ -265,16 +265,17 @@ class _TornRead(Exception):
 
 def _open_committed(path: Path, chunks: dict | None, trust_nan: bool = False) -> xr.Dataset:
     check_trajectory_file(path)
+    live = _is_recording(path)
     handle = open(path, "rb")
     try:
-        ds = xr.open_dataset(handle, engine="h5netcdf", chunks=None if _is_recording(path) else chunks)
+        ds = xr.open_dataset(handle, engine="h5netcdf", chunks=None if live else chunks)
     except (OSError, ValueError, RuntimeError, KeyError) as err:
         handle.close()
         raise TrajectoryError(f"{path}: cannot be opened as netCDF ({str(err).splitlines()[0]})") from None
     n = attr_int(ds.attrs["n_snapshots"])
     if ds.sizes["step"] != n:
         ds = ds.isel(step=slice(0, n))
-    if attr_int(ds.attrs.get("final_step", 0)) < 0:
+    if live:
         try:
             ds = ds.load()
         except (OSError, RuntimeError, ValueError, KeyError) as err:

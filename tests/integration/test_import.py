@@ -5,6 +5,7 @@ import pickle
 
 import numpy as np
 import pytest
+import safetensors.torch  # a dependency: a skip would hide a broken install
 import torch
 
 import mechgrok
@@ -84,14 +85,13 @@ def test_single_files_holding_every_checkpoint(tmp_path, trained, layout):
 
 
 def test_safetensors_with_a_manifest_of_checksums(tmp_path, trained):
-    safetensors = pytest.importorskip("safetensors.torch")
     states, _ = trained
     folder = tmp_path / "run"
     folder.mkdir()
     rows = []
     for step in STEPS:
         name = f"checkpoint_epoch_{step:05d}.safetensors"
-        safetensors.save_file(states[step], str(folder / name))
+        safetensors.torch.save_file(states[step], str(folder / name))
         rows.append({"step": step, "file": name, "sha256": hashlib.sha256((folder / name).read_bytes()).hexdigest()})
     (folder / "config.json").write_text(json.dumps({"p": P}))
     run_cli("import", str(folder), "--out", str(tmp_path / "plain.h5"), "--quiet", check=True)

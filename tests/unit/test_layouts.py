@@ -1,6 +1,7 @@
 """Finding W_a, W_b, W_out in other codebases' parameter layouts."""
 import numpy as np
 import pytest
+import torch  # a dependency: a skip would hide a broken install
 
 from mechgrok.layouts import LayoutError, curves_from_parameters
 
@@ -33,7 +34,6 @@ def test_transposed_layout_without_biases(planted):
 
 
 def test_torch_tensors_and_direct_mappings(planted):
-    torch = pytest.importorskip("torch")
     direct = {name: torch.from_numpy(value) for name, value in planted.items()}
     _check(curves_from_parameters(direct), planted)
 
@@ -67,7 +67,6 @@ def test_a_shared_input_weight_named_by_keys(planted):
 
 @pytest.mark.parametrize("name", ["relu", "gelu", "silu", "quadratic", "identity"])
 def test_activations_match_torch(name):
-    torch = pytest.importorskip("torch")
     from mechgrok.activations import activate
 
     x = np.linspace(-6, 6, 2001, dtype=np.float32)
@@ -78,7 +77,6 @@ def test_activations_match_torch(name):
 
 @pytest.mark.parametrize("form", ["concatenated", "summed", "one per token"])
 def test_embedding_mlps_give_their_exact_effective_input_curves(form):
-    torch = pytest.importorskip("torch")
     d = 5
     torch.manual_seed(0)
     embed = torch.nn.Embedding(P, d)
