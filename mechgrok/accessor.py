@@ -19,12 +19,19 @@ from .idealize import square
 
 # (label, variable, decimals) of the headline table that `mechgrok analyze` and reports show
 HEADLINE_ROWS = (("validation accuracy (real model)", "val_acc", 4), ("Sq->Cos idealized", "ideal_acc", 3),
+                 ("Sq->Cos, own frequencies", "ideal_acc_own", 3),
                  ("Sq->Sq idealized", "ideal_acc_sq_sq", 3), ("Cos->Cos idealized", "ideal_acc_cos_cos", 3),
                  ("control: phi_out := phi_a + phi_b", "ideal_acc_phase_sum", 3),
-                 ("control: phi_out shuffled", "ideal_acc_shuffled", 3),
+                 ("control: shuffled, mean", "ideal_acc_shuffled", 3),
+                 ("control: shuffled, 95th pct", "ideal_acc_shuffled_hi", 3),
                  ("r, all neurons", "r_all", 4), ("r', structured neurons", "r_structured", 4),
-                 ("structured neurons", "n_structured", 0))
+                 ("structured neurons", "n_structured", 0),
+                 ("restricted loss (nats)", "restricted_loss", 4),
+                 ("excluded loss (nats)", "excluded_loss", 4))
 HEADLINE_STEP_VARIABLES = tuple(name for _, name, _ in HEADLINE_ROWS) + ("phase_sum_coherence",)
+# what the two conventions differ in, for tables and reports
+CONVENTION_NOTE = ("Sq->Cos reads the phases of W_b and W_out at W_a's dominant frequency (the paper's convention); "
+                   "'own' reads each curve at its own dominant frequency, which agrees only where the three frequencies do.")
 
 
 def format_number(value, digits: int = 3, missing: str = "-") -> str:
@@ -37,6 +44,11 @@ def format_number(value, digits: int = 3, missing: str = "-") -> str:
 def format_step(value) -> str:
     """A step attribute: '12,345', or 'not reached' for None and -1."""
     return "not reached" if value is None or int(value) < 0 else f"{int(value):,}"
+
+
+def format_lead(value) -> str:
+    """A lead in steps (grok - structure): '+1,234', '-56', or 'undefined' when absent (None)."""
+    return "undefined" if value is None else f"{int(value):+,}"
 
 
 @xr.register_dataset_accessor("mechgrok")
@@ -127,6 +139,7 @@ class MechgrokAccessor:
         if "ideal_acc" not in ds:
             raise KeyError("headline() needs an analysis Dataset (mechgrok.analyze)")
         out = {key: ds.attrs.get(key) for key in ("saturation_step", "grok_step", "structure_step", "lead_steps",
+                                                  "structure_step_own", "lead_steps_own", "shuffle_draws",
                                                   "threshold", "threshold_low", "modulus", "width", "noise", "seed")}
         points = {"final": ds["step"].values[-1]}
         if int(ds.attrs.get("saturation_step", -1)) >= 0:

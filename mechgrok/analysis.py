@@ -12,6 +12,7 @@ import os
 import warnings
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,14 +25,17 @@ from . import fourier
 from .config import ANALYSIS_LIMITS, MIN_MODULUS, SATURATION_TRAIN_ACC, check_option
 from .errors import OutputExistsError, TrajectoryError
 from .outputs import atomic_output, check_space, same_file
-from .idealize import IDEAL_VARIANTS, accuracy_all_pairs, ideal_accuracies
+from .idealize import IDEAL_VARIANTS, SHUFFLE_DRAWS, ideal_accuracies
+from .progress import KEY_FREQS_RULE, check_key_frequencies, key_frequencies, real_model_measures
 from .trajectory import attr_float, attr_int, open_trajectory, trajectory_identity
 
-ANALYSIS_FORMAT_VERSION = 3  # 2: keyed on the trajectory's run_id, CF attributes, compressed; 3: ipr_*
+ANALYSIS_FORMAT_VERSION = 4  # 2: keyed on the trajectory's run_id, CF attributes, compressed; 3: ipr_*;
+# 4: ideal_acc_own, shuffled control over draws (+ _hi), progress measures, lead_steps absent when undefined
 MIN_NEURONS_FOR_STATS = 5  # circular correlation, coherence and t statistics need this many neurons, else NaN
 WEIGHTS = ("W_a", "W_b", "W_out")
 IDEAL_NAMES = {"sq_cos": "ideal_acc", "sq_sq": "ideal_acc_sq_sq", "cos_cos": "ideal_acc_cos_cos",
-               "phase_sum": "ideal_acc_phase_sum", "shuffled": "ideal_acc_shuffled"}
+               "phase_sum": "ideal_acc_phase_sum", "shuffled": "ideal_acc_shuffled",
+               "shuffled_hi": "ideal_acc_shuffled_hi", "own": "ideal_acc_own"}
 
 
 @dataclass(frozen=True)
@@ -44,10 +48,13 @@ class AnalysisParams:
     grok_acc: float = 0.9
     structure_acc: float = 0.9
     chunk_steps: int = 8
+    shuffle_draws: int = SHUFFLE_DRAWS
+    key_freqs: tuple[int, ...] | None = None  # None: chosen from the last snapshot (progress.key_frequencies)
 
     def resolved(self, p: int) -> "AnalysisParams":
         """Thresholds filled in for modulus p; raises ValueError on values outside
-        config.ANALYSIS_LIMITS (NaN and infinities included) or p < MIN_MODULUS."""
+        config.ANALYSIS_LIMITS (NaN and infinities included), key frequencies outside
+        1..(p-1)//2, or p < MIN_MODULUS."""
         if p < MIN_MODULUS:
             raise ValueError(f"modulus must be >= {MIN_MODULUS} for a Fourier analysis (p = {p} has fewer than two frequencies)")
         for name in ANALYSIS_LIMITS:
@@ -57,7 +64,8 @@ class AnalysisParams:
         threshold_low = 5 * (p - 1) / 96 if self.threshold_low is None else float(self.threshold_low)
         if threshold_low > threshold:
             raise ValueError(f"threshold_low {threshold_low} is above threshold {threshold}")
-        return AnalysisParams(threshold, threshold_low, self.grok_acc, self.structure_acc, self.chunk_steps)
+        key_freqs = None if self.key_freqs is None else check_key_frequencies(self.key_freqs, p)
+        return dataclasses.replace(self, threshold=threshold, threshold_low=threshold_low, key_freqs=key_freqs)
 
 
 def neuron_structure(W_a: np.ndarray, W_b: np.ndarray, W_out: np.ndarray, threshold: float,
@@ -146,20 +154,25 @@ def step_summary(neurons: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def analyze_arrays(W_a: np.ndarray, W_b: np.ndarray, W_out: np.ndarray, params: AnalysisParams,
                    b_in: np.ndarray | None = None, b_out: np.ndarray | None = None,
-                   real_accuracy: bool = True, steps: np.ndarray | None = None, activation: str = "relu") -> dict[str, np.ndarray]:
+                   real_accuracy: bool = True, steps: np.ndarray | None = None, activation: str = "relu",
+                   split: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Everything per (step, neuron) and per step for a chunk of snapshots (step, neuron,
-    token). `real_accuracy` also scores the real model on all pairs (skipped when the
-    trajectory's metrics already give it); `steps` seed the shuffled control."""
+    token), with `params` resolved. `real_accuracy` also scores the real model on all pairs
+    (skipped when the trajectory's metrics already give it); `steps` seed the shuffled
+    control; `split` (flat training pair indices a * p + b, labels used) is where the
+    progress measures are evaluated (progress.py; None: all pairs)."""
     W_a, W_b, W_out = (np.asarray(w, dtype=np.float64) for w in (W_a, W_b, W_out))
     neurons = neuron_structure(W_a, W_b, W_out, params.threshold, params.threshold_low)
     result = dict(neurons)
     result.update(step_summary(neurons))
-    ideal = ideal_accuracies(neurons["freq_a"], neurons["phase_a"], neurons["phase_b"], neurons["phase_out"], W_a.shape[-1], steps)
+    own = {key: neurons[key] for key in ("freq_b", "freq_out", "phase_b_own", "phase_out_own")}
+    ideal = ideal_accuracies(neurons["freq_a"], neurons["phase_a"], neurons["phase_b"], neurons["phase_out"], W_a.shape[-1], steps,
+                             shuffle_draws=params.shuffle_draws, own=own)
     for variant in IDEAL_VARIANTS:
         result[IDEAL_NAMES[variant]] = ideal[variant]
-    if real_accuracy:
-        # the real model's logits are real-valued but can tie exactly when it is collapsed
-        (result["all_acc"],) = accuracy_all_pairs(W_a, W_b, [W_out], b_in, b_out, integer_logits=[True], activation=activation)
+    train_index, train_label = split if split is not None else (None, None)
+    result.update(real_model_measures(W_a, W_b, W_out, b_in, b_out, activation, params.key_freqs,
+                                      train_index, train_label, accuracy=real_accuracy))
     return result
 
 
@@ -176,7 +189,19 @@ def _chunk_from_dataset(ds: xr.Dataset, start: int, stop: int, params: AnalysisP
     arrays = {name: part[name].transpose(*order).values if name in part else None for name, order in dims.items()}
     steps = part["step"].values if "step" in part.coords else np.arange(start, stop)
     activation = str(ds.attrs.get("activation", "relu"))  # of the real model; runs mechgrok trains are ReLU
-    return analyze_arrays(params=params, real_accuracy=real_accuracy, steps=steps, activation=activation, **arrays)
+    return analyze_arrays(params=params, real_accuracy=real_accuracy, steps=steps, activation=activation,
+                          split=recorded_split(ds), **arrays)
+
+
+def recorded_split(ds: xr.Dataset) -> tuple[np.ndarray, np.ndarray] | None:
+    """(flat training pair indices a * p + b, training labels used) of a trajectory, or None
+    when it records no split. Imported splits without labels were trained on (a + b) mod p."""
+    if "train_a" not in ds or "train_b" not in ds:
+        return None
+    p = ds.sizes["token"]
+    a, b = ds["train_a"].values.astype(np.int64), ds["train_b"].values.astype(np.int64)
+    labels = ds["train_label"].values.astype(np.int64) if "train_label" in ds else (a + b) % p
+    return a * p + b, labels
 
 
 def _ordered_map(function, items: list, workers: int | None = None):
@@ -268,6 +293,11 @@ def analyze_dataset(ds: xr.Dataset, params: AnalysisParams = AnalysisParams(), s
     n_steps = ds.sizes["step"]
     if n_steps == 0:
         raise TrajectoryError(f"{source}: no snapshots to analyze")
+    key_freqs_rule = KEY_FREQS_RULE if params.key_freqs is None else "given"
+    if params.key_freqs is None:  # the paper reads them from the trained model: here the last snapshot
+        last = neuron_structure(*(ds[name].isel(step=-1).transpose("neuron", "token").values for name in WEIGHTS),
+                                params.threshold, params.threshold_low)
+        params = dataclasses.replace(params, key_freqs=key_frequencies(last["freq_a"], last["structured"]))
     # the real model's accuracy on all pairs comes from the recorded metrics when they are
     # complete (mechgrok runs); otherwise (other loops, imports) it is scored from the weights
     has_metrics = (all(name in ds for name in ("val_acc", "train_acc_true", "train_a"))
@@ -299,7 +329,7 @@ def analyze_dataset(ds: xr.Dataset, params: AnalysisParams = AnalysisParams(), s
                          coords={"step": steps, "neuron": neurons})
         for name, parts in per_neuron.items():
             out[name] = (("step", "neuron"), np.concatenate(parts))
-        for name in ("val_acc", "train_acc"):  # as recorded (runs from other loops may store only some)
+        for name in ("val_acc", "train_acc", "val_loss", "train_loss"):  # as recorded (runs from other loops may store only some)
             if name in ds and np.isfinite(ds[name].values).any():
                 out[name] = ("step", ds[name].values)
         if has_metrics:
@@ -308,6 +338,10 @@ def analyze_dataset(ds: xr.Dataset, params: AnalysisParams = AnalysisParams(), s
         for name in out.variables:
             out[name].attrs.update(variable_attrs(str(name), boolean=out[name].dtype == bool))
         _add_run_attrs(out, ds, params)
+        out.attrs.update(key_freqs=np.asarray(params.key_freqs, dtype=np.int64), key_freqs_rule=key_freqs_rule,
+                         progress_pairs=("restricted_loss on the validation pairs (true labels), excluded_loss on the "
+                                         "training pairs (labels used)" if recorded_split(ds) is not None else
+                                         "all pairs with true labels (the trajectory records no split)"))
         out.attrs["source"] = source
         if stream is None:
             return out
@@ -326,12 +360,15 @@ def _add_run_attrs(out: xr.Dataset, ds: xr.Dataset, params: AnalysisParams) -> N
         saturation = _first_step(steps, ds["train_acc"].values >= SATURATION_TRAIN_ACC)
     grok = _first_step(steps, out["val_acc"].values >= params.grok_acc) if "val_acc" in out else -1
     structure = _first_step(steps, out["ideal_acc"].values >= params.structure_acc)
+    structure_own = _first_step(steps, out["ideal_acc_own"].values >= params.structure_acc)
+    for name, step in (("lead_steps", structure), ("lead_steps_own", structure_own)):
+        if grok >= 0 and step >= 0:  # negative when structure comes after generalization; absent when undefined
+            out.attrs[name] = grok - step
     out.attrs.update(
         modulus=int(ds.sizes["token"]), width=int(ds.sizes["neuron"]),
-        saturation_step=saturation, grok_step=grok, structure_step=structure,
-        lead_steps=grok - structure if grok >= 0 and structure >= 0 else -1,
+        saturation_step=saturation, grok_step=grok, structure_step=structure, structure_step_own=structure_own,
         threshold=params.threshold, threshold_low=params.threshold_low,
-        grok_acc=params.grok_acc, structure_acc=params.structure_acc,
+        grok_acc=params.grok_acc, structure_acc=params.structure_acc, shuffle_draws=params.shuffle_draws,
         min_neurons_for_stats=MIN_NEURONS_FOR_STATS,
         analysis_format_version=ANALYSIS_FORMAT_VERSION,
         source_n_snapshots=int(ds.sizes["step"]),
@@ -341,7 +378,8 @@ def _add_run_attrs(out: xr.Dataset, ds: xr.Dataset, params: AnalysisParams) -> N
         title="mechgrok analysis: per-neuron Fourier structure and idealized models over training",
         conventions=("phase in radians, wrapped to [-pi, pi); F[k] = sum_x w[x] exp(-2 pi i k x / p); "
                      "rows modelled as f(2 pi k x / p - phase); phases of W_b, W_out read at W_a's frequency; "
-                     "step attributes are -1 when not reached"),
+                     "step attributes are -1 when not reached; lead_steps (grok - structure, may be negative) "
+                     "is absent when either is not reached; *_own: each curve at its own dominant frequency"),
     )
     for key in ("noise", "seed", "train_frac", "lr", "weight_decay"):
         if key in ds.attrs:
@@ -371,7 +409,15 @@ VARIABLE_ATTRS: dict[str, tuple[str, str]] = {
     "ideal_acc_sq_sq": ("Sq->Sq idealized model accuracy on all p^2 pairs", "1"),
     "ideal_acc_cos_cos": ("Cos->Cos idealized model accuracy on all p^2 pairs", "1"),
     "ideal_acc_phase_sum": ("control: Sq->Cos with phase_out forced to phase_a + phase_b", "1"),
-    "ideal_acc_shuffled": ("control: Sq->Cos with phase_out shuffled across neurons", "1"),
+    "ideal_acc_shuffled": ("control: Sq->Cos with phase_out shuffled across neurons, mean over shuffle_draws permutations", "1"),
+    "ideal_acc_shuffled_hi": ("control: 95th percentile of Sq->Cos over shuffle_draws permutations of phase_out", "1"),
+    "ideal_acc_own": ("Sq->Cos idealized model with W_a, W_b, W_out each at its own dominant frequency and phase", "1"),
+    "restricted_loss": ("Nanda et al. restricted loss: hidden units kept only in key-frequency a + b directions "
+                        "and the constant, cross-entropy on the validation pairs", "nats"),
+    "excluded_loss": ("Nanda et al. excluded loss: key-frequency a + b directions removed from the hidden units, "
+                      "cross-entropy on the training pairs (labels used)", "nats"),
+    "val_loss": ("real model cross-entropy on the validation pairs", "nats"),
+    "train_loss": ("real model cross-entropy on the training labels used", "nats"),
     "all_acc": ("real model accuracy on all p^2 pairs", "1"),
     "val_acc": ("real model accuracy on the validation pairs", "1"),
     "train_acc": ("real model accuracy on the training labels used", "1"),
@@ -412,7 +458,7 @@ def analysis_size_bound(n_steps: int, n_neurons: int) -> int:
     return n_steps * (4 * n_neurons * MAX_VARIABLES + 8 * MAX_VARIABLES) + (256 << 10)
 
 
-MAX_VARIABLES = 40  # an analysis has 36 (step, neuron) and fewer than 20 per-step variables
+MAX_VARIABLES = 40  # an analysis has 36 (step, neuron) and fewer than 25 per-step variables
 
 
 def _is_current(analysis_path: Path, identity: str, n_snapshots: int, params: AnalysisParams) -> bool:
@@ -425,9 +471,18 @@ def _is_current(analysis_path: Path, identity: str, n_snapshots: int, params: An
                     and attr_int(attrs.get("source_n_snapshots", -1)) == n_snapshots
                     and _text(attrs.get("source_run_id", "")) == identity
                     and all(np.isclose(attr_float(attrs.get(k, np.nan)), float(getattr(params, k)))
-                            for k in ("threshold", "threshold_low", "grok_acc", "structure_acc")))
+                            for k in ("threshold", "threshold_low", "grok_acc", "structure_acc", "shuffle_draws"))
+                    and _same_key_frequencies(attrs, params.key_freqs))
     except (OSError, ValueError, KeyError, RuntimeError, TypeError):
         return False
+
+
+def _same_key_frequencies(attrs, wanted: tuple[int, ...] | None) -> bool:
+    """Whether a stored analysis chose its key frequencies as asked: by the rule (None) or as given."""
+    rule = _text(attrs.get("key_freqs_rule", ""))
+    if wanted is None:
+        return rule == KEY_FREQS_RULE
+    return rule == "given" and tuple(int(k) for k in np.atleast_1d(attrs.get("key_freqs", []))) == wanted
 
 
 def _text(value) -> str:
@@ -440,7 +495,8 @@ def analyze(source: str | os.PathLike | xr.Dataset, params: AnalysisParams | Non
     """Analyze a trajectory (path or Dataset with W_a, W_b, W_out on (step, neuron, token)).
 
     Parameters come as `params` (an AnalysisParams) or as its fields by keyword
-    (threshold=..., threshold_low=..., grok_acc=..., structure_acc=..., chunk_steps=...).
+    (threshold=..., threshold_low=..., grok_acc=..., structure_acc=..., chunk_steps=...,
+    shuffle_draws=..., key_freqs=(...) for the progress measures instead of the rule).
     For a path the analysis is saved next to it (<name>.analysis.h5, or `out`) and reused on
     later calls while it is current: same trajectory (its run_id), same committed snapshots,
     same parameters (`force` recomputes). An analysis file is a cache: an earlier analysis

@@ -211,7 +211,8 @@ def resume_hint_on_interrupt():
 
 def _record_sweep(grid: list[RunConfig], out: Path | None, resume: bool, force: bool, compress: bool, quiet: bool,
                   scheduler: str | None, max_ensemble: int | None) -> None:
-    from .sweep import INDEX_NAME, default_sweep_folder, ensemble_groups, record_sweep
+    from .sweep import default_sweep_folder, ensemble_groups, record_sweep
+    from .sweep_index import INDEX_NAME
     from .trajectory import is_complete
 
     folder = out if out is not None else default_sweep_folder(grid)
@@ -313,7 +314,7 @@ def analyze(trajectories: tuple[Path, ...], out: Path | None, threshold: float |
     current analysis is reused unless --force."""
     from .analysis import analyze as run_analysis, default_analysis_path
     from .config import modulus_caveat
-    from .sweep import resolve_trajectories
+    from .sweep_index import resolve_trajectories
     from .trajectory import attr_int
 
     paths = resolve_trajectories(list(trajectories))
@@ -337,7 +338,7 @@ def summary_table(result, title: str):
     """A rich table of an analysis's headline numbers."""
     from rich.table import Table
 
-    from .accessor import HEADLINE_ROWS, format_number, format_step as step
+    from .accessor import CONVENTION_NOTE, HEADLINE_ROWS, format_lead, format_number, format_step as step
 
     head = result.mechgrok.headline()
 
@@ -350,9 +351,11 @@ def summary_table(result, title: str):
     table.add_column(f"at the end (step {head['final_step']:,})", justify="right")
     for label, name, digits in HEADLINE_ROWS:
         table.add_row(label, number(f"{name}_saturation", digits), number(f"{name}_final", digits))
-    table.caption = (f"saturation step {step(head['saturation_step'])}, structure step {step(head['structure_step'])}, "
-                     f"grok step {step(head['grok_step'])}, lead {step(head['lead_steps'])} steps; "
-                     f"structured: periodicity > {head['threshold']:.2f}")
+    table.caption = (f"saturation step {step(head['saturation_step'])}, grok step {step(head['grok_step'])}; "
+                     f"structure step {step(head['structure_step'])} (own frequencies: {step(head['structure_step_own'])}), "
+                     f"lead grok - structure {format_lead(head['lead_steps'])} (own: {format_lead(head['lead_steps_own'])}); "
+                     f"shuffled control over {head['shuffle_draws']} draws; structured: periodicity > {head['threshold']:.2f}. "
+                     + CONVENTION_NOTE)
     return table
 
 
@@ -369,7 +372,7 @@ def report(trajectories: tuple[Path, ...], as_html: bool, out: Path | None, png_
 
     TRAJECTORIES are files, sweep folders or sweep index.json files; each is analyzed
     unless a current analysis sits beside it."""
-    from .sweep import resolve_trajectories
+    from .sweep_index import resolve_trajectories
 
     paths = resolve_trajectories(list(trajectories))
     if not as_html:

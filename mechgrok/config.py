@@ -68,6 +68,7 @@ ANALYSIS_LIMITS: dict[str, Limit] = {
     "grok_acc": Limit(0, 1),
     "structure_acc": Limit(0, 1),
     "chunk_steps": Limit(1, 10**6),
+    "shuffle_draws": Limit(1, 10**4),
 }
 OPTION_LIMITS = {**RUN_LIMITS, **ANALYSIS_LIMITS}
 

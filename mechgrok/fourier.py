@@ -143,7 +143,7 @@ def cosine_distance(rows: np.ndarray, theta: np.ndarray, freq: np.ndarray, ampli
         return d**2 + (y - a * np.cos(theta + omega * d)) ** 2
 
     best_d, best = np.zeros_like(y), vertical**2
-    for fraction in np.linspace(-1, 1, n_starts):
+    for fraction in np.linspace(-1, 1, n_starts, dtype=np.float32):  # float32 scalars keep d float32
         d = fraction * vertical
         candidate = distance_sq(d)
         better = candidate < best

@@ -7,7 +7,11 @@ Every neuron i with a frequency (nu_i > 0, read from W_a) is replaced by unit-am
 with f, g in {cos, sq = sign o cos (cos >= 0 -> +1, else -1)}. Dead neurons (nu = 0) are left out.
 Controls, so that learned structure can be told from what the construction gives for free:
   phase_sum: Sq->Cos with phi_out forced to phi_a + phi_b (solves the task for any phases);
-  shuffled:  Sq->Cos with phi_out permuted across neurons (breaks the learned relation).
+  shuffled:  Sq->Cos with phi_out permuted across neurons (breaks the learned relation), as a
+             distribution over `shuffle_draws` permutations: its mean and 95th percentile.
+Convention check:
+  own:       Sq->Cos with W_a, W_b and W_out each at its own dominant frequency and phase
+             there (a peer codebase's reading), instead of all three at W_a's frequency.
 """
 from __future__ import annotations
 
@@ -16,7 +20,10 @@ import numpy as np
 from .activations import activate
 from .fourier import wave_angle
 
-IDEAL_VARIANTS = ("sq_cos", "sq_sq", "cos_cos", "phase_sum", "shuffled")
+IDEAL_VARIANTS = ("sq_cos", "sq_sq", "cos_cos", "phase_sum", "shuffled", "shuffled_hi", "own")
+SHUFFLE_DRAWS = 16  # permutations behind the shuffled control's mean and 95th percentile
+SHUFFLE_QUANTILE = 0.95
+COSINE_VARIANT_BATCH = 8  # cosine read-outs scored at a time (bounds memory at ~60 MB for p = 97)
 
 
 def square(theta: np.ndarray) -> np.ndarray:
@@ -30,86 +37,168 @@ def pair_labels(p: int) -> np.ndarray:
     return (a + b) % p
 
 
+def hidden_units(W_a: np.ndarray, W_b: np.ndarray, b_in: np.ndarray | None = None,
+                 activation: str = "relu") -> np.ndarray:
+    """Post-activation hidden units of one MLP on all p^2 pairs, float32 (neuron, pair), pairs
+    flattened a-major (index a * p + b), from input rows W_a, W_b (neuron, token)."""
+    W_a, W_b = W_a.astype(np.float32, copy=False), W_b.astype(np.float32, copy=False)
+    hidden = W_a[:, :, None] + W_b[:, None, :]  # (n, a, b)
+    if b_in is not None:
+        hidden += b_in[:, None, None].astype(np.float32)
+    return activate(activation, hidden).reshape(W_a.shape[0], -1)
+
+
+def _credit(logits: np.ndarray, labels: np.ndarray, exact_ties: bool) -> float:
+    """Accuracy of (pair, class) logits: with `exact_ties` a pair whose label ties with t - 1
+    other classes for the largest logit counts 1/t; otherwise argmax (ties have probability ~0)."""
+    if not exact_ties:
+        return float((logits.argmax(-1) == labels).mean())
+    top = logits.max(-1)
+    label_logit = np.take_along_axis(logits, labels[:, None], -1)[:, 0]
+    return float(((label_logit == top) / (logits == top[:, None]).sum(-1)).mean())
+
+
+def readout_accuracies(hidden: np.ndarray, W_out_list: list[np.ndarray], b_out: np.ndarray | None = None,
+                       integer_logits: list[bool] | None = None) -> np.ndarray:
+    """Accuracy on all pairs of each output matrix (neuron, class) in W_out_list read from the
+    same hidden units (neuron, pair), with output bias b_out (class,): one matrix product for
+    all outputs. Exact ties are credited 1/t for the outputs flagged in `integer_logits`."""
+    p = W_out_list[0].shape[-1]
+    labels = pair_labels(p)
+    integer_logits = integer_logits or [False] * len(W_out_list)
+    outputs = np.concatenate(W_out_list, axis=-1).astype(np.float32, copy=False)  # (n, k p)
+    logits = (hidden.T @ outputs).reshape(-1, len(W_out_list), p)
+    if b_out is not None:
+        logits += b_out.astype(np.float32)
+    return np.array([_credit(np.ascontiguousarray(logits[:, index]), labels, exact)
+                     for index, exact in enumerate(integer_logits)])
+
+
 def accuracy_all_pairs(W_a: np.ndarray, W_b: np.ndarray, W_out_list: list[np.ndarray],
                        b_in: np.ndarray | None = None, b_out: np.ndarray | None = None,
                        integer_logits: list[bool] | None = None, activation: str = "relu") -> np.ndarray:
     """Accuracy over all p^2 pairs of MLPs that share input rows W_a, W_b (..., n, p) and
     first-layer bias b_in (..., n), for each output matrix in W_out_list (..., n, p), with
-    output bias b_out (..., p); leading axes are looped over. Returns (len(W_out_list), ...)
-    accuracies, computed in float32 with one matrix product for all outputs; the hidden layer
-    applies `activation` (activations.ACTIVATIONS; the idealized models are ReLU). A pair whose label ties with t - 1 other
-    classes for the largest logit counts 1/t (expected accuracy under random tie-breaking).
-    Exact ties are checked for the outputs flagged in `integer_logits` (Sq->Sq, whose
-    logits are integers; a collapsed real model); elsewhere they have probability ~0 and
-    the cheaper argmax is used."""
-    if W_a.ndim > 2:  # one snapshot at a time: memory stays at one (p^2, n) hidden matrix
+    output bias b_out (..., p); leading axes are looped over (memory: one (n, p^2) hidden
+    matrix). Returns (len(W_out_list), ...) accuracies, computed in float32; the hidden layer
+    applies `activation` (activations.ACTIVATIONS). A pair whose label ties with t - 1 other
+    classes for the largest logit counts 1/t (expected accuracy under random tie-breaking);
+    exact ties are checked for the outputs flagged in `integer_logits` (integer logits, a
+    collapsed real model), elsewhere they have probability ~0 and argmax is used."""
+    if W_a.ndim > 2:
         return np.stack([accuracy_all_pairs(W_a[i], W_b[i], [w[i] for w in W_out_list],
                                             None if b_in is None else b_in[i], None if b_out is None else b_out[i],
                                             integer_logits, activation) for i in range(W_a.shape[0])], axis=-1)
-    p = W_a.shape[-1]
-    batch_shape = W_a.shape[:-2]
+    return readout_accuracies(hidden_units(W_a, W_b, b_in, activation), W_out_list, b_out, integer_logits)
+
+
+def cosine_readout_accuracies(hidden: np.ndarray, freq: np.ndarray, phases: np.ndarray, p: int) -> np.ndarray:
+    """Accuracy on all pairs of cosine read-outs W_out[i, c] = cos(2 pi freq_i c / p - phases[v, i])
+    of the same hidden units (neuron, pair), one per row v of `phases` (variant, neuron);
+    neurons with freq 0 are left out. Equal to `readout_accuracies` with those matrices, but
+    computed by frequency: the neurons sharing a frequency k add up to
+    A_v,k(pair) cos(2 pi k c / p) + B_v,k(pair) sin(2 pi k c / p), so each variant costs a
+    (pairs x 2K) by (2K x p) product for the K frequencies in use instead of (pairs x n) by
+    (n x p): what makes many shuffled draws cheap."""
+    freq = np.asarray(freq)
+    phases = np.atleast_2d(phases)
+    n_variants = phases.shape[0]
     labels = pair_labels(p)
-    integer_logits = integer_logits or [False] * len(W_out_list)
-    W_a, W_b = W_a.astype(np.float32, copy=False), W_b.astype(np.float32, copy=False)
-    hidden = W_a[..., :, :, None] + W_b[..., :, None, :]  # (..., n, a, b)
-    if b_in is not None:
-        hidden += b_in[..., :, None, None].astype(np.float32)
-    hidden = activate(activation, hidden)
-    hidden = hidden.reshape(*batch_shape, W_a.shape[-2], p * p)
-    outputs = np.concatenate(W_out_list, axis=-1).astype(np.float32, copy=False)  # (..., n, k p)
-    logits = np.swapaxes(hidden, -1, -2) @ outputs  # (..., p^2, k p)
-    logits = logits.reshape(*batch_shape, p * p, len(W_out_list), p)
-    if b_out is not None:
-        logits += b_out[..., None, None, :].astype(np.float32)
-    accuracies = []
-    for index, exact_ties in enumerate(integer_logits):
-        part = logits[..., index, :]
-        if exact_ties:
-            top = part.max(-1)
-            label_logit = np.take_along_axis(part, np.broadcast_to(labels[:, None], (*part.shape[:-1], 1)), -1)[..., 0]
-            credit = (label_logit == top) / (part == top[..., None]).sum(-1)
-        else:
-            credit = part.argmax(-1) == labels
-        accuracies.append(credit.mean(-1))
-    return np.stack(accuracies)
+    order = np.argsort(freq, kind="stable")
+    order = order[freq[order] > 0]
+    if order.size == 0:
+        return np.full(n_variants, np.nan)
+    frequencies, starts = np.unique(freq[order], return_index=True)
+    bounds = np.append(starts, order.size)
+    rows = hidden[order]  # neurons grouped by frequency, contiguous
+    cos_part = np.cos(phases[:, order]).astype(np.float32)
+    sin_part = np.sin(phases[:, order]).astype(np.float32)
+    classes = 2 * np.pi * np.outer(frequencies, np.arange(p)) / p
+    basis = np.stack([np.cos(classes), np.sin(classes)], axis=1).reshape(-1, p).astype(np.float32)  # (2K, p)
+    accuracies = np.empty(n_variants)
+    for first in range(0, n_variants, COSINE_VARIANT_BATCH):
+        batch = slice(first, min(first + COSINE_VARIANT_BATCH, n_variants))
+        width = batch.stop - batch.start
+        # per-frequency sums, laid out (frequency, cos/sin, variant, pair) so each matrix product writes in place
+        sums = np.empty((frequencies.size, 2 * width, hidden.shape[1]), np.float32)
+        for k in range(frequencies.size):
+            lo, hi = bounds[k], bounds[k + 1]
+            weights = np.concatenate([cos_part[batch, lo:hi], sin_part[batch, lo:hi]])  # (2 width, n_k)
+            np.matmul(weights, rows[lo:hi], out=sums[k])
+        sums = sums.reshape(frequencies.size, 2, width, -1)
+        for v in range(width):
+            coefficients = sums[:, :, v, :].reshape(2 * frequencies.size, -1)  # (2K, pairs), a view
+            accuracies[first + v] = _credit(coefficients.T @ basis, labels, exact_ties=False)
+    return accuracies
+
+
+def shuffled_phases(phase_out: np.ndarray, used: np.ndarray, step: int, draws: int, seed: int = 0) -> np.ndarray:
+    """`draws` permutations of phase_out (neuron,) among the `used` neurons, seeded by
+    (seed, step, draw) so that they do not depend on how snapshots are batched: (draws, neuron)."""
+    members = np.flatnonzero(used)
+    out = np.repeat(np.asarray(phase_out, dtype=float)[None], draws, axis=0)
+    for draw in range(draws):
+        order = np.random.default_rng([seed, int(step), draw]).permutation(members.size)
+        out[draw, members] = out[draw, members][order]
+    return out
 
 
 def ideal_accuracies(freq: np.ndarray, phase_a: np.ndarray, phase_b: np.ndarray, phase_out: np.ndarray,
-                     p: int, steps: np.ndarray | None = None, shuffle_seed: int = 0) -> dict[str, np.ndarray]:
+                     p: int, steps: np.ndarray | None = None, shuffle_seed: int = 0, shuffle_draws: int = SHUFFLE_DRAWS,
+                     own: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Accuracy over all pairs of the idealized models and controls (IDEAL_VARIANTS) built
     from per-neuron frequency and phases (step, n). Neurons with freq 0 or a NaN phase are
-    left out; with none left the accuracy is NaN. The shuffle permutes phi_out among each
-    snapshot's included neurons, seeded by (shuffle_seed, step) so that it does not depend
-    on how snapshots are batched."""
+    left out; with none left the accuracy is NaN. `shuffled` is the mean and `shuffled_hi`
+    the 95th percentile over `shuffle_draws` permutations of phi_out (`shuffled_phases`).
+    `own` (keys freq_b, freq_out, phase_b_own, phase_out_own, each (step, n)) adds the
+    Sq->Cos model with each curve at its own frequency and phase."""
     freq = np.asarray(freq)
-    used = (freq > 0) & np.isfinite(phase_a) & np.isfinite(phase_b) & np.isfinite(phase_out)
-    zero = np.zeros_like(phase_a)
+    steps = np.arange(freq.shape[0]) if steps is None else np.asarray(steps)
+    names = [v for v in IDEAL_VARIANTS if v != "own" or own is not None]
+    result = {name: np.full(freq.shape[0], np.nan) for name in names}
+    for row, step in enumerate(steps):
+        used = (freq[row] > 0) & np.isfinite(phase_a[row]) & np.isfinite(phase_b[row]) & np.isfinite(phase_out[row])
+        if used.any():
+            scores = _ideal_snapshot(freq[row], phase_a[row], phase_b[row], phase_out[row], used, p,
+                                     shuffled_phases(phase_out[row], used, step, shuffle_draws, shuffle_seed))
+            for name, value in scores.items():
+                result[name][row] = value
+        if own is not None:
+            result["own"][row] = _own_snapshot(freq[row], phase_a[row], *(own[k][row] for k in
+                                               ("freq_b", "freq_out", "phase_b_own", "phase_out_own")), p)
+    return result
+
+
+def _ideal_snapshot(freq, phase_a, phase_b, phase_out, used, p, shuffled) -> dict[str, float]:
+    """The paper-convention variants of one snapshot (neuron,) arrays."""
+    freq = np.where(used, freq, 0)
 
     def angle(phase):
-        return wave_angle(np.where(used, freq, 0), np.where(used, phase, zero), p)
+        return wave_angle(freq, np.where(used, phase, 0.0), p)
 
-    def masked(rows):  # excluded neurons contribute nothing: zero output rows
-        return np.where(used[..., None], rows, 0.0)
+    theta_a, theta_b = angle(phase_a), angle(phase_b)
+    square_hidden = hidden_units(square(theta_a), square(theta_b))
+    cosine_variants = np.concatenate([np.stack([phase_out, phase_a + phase_b]), shuffled])
+    cosine = cosine_readout_accuracies(square_hidden, freq, np.where(used, cosine_variants, 0.0), p)
+    (sq_sq,) = readout_accuracies(square_hidden, [np.where(used[:, None], square(angle(phase_out)), 0.0)],
+                                  integer_logits=[True])
+    (cos_cos,) = cosine_readout_accuracies(hidden_units(np.cos(theta_a), np.cos(theta_b)), freq,
+                                           np.where(used, phase_out, 0.0)[None], p)
+    draws = cosine[2:]
+    return dict(sq_cos=cosine[0], phase_sum=cosine[1], sq_sq=sq_sq, cos_cos=cos_cos,
+                shuffled=draws.mean(), shuffled_hi=np.quantile(draws, SHUFFLE_QUANTILE))
 
-    steps = np.arange(freq.shape[0]) if steps is None else np.asarray(steps)
-    shuffled_out = np.array(phase_out, dtype=float, copy=True)
-    for row, step in enumerate(steps):
-        members = np.flatnonzero(used[row])
-        order = np.random.default_rng([shuffle_seed, int(step)]).permutation(members.size)
-        shuffled_out[row, members] = shuffled_out[row, members][order]
 
-    theta_a, theta_b, theta_out = angle(phase_a), angle(phase_b), angle(phase_out)
-    sq_a, sq_b = square(theta_a), square(theta_b)
-    cos_out = masked(np.cos(theta_out))
-    square_input_outputs = [
-        cos_out,  # sq_cos
-        masked(square(theta_out)),  # sq_sq
-        masked(np.cos(angle(phase_a + phase_b))),  # phase_sum
-        masked(np.cos(angle(shuffled_out))),  # shuffled
-    ]
-    sq_cos, sq_sq, phase_sum, shuffled = accuracy_all_pairs(sq_a, sq_b, square_input_outputs,
-                                                            integer_logits=[False, True, False, False])
-    (cos_cos,) = accuracy_all_pairs(np.cos(theta_a), np.cos(theta_b), [cos_out])
-    result = dict(sq_cos=sq_cos, sq_sq=sq_sq, cos_cos=cos_cos, phase_sum=phase_sum, shuffled=shuffled)
-    empty = ~used.any(-1)
-    return {name: np.where(empty, np.nan, value) for name, value in result.items()}
+def _own_snapshot(freq_a, phase_a, freq_b, freq_out, phase_b, phase_out, p) -> float:
+    """Sq->Cos of one snapshot with W_a, W_b, W_out each at its own frequency and phase."""
+    used = ((freq_a > 0) & (freq_b > 0) & (freq_out > 0)
+            & np.isfinite(phase_a) & np.isfinite(phase_b) & np.isfinite(phase_out))
+    if not used.any():
+        return np.nan
+
+    def wave(freq, phase):
+        return square(wave_angle(np.where(used, freq, 0), np.where(used, phase, 0.0), p))
+
+    hidden = hidden_units(wave(freq_a, phase_a), wave(freq_b, phase_b))
+    (accuracy,) = cosine_readout_accuracies(hidden, np.where(used, freq_out, 0), np.where(used, phase_out, 0.0)[None], p)
+    return accuracy

@@ -3,26 +3,23 @@ dask.distributed cluster, with a small JSON index that analyze and report accept
 
 A sweep folder holds one trajectory per run (named by `default_trajectory_name`) and
 `index.json`: {"format": "mechgrok-sweep", "version": 1, "runs": [{"path": <file name>,
-"config": {RunConfig fields}}, ...]}.
+"config": {RunConfig fields}}, ...]} (mechgrok.sweep_index).
 """
 from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import os
 import traceback
 from pathlib import Path
 
 from .config import RunConfig, check_fits_in_memory
-from .errors import OutputExistsError, TrajectoryError
-from .outputs import check_output, write_text
+from .errors import OutputExistsError
+from .outputs import check_output
 from .recorder import default_trajectory_name, record_runs
 from .task import train_pairs_per_class
+from .sweep_index import write_index
 from .train import ProgressCallback
-
-INDEX_NAME = "index.json"
-
 
 def expand_grid(options: dict[str, object]) -> list[RunConfig]:
     """One RunConfig per combination of the list-valued options (others, tuples such as
@@ -74,58 +71,6 @@ def default_sweep_folder(configs: list[RunConfig]) -> Path:
 
     digest = hashlib.sha1(repr([dataclasses.astuple(c) for c in configs]).encode()).hexdigest()[:8]
     return Path("trajectories") / f"sweep_{len(configs)}runs_{digest}"
-
-
-def _index_entry(config: RunConfig, path: Path) -> dict:
-    return {"path": path.name, "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()}}
-
-
-def write_index(folder: Path, configs: list[RunConfig], paths: list[Path]) -> Path:
-    """Write `folder`/index.json listing these runs, merged into an index already there (its
-    other runs are kept; a run recorded again keeps one entry). Refuses a file at that name
-    that is not a mechgrok sweep index."""
-    path = folder / INDEX_NAME
-    runs = {}
-    if path.exists():
-        runs = {run["path"]: run for run in _read_index(path)}
-    for config, run_path in zip(configs, paths):
-        runs[run_path.name] = _index_entry(config, run_path)
-    index = {"format": "mechgrok-sweep", "version": 1, "runs": list(runs.values())}
-    return write_text(path, json.dumps(index, indent=1), "sweep index", replace_role=True)
-
-
-def _read_index(index: Path) -> list[dict]:
-    """The runs of a sweep index; TrajectoryError for a file that is not one, an index with
-    no runs, or a run path that leaves the index's folder."""
-    try:
-        data = json.loads(index.read_text())
-        if data.get("format") != "mechgrok-sweep":
-            raise ValueError("format is not 'mechgrok-sweep'")
-        runs = list(data["runs"])
-        names = [str(run["path"]) for run in runs]
-    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as err:
-        raise TrajectoryError(f"{index}: not a mechgrok sweep index ({err})") from None
-    if not runs:
-        raise TrajectoryError(f"{index}: the sweep index lists no runs")
-    folder = index.parent.resolve()
-    for name in names:
-        if Path(name).is_absolute() or (folder / name).resolve().parent != folder:
-            raise TrajectoryError(f"{index}: run path {name!r} is not a file inside the sweep folder")
-    return runs
-
-
-def resolve_trajectories(paths: list[str | os.PathLike]) -> list[Path]:
-    """Expand sweep folders and index files into their trajectory files; other paths pass."""
-    out: list[Path] = []
-    for given in map(Path, paths):
-        index = given / INDEX_NAME if given.is_dir() else given
-        if index.suffix == ".json" or given.is_dir():
-            if not index.exists():
-                raise FileNotFoundError(f"{given}: no sweep index ({INDEX_NAME}) found")
-            out += [index.parent / run["path"] for run in _read_index(index)]
-        else:
-            out.append(given)
-    return out
 
 
 def _record_group(configs: list[RunConfig], outs: list[Path], resume: bool, force: bool, compression: bool = False,

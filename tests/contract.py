@@ -6,5 +6,8 @@ CONTRACT_NEURON = ["freq_a", "freq_b", "freq_out", "phase_a", "phase_b", "phase_
                    "phase_sum_error", "structured", "unstructured"]
 CONTRACT_STEP = ["r_all", "r_structured", "phase_sum_coherence", "n_structured", "n_unstructured", "periodicity_median",
                  "binarization_median", "square_vs_cosine_t", "ideal_acc", "ideal_acc_sq_sq", "ideal_acc_cos_cos",
-                 "ideal_acc_phase_sum", "ideal_acc_shuffled"]
-CONTRACT_ATTRS = ["saturation_step", "grok_step", "structure_step", "lead_steps", "threshold", "threshold_low", "source"]
+                 "ideal_acc_phase_sum", "ideal_acc_shuffled", "ideal_acc_shuffled_hi", "ideal_acc_own", "restricted_loss",
+                 "excluded_loss"]
+# lead_steps / lead_steps_own are present only when grok and structure steps are both reached
+CONTRACT_ATTRS = ["saturation_step", "grok_step", "structure_step", "structure_step_own", "shuffle_draws", "key_freqs",
+                  "key_freqs_rule", "progress_pairs", "threshold", "threshold_low", "source"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from ..accessor import HEADLINE_ROWS, format_number, format_step
+from ..accessor import HEADLINE_ROWS, format_lead, format_number, format_step
 from ..config import SATURATION_TRAIN_ACC
 from ..analysis import analyze, default_analysis_path
 from ..outputs import atomic_output, check_output, write_text
@@ -36,10 +36,22 @@ the amplitude. <b>Binarization</b> = (d<sub>cos</sub> - d<sub>sq</sub>) / (d<sub
 <li><b>Idealized models</b> (paper 4.1): each neuron replaced by unit-amplitude waves at its W_a frequency and extracted
 phases, zero biases; Sq->Cos (square inputs, cosine outputs), Sq->Sq, Cos->Cos; accuracy over all p<sup>2</sup> pairs.
 <b>Controls</b>: &phi;<sub>out</sub> forced to &phi;<sub>a</sub> + &phi;<sub>b</sub> (the construction solves the task for any phases,
-so this says nothing about the model), and &phi;<sub>out</sub> shuffled across neurons (breaks the learned relation).
-Only the gap between Sq->Cos and the shuffled control is evidence of learned structure.</li>
+so this says nothing about the model), and &phi;<sub>out</sub> shuffled across neurons (breaks the learned relation), drawn
+as a distribution: the mean and 95th percentile over <code>shuffle_draws</code> permutations (16 by default).
+Only the gap between Sq->Cos and the shuffled control is evidence of learned structure.
+<b>Own frequencies</b> (<code>ideal_acc_own</code>): Sq->Cos with W_a, W_b and W_out each built at its own dominant frequency
+and its phase there, the convention of a peer codebase; it equals Sq->Cos where the three frequencies agree.</li>
+<li><b>Progress measures</b> (Nanda et al. 2023, section 5, adapted to this MLP): key frequencies = the W_a frequencies
+of the neurons structured at the last snapshot. <b>Restricted loss</b>: each hidden unit's activation over the p<sup>2</sup>
+pairs kept only in its constant and cos/sin(2&pi;k(a+b)/p) components for the key k, read out by W_out; cross-entropy on the
+validation pairs. <b>Excluded loss</b>: those key-frequency components removed; cross-entropy on the training pairs with the
+labels used in training.</li>
+<li><b>IPR</b> (<code>ipr_a</code>, ...): inverse participation ratio &sum;<sub>k</sub> P<sub>k</sub><sup>2</sup> of a row's
+normalized power spectrum P<sub>k</sub> = |F[k]|<sup>2</sup> / &sum;|F|<sup>2</sup> over k = 1..(p-1)/2: 1 for one frequency,
+about 0.67 for a square wave, about 2/(p-1) for noise.</li>
 <li><b>Steps</b>: saturation = first snapshot with training accuracy &ge; {saturation:g}; structure = first with Sq->Cos &ge; the
-structure threshold; grok = first with validation accuracy &ge; the grok threshold; lead = grok - structure.</li>
+structure threshold; grok = first with validation accuracy &ge; the grok threshold; lead = grok - structure (negative when
+structure comes after generalization; undefined when either is not reached).</li>
 </ul>""".replace("{saturation:g}", f"{SATURATION_TRAIN_ACC:g}")
 
 
@@ -71,6 +83,14 @@ def _config_line(trajectory: xr.Dataset) -> str:
     return ", ".join(parts)
 
 
+def _convention_sentence(head: dict) -> str:
+    """One sentence on how much the structure step depends on the phase-reading convention."""
+    paper, own = format_step(head["structure_step"]), format_step(head["structure_step_own"])
+    return (f"Convention check: the structure step is {paper} when the phases of W_b and W_out are read at W_a's dominant "
+            f"frequency (the paper's convention) and {own} when each curve is read at its own dominant frequency; the two "
+            "agree only where the three frequencies do.")
+
+
 def _headline_table(analysis: xr.Dataset) -> str:
     head = analysis.mechgrok.headline()
     rows = []
@@ -89,22 +109,30 @@ def _run_section(name: str, trajectory: xr.Dataset, analysis: xr.Dataset, figs: 
     early = int(head["saturation_step"]) if saturated else int(steps[len(steps) // 4])
     early_label = "saturation" if saturated else f"step {early:,} (never saturated: a quarter of the way in)"
     middle = int(steps[np.argmin(np.abs(steps - (early + final) / 2))])
+    draws = head.get("shuffle_draws") or 1
     cards = cards_html([
         (f"saturation step (train acc >= {SATURATION_TRAIN_ACC:g})", format_step(head["saturation_step"])),
         ("structure step (Sq->Cos >= %.2g)" % analysis.attrs["structure_acc"], format_step(head["structure_step"])),
         ("grok step (val acc >= %.2g)" % analysis.attrs["grok_acc"], format_step(head["grok_step"])),
-        ("lead: grok - structure (steps)", format_step(head["lead_steps"])),
+        ("lead: grok - structure (steps)", format_lead(head["lead_steps"])),
+        ("structure step / lead, each curve at its own frequency",
+         f"{format_step(head['structure_step_own'])} / {format_lead(head['lead_steps_own'])}"),
         ("final validation accuracy", _fmt(head.get("val_acc_final"), 4)),
-        ("final Sq->Cos / shuffled control", f"{_fmt(head.get('ideal_acc_final'))} / {_fmt(head.get('ideal_acc_shuffled_final'))}"),
+        (f"final Sq->Cos / shuffled control (mean, 95th pct of {draws})",
+         f"{_fmt(head.get('ideal_acc_final'))} / {_fmt(head.get('ideal_acc_shuffled_final'))}, {_fmt(head.get('ideal_acc_shuffled_hi_final'))}"),
         ("final r / r'", f"{_fmt(head.get('r_all_final'), 4)} / {_fmt(head.get('r_structured_final'), 4)}"),
         ("structured neurons at the end", f"{_fmt(head.get('n_structured_final'), 0)} of {analysis.sizes['neuron']}"),
     ])
     out = [f"<h2>{html.escape(name)}</h2>", f'<p class="muted">{html.escape(_config_line(trajectory))}</p>', cards,
-           _headline_table(analysis)]
+           f"<p>{html.escape(_convention_sentence(head))}</p>", _headline_table(analysis)]
     out.append(figs.add(figures.timeline(analysis, trajectory), f"{prefix}timeline",
                         "Timeline. Top: real and idealized accuracies with both controls; the gap between Sq-&gt;Cos (blue) and the "
-                        "shuffled control (gray dotted) is learned structure, the phase-sum control (orange dashed) is what the "
-                        "construction gives for free. Middle: share of structured neurons, median binarization and periodicity. "
+                        f"shuffled control (gray dotted: mean of {draws} permutations, band up to their 95th percentile) is learned "
+                        "structure, the phase-sum control (orange dashed) is what the construction gives for free, and the green "
+                        "dash-dotted line reads each curve at its own frequency instead of W_a's. Second: losses of the real model "
+                        "beside the progress measures of Nanda et al. (2023): restricted loss (hidden units kept only in their "
+                        "key-frequency a + b components, validation pairs) and excluded loss (those components removed, training "
+                        "pairs). Third: share of structured neurons, median binarization and periodicity. "
                         "Bottom: circular correlation of &phi;_out with &phi;_a + &phi;_b."))
     gallery_steps = sorted({early, middle, final})
     neurons = figures.gallery_neurons(analysis)

@@ -58,18 +58,25 @@ def timeline(analysis: xr.Dataset, trajectory: xr.Dataset | None = None) -> Figu
     """Accuracies (real, idealized, controls), structure statistics and phase-sum correlation
     against training step, with the saturation, structure and grok steps marked."""
     steps = analysis["step"].values
-    fig, axes = _subplots(3, 1, figsize=(10, 9.5), sharex=True)
+    fig, axes = _subplots(4, 1, figsize=(10, 12.5), sharex=True)
     ax = axes[0]
     if "train_acc" in analysis:
         ax.plot(steps, analysis["train_acc"], color=OKABE_ITO["black"], lw=1.5, label="train (labels used)")
     if "val_acc" in analysis:
         ax.plot(steps, analysis["val_acc"], color=OKABE_ITO["vermillion"], lw=2, label="validation (real model)")
     ax.plot(steps, analysis["ideal_acc"], color=OKABE_ITO["blue"], lw=2, label="Sq->Cos idealized")
+    if "ideal_acc_own" in analysis:
+        ax.plot(steps, analysis["ideal_acc_own"], color=OKABE_ITO["green"], lw=1.5, ls="-.", label="Sq->Cos, each curve at its own frequency")
     ax.plot(steps, analysis["ideal_acc_sq_sq"], color=OKABE_ITO["sky"], lw=1.2, label="Sq->Sq idealized")
     ax.plot(steps, analysis["ideal_acc_cos_cos"], color=OKABE_ITO["purple"], lw=1.2, label="Cos->Cos idealized")
     ax.plot(steps, analysis["ideal_acc_phase_sum"], color=OKABE_ITO["orange"], lw=1.2, ls="--",
             label="control: phi_out := phi_a + phi_b (free)")
-    ax.plot(steps, analysis["ideal_acc_shuffled"], color=OKABE_ITO["gray"], lw=1.2, ls=":", label="control: phi_out shuffled")
+    draws = int(analysis.attrs.get("shuffle_draws", 1))
+    ax.plot(steps, analysis["ideal_acc_shuffled"], color=OKABE_ITO["gray"], lw=1.2, ls=":",
+            label=f"control: phi_out shuffled (mean of {draws})")
+    if "ideal_acc_shuffled_hi" in analysis:
+        ax.fill_between(steps, analysis["ideal_acc_shuffled"], analysis["ideal_acc_shuffled_hi"], color=OKABE_ITO["gray"],
+                        alpha=0.3, lw=0, label="shuffled: up to 95th percentile")
     _mark_events(ax, analysis, label=True)
     ax.set_ylabel("accuracy (share of pairs)")
     ax.set_ylim(-0.02, 1.02)
@@ -77,6 +84,22 @@ def timeline(analysis: xr.Dataset, trajectory: xr.Dataset | None = None) -> Figu
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
 
     ax = axes[1]
+    for name, color, style, label in (("train_loss", OKABE_ITO["black"], "-", "train loss (labels used)"),
+                                      ("val_loss", OKABE_ITO["vermillion"], "-", "validation loss"),
+                                      ("restricted_loss", OKABE_ITO["blue"], "--", "restricted loss (key frequencies only, validation)"),
+                                      ("excluded_loss", OKABE_ITO["purple"], "--", "excluded loss (key frequencies removed, training)")):
+        if name in analysis and np.isfinite(analysis[name].values).any():
+            ax.plot(steps, analysis[name], color=color, ls=style, lw=1.5, label=label)
+    modulus = int(analysis.attrs.get("modulus", analysis.sizes.get("token", 2)))
+    ax.axhline(np.log(modulus), color=OKABE_ITO["gray"], ls=":", lw=1, label=f"chance: ln p = {np.log(modulus):.2f}")
+    ax.set_yscale("log")
+    ax.set_ylabel("cross-entropy (nats)")
+    _mark_events(ax, analysis)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    key = np.atleast_1d(analysis.attrs.get("key_freqs", []))
+    ax.set_title(f"Losses and Nanda et al.'s progress measures ({key.size} key frequencies)")
+
+    ax = axes[2]
     width = analysis.sizes["neuron"]
     ax.plot(steps, analysis["n_structured"] / width, color=OKABE_ITO["green"], lw=2, label="share of neurons structured")
     ax.plot(steps, analysis["binarization_median"], color=OKABE_ITO["blue"], lw=1.5,
@@ -94,7 +117,7 @@ def timeline(analysis: xr.Dataset, trajectory: xr.Dataset | None = None) -> Figu
     ax.legend(lines[0] + more[0], lines[1] + more[1], loc="center left", bbox_to_anchor=(1.08, 0.5), frameon=False)
     ax.set_title("Structure: square-wave neurons sharpen and pass the periodicity threshold")
 
-    ax = axes[2]
+    ax = axes[3]
     ax.plot(steps, analysis["r_all"], color=OKABE_ITO["gray"], lw=1.5, label="r, all neurons")
     ax.plot(steps, analysis["r_structured"], color=OKABE_ITO["blue"], lw=2, label="r', structured neurons")
     ax.plot(steps, analysis["phase_sum_coherence"], color=OKABE_ITO["green"], lw=1.2, ls="--",

@@ -17,7 +17,7 @@ import xarray as xr
 import mechgrok
 from conftest import assert_one_line_error, run_cli
 from mechgrok.errors import OutputExistsError, TrajectoryError
-from mechgrok.sweep import resolve_trajectories
+from mechgrok.sweep_index import resolve_trajectories
 from mechgrok.trajectory import open_trajectory
 
 SMALL = ["--modulus", "23", "--width", "64", "--train-frac", "0.5", "--steps", "300", "--every", "10", "--stop-val-acc", "1.0"]

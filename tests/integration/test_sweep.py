@@ -7,7 +7,8 @@ import mechgrok
 from conftest import assert_one_line_error, run_cli
 from mechgrok.config import RunConfig
 from mechgrok.paper import NOISE_LEVELS
-from mechgrok.sweep import ensemble_groups, expand_grid, record_sweep, resolve_trajectories
+from mechgrok.sweep import ensemble_groups, expand_grid, record_sweep
+from mechgrok.sweep_index import resolve_trajectories
 from mechgrok.trajectory import open_trajectory
 
 GRID = ["--modulus", "13", "--width", "16", "--train-frac", "0.5", "--steps", "40", "--every", "10"]

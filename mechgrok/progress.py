@@ -1,0 +1,101 @@
+"""Progress measures of Nanda et al. (2023), "Progress measures for grokking via mechanistic
+interpretability" (section 5), adapted to this MLP. Pure numpy.
+
+The paper's transformer computes logits from MLP neuron activations at the last token; here
+the hidden units h_i(a, b) of the MLP take their place (all p^2 pairs, flattened a-major).
+- Key frequencies: the paper takes the few frequencies its trained transformer uses (5 of
+  56). Here they are the frequencies the trained model's structured neurons use: the
+  dominant frequencies of W_a among the neurons structured at the last snapshot. ReLU MLPs
+  spread their neurons over many frequencies (often all), so the key set is larger than the
+  paper's and restricted/excluded mostly separate what depends on a + b alone from the rest.
+- Restricted loss: every neuron's activation over the p^2 pairs is replaced by its
+  projection onto the constant and cos/sin(2 pi k (a + b) / p) for the key k, then read out
+  by W_out and b_out: logits made of key-frequency terms in a + b - c only. Cross-entropy
+  on the validation pairs (true labels), as the paper evaluates it on its test pairs.
+- Excluded loss: those key-frequency components are removed from the activations (the
+  constant stays), then read out; cross-entropy on the training pairs with the labels used
+  in training (noisy ones included), as the paper evaluates it on its training data.
+Runs with no recorded split are scored on all pairs with true labels (attribute progress_pairs).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .idealize import hidden_units, pair_labels, readout_accuracies
+
+KEY_FREQS_RULE = "dominant frequencies of W_a among the structured neurons at the last snapshot"
+
+
+def key_frequencies(freq_a: np.ndarray, structured: np.ndarray) -> tuple[int, ...]:
+    """The key frequencies (KEY_FREQS_RULE) from one snapshot's per-neuron dominant
+    frequencies of W_a and structured flags (neuron,), ascending; empty if none is structured."""
+    return tuple(int(k) for k in np.unique(np.asarray(freq_a)[np.asarray(structured, dtype=bool)]))
+
+
+def check_key_frequencies(freqs, p: int) -> tuple[int, ...]:
+    """Given key frequencies as a sorted tuple; ValueError unless distinct integers in 1..(p-1)//2."""
+    values = tuple(sorted(int(k) for k in freqs))
+    if not values or len(set(values)) != len(values) or values[0] < 1 or values[-1] > (p - 1) // 2:
+        raise ValueError(f"key frequencies {list(freqs)} must be distinct integers in 1..{(p - 1) // 2} for p = {p}")
+    return values
+
+
+def key_directions(key_freqs: tuple[int, ...], p: int) -> np.ndarray:
+    """Orthonormal directions over the p^2 pairs (pair, 2 len(key_freqs)):
+    cos and sin of 2 pi k (a + b) / p for each key k, each of unit norm."""
+    a, b = np.divmod(np.arange(p * p), p)
+    angle = 2 * np.pi * np.outer(a + b, np.asarray(key_freqs, dtype=float)) / p
+    return np.concatenate([np.cos(angle), np.sin(angle)], axis=1) / np.sqrt(p * p / 2)
+
+
+def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Mean cross-entropy in nats of (pair, class) logits against integer labels (float64)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    top = logits.max(-1, keepdims=True)
+    log_norm = np.log(np.exp(logits - top).sum(-1)) + top[:, 0]
+    return float((log_norm - logits[np.arange(labels.size), labels]).mean())
+
+
+def losses_from_hidden(hidden: np.ndarray, W_out: np.ndarray, b_out: np.ndarray | None, directions: np.ndarray,
+                       train_index: np.ndarray, train_label: np.ndarray, val_index: np.ndarray,
+                       val_label: np.ndarray) -> tuple[float, float]:
+    """(restricted_loss, excluded_loss) of one snapshot from its hidden units (neuron, pair),
+    output rows W_out (neuron, class), bias b_out (class,) and key `directions` (pair, 2K)."""
+    hidden = np.asarray(hidden, dtype=np.float64)
+    W_out = np.asarray(W_out, dtype=np.float64)
+    bias = 0.0 if b_out is None else np.asarray(b_out, dtype=np.float64)
+    key_readout = (hidden @ directions).T @ W_out  # (2K, class): key components through the output layer
+    constant = hidden.mean(-1) @ W_out  # (class,): the constant component through the output layer
+    restricted = directions[val_index] @ key_readout + constant + bias
+    excluded = hidden[:, train_index].T @ W_out - directions[train_index] @ key_readout + bias
+    return cross_entropy(restricted, val_label), cross_entropy(excluded, train_label)
+
+
+def real_model_measures(W_a: np.ndarray, W_b: np.ndarray, W_out: np.ndarray, b_in: np.ndarray | None,
+                        b_out: np.ndarray | None, activation: str, key_freqs: tuple[int, ...] | None,
+                        train_index: np.ndarray | None, train_label: np.ndarray | None,
+                        accuracy: bool) -> dict[str, np.ndarray]:
+    """Per snapshot (leading axis) of the real model: `restricted_loss` and `excluded_loss`
+    (NaN without key frequencies) and, with `accuracy`, `all_acc` (accuracy on all p^2 pairs,
+    exact ties credited 1/t). Without a split (train_index None) both losses use all pairs."""
+    n_steps, _, p = W_a.shape
+    labels = pair_labels(p)
+    if train_index is None:
+        train_index, train_label = np.arange(p * p), labels
+        val_index = train_index
+    else:
+        val_index = np.setdiff1d(np.arange(p * p), train_index)
+    directions = key_directions(key_freqs, p) if key_freqs else None
+    out = {"restricted_loss": np.full(n_steps, np.nan), "excluded_loss": np.full(n_steps, np.nan)}
+    if accuracy:
+        out["all_acc"] = np.full(n_steps, np.nan)
+    for step in range(n_steps):
+        b_in_step = None if b_in is None else b_in[step]
+        b_out_step = None if b_out is None else b_out[step]
+        hidden = hidden_units(W_a[step], W_b[step], b_in_step, activation)
+        if directions is not None:
+            out["restricted_loss"][step], out["excluded_loss"][step] = losses_from_hidden(
+                hidden, W_out[step], b_out_step, directions, train_index, train_label, val_index, labels[val_index])
+        if accuracy:
+            (out["all_acc"][step],) = readout_accuracies(hidden, [W_out[step]], b_out_step, integer_logits=[True])
+    return out
