@@ -3,8 +3,12 @@
   demo      record the quick-start demo run, then analyze it: analysis time / recording time
   loop      vectorized analysis vs a per-snapshot, per-neuron numpy loop on the same snapshots
   memory    peak memory of analyzing a synthetic trajectory of --gigabytes (default 2) GB
+  compare   analysis time per snapshot of this checkout against --before REV (a git revision,
+            checked out into a temporary worktree), alternated in fresh processes on the same
+            trajectory (--trajectory, or a 3,000-step run at the paper's setting), --repeats each
 
-Usage: python benchmarks/bench_analyze.py demo|loop|memory [--trajectory PATH] [--gigabytes 2]
+Usage: python benchmarks/bench_analyze.py demo|loop|memory|compare [--trajectory PATH] [--gigabytes 2]
+       [--before REV] [--repeats 3]
 """
 from __future__ import annotations
 
@@ -108,15 +112,49 @@ def bench_memory(gigabytes: float, folder: Path) -> None:
           f"peak RSS {peak / 1e6:.0f} MB = {peak / size:.1%} of the file")
 
 
+ANALYZE_ONCE = ("import sys, time; sys.path.insert(0, sys.argv[1]); import mechgrok; t = time.perf_counter(); "
+                "r = mechgrok.analyze(sys.argv[2], save=False); print(time.perf_counter() - t, r.sizes['step'])")
+
+
+def bench_compare(trajectory: Path | None, before: str, repeats: int, folder: Path) -> None:
+    """Time `analyze(save=False)` of one trajectory with this checkout and with `before`,
+    alternating the two in fresh processes so that load drifts hit both alike."""
+    if trajectory is None:
+        trajectory = mechgrok.record(steps=3000, stop_val_acc=1.0, out=folder / "compare.h5")
+    worktree = folder / "before"
+    subprocess.run(["git", "worktree", "add", "--detach", str(worktree), before], check=True, capture_output=True)
+    try:
+        versions = {"before": str(worktree), "after": str(Path(__file__).resolve().parents[1])}
+        times: dict[str, list[float]] = {name: [] for name in versions}
+        n = 0
+        for _ in range(repeats):
+            for name, root in versions.items():
+                out = subprocess.run([sys.executable, "-c", ANALYZE_ONCE, root, str(trajectory)],
+                                     capture_output=True, text=True, check=True).stdout.split()
+                times[name].append(float(out[0]))
+                n = int(out[1])
+        medians = {name: float(np.median(values)) for name, values in times.items()}
+        print(f"{trajectory.name}: {n} snapshots; {repeats} alternated repeats, fresh processes")
+        for name, values in times.items():
+            print(f"  {name:6s} ({before if name == 'before' else 'this checkout'}): median {medians[name]:.2f} s = "
+                  f"{medians[name] / n * 1e3:.1f} ms/snapshot (runs: {', '.join(f'{v:.2f}' for v in values)})")
+        print(f"after / before = {medians['after'] / medians['before']:.2f}")
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], check=False, capture_output=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", choices=["demo", "loop", "memory"])
+    parser.add_argument("which", choices=["demo", "loop", "memory", "compare"])
     parser.add_argument("--trajectory", type=Path, default=None)
     parser.add_argument("--gigabytes", type=float, default=2.0)
+    parser.add_argument("--before", default="HEAD~1", help="compare: the git revision to measure against")
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=".") as tmp:
         {"demo": lambda: bench_demo(Path(tmp)), "loop": lambda: bench_loop(args.trajectory, Path(tmp)),
-         "memory": lambda: bench_memory(args.gigabytes, Path(tmp))}[args.which]()
+         "memory": lambda: bench_memory(args.gigabytes, Path(tmp)),
+         "compare": lambda: bench_compare(args.trajectory, args.before, args.repeats, Path(tmp).resolve())}[args.which]()
 
 
 if __name__ == "__main__":

@@ -246,24 +246,22 @@ def periodicity_panels(analysis: xr.Dataset) -> Figure:
 
 
 @_styled
-def noise_curves(rows: list[dict]) -> Figure:
-    """Final validation accuracy and mean periodicity against label noise (paper Fig. 3),
-    mean and range over seeds; `rows` are per-run dicts with noise, val_acc_final,
-    periodicity_mean_final."""
-    noise = np.array([r["noise"] for r in rows])
-    levels = np.unique(noise)
+def noise_curves(levels: list[tuple[float, dict]]) -> Figure:
+    """Final validation accuracy and mean W_a periodicity against label noise (paper Fig. 3):
+    `levels` are (noise, sweep_summary.summarize_seeds of its runs); the mean over seeds, and
+    a band for the 95% bootstrap interval where two or more seeds stand behind it."""
+    noise = np.array([level for level, _ in levels])
     fig, ax = _subplots(figsize=(7.5, 4.2))
     twin = ax.twinx()
     for axis, key, color, label in ((ax, "val_acc_final", OKABE_ITO["vermillion"], "final validation accuracy"),
                                     (twin, "periodicity_mean_final", OKABE_ITO["blue"], "mean W_a periodicity")):
-        values = [np.array([r[key] for r in rows if r["noise"] == level]) for level in levels]
-        mean = np.array([v.mean() for v in values])
-        low, high = np.array([v.min() for v in values]), np.array([v.max() for v in values])
-        axis.plot(levels, mean, color=color, marker="o", label=label)
-        axis.fill_between(levels, low, high, color=color, alpha=0.2)
+        summaries = [summary[key] for _, summary in levels]
+        axis.plot(noise, [s.mean for s in summaries], color=color, marker="o", label=label)
+        axis.fill_between(noise, [s.low for s in summaries], [s.high for s in summaries], color=color, alpha=0.2, lw=0)
         axis.set_ylabel(label, color=color)
     twin.spines["right"].set_visible(True)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("label noise alpha (share of training labels replaced)")
-    ax.set_title("Accuracy and periodicity across noise levels (mean, band: range over seeds)")
+    seeds = sorted({summary["val_acc_final"].n for _, summary in levels})
+    ax.set_title(f"Accuracy and periodicity across noise levels (mean over {'-'.join(map(str, seeds))} seed(s); band: 95% CI)")
     return fig
