@@ -23,7 +23,8 @@ import numpy as np
 
 import mechgrok
 from mechgrok.analysis import AnalysisParams, analyze_arrays, neuron_structure
-from mechgrok.idealize import pair_labels, square
+from mechgrok.idealize import square
+from mechgrok.operations import law_labels
 
 
 def bench_demo(folder: Path) -> None:
@@ -42,7 +43,7 @@ def _loop_reference(W_a, W_b, W_out, params: AnalysisParams) -> dict:
     """The straightforward implementation: one snapshot, one neuron at a time; idealized
     models accumulated neuron by neuron."""
     p = W_a.shape[-1]
-    labels = pair_labels(p)
+    labels = law_labels(p)
     out = {"ideal_acc": []}
     for s in range(W_a.shape[0]):
         rows = []

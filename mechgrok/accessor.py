@@ -16,6 +16,7 @@ import xarray as xr
 
 from . import fourier
 from .idealize import square
+from .operations import GroupView, group_view
 
 # (label, variable, decimals) of the headline table that `mechgrok analyze` and reports show
 HEADLINE_ROWS = (("validation accuracy (real model)", "val_acc", 4), ("Sq->Cos idealized", "ideal_acc", 3),
@@ -41,6 +42,30 @@ def format_number(value, digits: int = 3, missing: str = "-") -> str:
     return f"{float(value):.{digits}f}"
 
 
+WAVEFORM_MARGIN = 0.2  # |median binarization| below this: mixed
+
+
+def waveform_family(binarization: np.ndarray, structured: np.ndarray) -> tuple[str, float, int]:
+    """The input rows' waveform family at one snapshot from the binarization of W_a (1 square,
+    -1 cosine) over the structured neurons: ('square-like' | 'cosine-like' | 'mixed' |
+    'no structured neurons', their median binarization, how many)."""
+    values = np.asarray(binarization)[np.asarray(structured, dtype=bool)]
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return "no structured neurons", float("nan"), 0
+    median = float(np.median(values))
+    family = "square-like" if median > WAVEFORM_MARGIN else "cosine-like" if median < -WAVEFORM_MARGIN else "mixed"
+    return family, median, int(values.size)
+
+
+def format_waveform(head: dict) -> str:
+    """'square-like (median binarization 0.62 over 126 structured neurons)' from a headline."""
+    family = head.get("waveform_family")
+    if family is None or not head.get("waveform_neurons"):
+        return family or "unknown"
+    return f"{family} (median binarization {head['waveform_binarization']:.2f} over {head['waveform_neurons']} structured neurons)"
+
+
 def format_step(value) -> str:
     """A step attribute: '12,345', or 'not reached' for None and -1."""
     return "not reached" if value is None or int(value) < 0 else f"{int(value):,}"
@@ -57,9 +82,18 @@ class MechgrokAccessor:
         self._ds = ds
 
     def _rows(self, name: str, **selection) -> xr.DataArray:
+        """A weight's rows over tokens in the order of the run's group (operations.group_view:
+        discrete-log order g^0, g^1, ... for mul and div, whose token coordinate keeps the residues)."""
         if name not in self._ds:
             raise KeyError(f"{name} is not in this Dataset (a trajectory has W_a, W_b, W_out)")
-        return self._ds[name].sel(**selection).transpose(..., "token")
+        rows = self._ds[name].sel(**selection).transpose(..., "token")
+        view = self.group()
+        return rows if view.operation in ("add", "sub") else rows.isel(token=view.order)
+
+    def group(self) -> GroupView:
+        """How this run's tokens are read (its operation's group; add when not recorded)."""
+        operation = self._ds.attrs.get("operation", "add")
+        return group_view(operation.decode() if isinstance(operation, bytes) else str(operation), self._ds.sizes["token"])
 
     def spectrum(self, name: str = "W_a") -> xr.DataArray:
         """|F[k]| of each row of `name`, k = 0..(p-1)//2 on a new `frequency` dimension."""
@@ -92,7 +126,7 @@ class MechgrokAccessor:
         amplitude = fourier.amplitude_at(spectra["W_out"], freq)
         offset = spectra["W_out"][..., 0].real / p
         out["W_out_ideal"] = (dims, np.asarray(offset)[..., None] + np.asarray(amplitude)[..., None] * np.cos(theta_out))
-        coords = {"token": np.arange(p)}
+        coords = {"token": self._rows("W_a").token.values}
         if "step" in dims:
             coords["step"] = self._ds["step"].sel(**({} if step is None else {"step": step})).values
         out = out.assign_coords(coords)
@@ -111,7 +145,7 @@ class MechgrokAccessor:
         freq = fourier.dominant_frequency(spectra["W_a"])
         phases = {name: np.nan_to_num(fourier.phase_at(spectra[name], freq)) for name in rows}
         if variant == "phase_sum":
-            phases["W_out"] = phases["W_a"] + phases["W_b"]
+            phases["W_out"] = phases["W_a"] + self.group().sign * phases["W_b"]
         shapes = {"sq_cos": (square, np.cos), "sq_sq": (square, square), "cos_cos": (np.cos, np.cos), "phase_sum": (square, np.cos)}
         if variant not in shapes:
             raise ValueError(f"variant must be one of {', '.join(shapes)}, got {variant!r}")
@@ -120,7 +154,7 @@ class MechgrokAccessor:
         waves = {name: np.where(alive, (f_out if name == "W_out" else f_in)(fourier.wave_angle(freq, phases[name], p)), 0.0)
                  for name in rows}
         out = xr.Dataset({name: (("neuron", "token"), w) for name, w in waves.items()},
-                         coords={"neuron": self._ds["neuron"].values, "token": np.arange(p)})
+                         coords={"neuron": self._ds["neuron"].values, "token": self._rows("W_a").token.values})
         out["freq"] = ("neuron", freq)
         out.attrs.update(variant=variant, step=int(np.asarray(step)))
         return out
@@ -150,6 +184,11 @@ class MechgrokAccessor:
                 if name in ds:
                     out[f"{name}_{label}"] = float(at[name])
         out["final_step"] = int(ds["step"].values[-1])
+        if "binarization_a" in ds:
+            last = ds.isel(step=-1)
+            family, median, count = waveform_family(last["binarization_a"].values, last["structured"].values)
+            out.update(waveform_family=family, waveform_binarization=median, waveform_neurons=count)
+        out["operation"] = str(ds.attrs.get("operation", "add"))
         return out
 
     def structured(self, step) -> np.ndarray:

@@ -26,6 +26,7 @@ from .config import ANALYSIS_LIMITS, MIN_MODULUS, SATURATION_TRAIN_ACC, check_op
 from .errors import OutputExistsError, TrajectoryError
 from .outputs import atomic_output, check_space, same_file
 from .idealize import IDEAL_VARIANTS, SHUFFLE_DRAWS, ideal_accuracies
+from .operations import GroupView, group_view, operate
 from .progress import KEY_FREQS_RULE, check_key_frequencies, key_frequencies, real_model_measures
 from .trajectory import attr_float, attr_int, open_trajectory, trajectory_identity
 
@@ -69,13 +70,14 @@ class AnalysisParams:
 
 
 def neuron_structure(W_a: np.ndarray, W_b: np.ndarray, W_out: np.ndarray, threshold: float,
-                     threshold_low: float) -> dict[str, np.ndarray]:
+                     threshold_low: float, sign: int = 1) -> dict[str, np.ndarray]:
     """Per-neuron Fourier structure of rows shaped (..., neuron, token); see fourier.py.
     Phases of W_b and W_out are read at W_a's dominant frequency (the paper's extraction;
     `phase_b_own`/`phase_out_own` are at their own). Square/cosine distances use W_a's
     frequency, the row's phase at it, and are measured with w in units of that amplitude.
     Frequencies `freq_*`, amplitudes `amp_*` and periodicities are each row's own; where the
-    three frequencies disagree, `amp_b` is at W_b's frequency while `phase_b` is at W_a's."""
+    three frequencies disagree, `amp_b` is at W_b's frequency while `phase_b` is at W_a's.
+    `sign` is the operation's phase law phi_out = phi_a + sign phi_b (-1: subtraction)."""
     p = W_a.shape[-1]
     F = {name: fourier.spectrum(rows) for name, rows in zip("a b out".split(), (W_a, W_b, W_out))}
     out: dict[str, np.ndarray] = {}
@@ -103,7 +105,7 @@ def neuron_structure(W_a: np.ndarray, W_b: np.ndarray, W_out: np.ndarray, thresh
         out[f"binarization_{key}"] = fourier.binarization(square, cosine)
         out[f"boundary_frac_{key}"] = np.where(freq > 0, fourier.boundary_fraction(rows, theta, high, low), np.nan)
     out["freq_agree"] = (freq > 0) & (out["freq_b"] == freq) & (out["freq_out"] == freq)
-    out["phase_sum_error"] = fourier.wrap_angle(out["phase_out"] - out["phase_a"] - out["phase_b"])
+    out["phase_sum_error"] = fourier.wrap_angle(out["phase_out"] - out["phase_a"] - sign * out["phase_b"])
     out["structured"] = (out["periodicity_a"] > threshold) & out["freq_agree"]
     out["unstructured"] = ~(out["periodicity_a"] >= threshold_low)  # dead and constant rows included
     return out
@@ -126,11 +128,12 @@ def paired_t(differences: np.ndarray) -> np.ndarray:
     return np.where((n >= MIN_NEURONS_FOR_STATS) & (var > 0), t, np.nan)
 
 
-def step_summary(neurons: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Per-step statistics over the neuron axis (last) of `neuron_structure`'s output."""
+def step_summary(neurons: dict[str, np.ndarray], sign: int = 1) -> dict[str, np.ndarray]:
+    """Per-step statistics over the neuron axis (last) of `neuron_structure`'s output; r and
+    r' correlate phi_out with phi_a + sign phi_b (the operation's law)."""
     structured = neurons["structured"]
     has_phase = np.isfinite(neurons["phase_a"])
-    phase_sum = fourier.wrap_angle(neurons["phase_a"] + neurons["phase_b"])
+    phase_sum = fourier.wrap_angle(neurons["phase_a"] + sign * neurons["phase_b"])
 
     def correlation(mask):
         r = fourier.circular_correlation(np.where(mask, phase_sum, np.nan), np.where(mask, neurons["phase_out"], np.nan))
@@ -155,24 +158,25 @@ def step_summary(neurons: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def analyze_arrays(W_a: np.ndarray, W_b: np.ndarray, W_out: np.ndarray, params: AnalysisParams,
                    b_in: np.ndarray | None = None, b_out: np.ndarray | None = None,
                    real_accuracy: bool = True, steps: np.ndarray | None = None, activation: str = "relu",
-                   split: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+                   split: tuple[np.ndarray, np.ndarray] | None = None, sign: int = 1) -> dict[str, np.ndarray]:
     """Everything per (step, neuron) and per step for a chunk of snapshots (step, neuron,
     token), with `params` resolved. `real_accuracy` also scores the real model on all pairs
     (skipped when the trajectory's metrics already give it); `steps` seed the shuffled
     control; `split` (flat training pair indices a * p + b, labels used) is where the
-    progress measures are evaluated (progress.py; None: all pairs)."""
+    progress measures are evaluated (progress.py; None: all pairs). Tokens are in the order of
+    the operation's group (operations.group_view) and `sign` is its law."""
     W_a, W_b, W_out = (np.asarray(w, dtype=np.float64) for w in (W_a, W_b, W_out))
-    neurons = neuron_structure(W_a, W_b, W_out, params.threshold, params.threshold_low)
+    neurons = neuron_structure(W_a, W_b, W_out, params.threshold, params.threshold_low, sign)
     result = dict(neurons)
-    result.update(step_summary(neurons))
+    result.update(step_summary(neurons, sign))
     own = {key: neurons[key] for key in ("freq_b", "freq_out", "phase_b_own", "phase_out_own")}
     ideal = ideal_accuracies(neurons["freq_a"], neurons["phase_a"], neurons["phase_b"], neurons["phase_out"], W_a.shape[-1], steps,
-                             shuffle_draws=params.shuffle_draws, own=own)
+                             shuffle_draws=params.shuffle_draws, own=own, sign=sign)
     for variant in IDEAL_VARIANTS:
         result[IDEAL_NAMES[variant]] = ideal[variant]
     train_index, train_label = split if split is not None else (None, None)
     result.update(real_model_measures(W_a, W_b, W_out, b_in, b_out, activation, params.key_freqs,
-                                      train_index, train_label, accuracy=real_accuracy))
+                                      train_index, train_label, accuracy=real_accuracy, sign=sign))
     return result
 
 
@@ -183,25 +187,53 @@ def _chunk_from_file(path: str, start: int, stop: int, params: AnalysisParams, r
 
 
 def _chunk_from_dataset(ds: xr.Dataset, start: int, stop: int, params: AnalysisParams, real_accuracy: bool) -> dict[str, np.ndarray]:
+    view = trajectory_group(ds)
     part = ds.isel(step=slice(start, stop))
-    dims = {"W_a": ("step", "neuron", "token"), "W_b": ("step", "neuron", "token"), "W_out": ("step", "neuron", "token"),
-            "b_in": ("step", "neuron"), "b_out": ("step", "token")}
-    arrays = {name: part[name].transpose(*order).values if name in part else None for name, order in dims.items()}
     steps = part["step"].values if "step" in part.coords else np.arange(start, stop)
     activation = str(ds.attrs.get("activation", "relu"))  # of the real model; runs mechgrok trains are ReLU
     return analyze_arrays(params=params, real_accuracy=real_accuracy, steps=steps, activation=activation,
-                          split=recorded_split(ds), **arrays)
+                          split=recorded_split(ds, view), sign=view.sign, **weights_in_group_order(part, view))
 
 
-def recorded_split(ds: xr.Dataset) -> tuple[np.ndarray, np.ndarray] | None:
-    """(flat training pair indices a * p + b, training labels used) of a trajectory, or None
-    when it records no split. Imported splits without labels were trained on (a + b) mod p."""
+def trajectory_group(ds: xr.Dataset) -> GroupView:
+    """How to read a trajectory's tokens: its operation's group (attribute `operation`; add
+    for runs that do not say)."""
+    operation = ds.attrs.get("operation", "add")
+    operation = operation.decode() if isinstance(operation, bytes) else str(operation)
+    try:
+        return group_view(operation, ds.sizes["token"])
+    except ValueError as err:
+        raise TrajectoryError(f"{ds.attrs.get('source', 'dataset')}: {err}") from None
+
+
+def weights_in_group_order(part: xr.Dataset, view: GroupView) -> dict[str, np.ndarray | None]:
+    """W_a, W_b, W_out (step, neuron, position) and b_in, b_out of a trajectory slice with their
+    token axis in the group's order (mul, div: discrete-log order, token 0 left out)."""
+    dims = {"W_a": ("step", "neuron", "token"), "W_b": ("step", "neuron", "token"), "W_out": ("step", "neuron", "token"),
+            "b_in": ("step", "neuron"), "b_out": ("step", "token")}
+    arrays = {name: part[name].transpose(*order).values if name in part else None for name, order in dims.items()}
+    if view.n != part.sizes["token"] or not np.array_equal(view.order, np.arange(view.n)):
+        for name in ("W_a", "W_b", "W_out", "b_out"):
+            if arrays[name] is not None:
+                arrays[name] = arrays[name][..., view.order]
+    return arrays
+
+
+def recorded_split(ds: xr.Dataset, view: GroupView) -> tuple[np.ndarray, np.ndarray] | None:
+    """(flat training pair indices i * n + j over the group's positions, training labels used
+    as positions) of a trajectory, or None when it records no split. Imported splits without
+    labels were trained on the true answers."""
     if "train_a" not in ds or "train_b" not in ds:
         return None
     p = ds.sizes["token"]
     a, b = ds["train_a"].values.astype(np.int64), ds["train_b"].values.astype(np.int64)
-    labels = ds["train_label"].values.astype(np.int64) if "train_label" in ds else (a + b) % p
-    return a * p + b, labels
+    labels = ds["train_label"].values.astype(np.int64) if "train_label" in ds else operate(view.operation, a, b, p)
+    position = np.full(p, -1)
+    position[view.order] = np.arange(view.n)
+    if (position[a] < 0).any() or (position[b] < 0).any() or (position[labels] < 0).any():
+        raise TrajectoryError(f"{ds.attrs.get('source', 'dataset')}: its training pairs use residue 0, "
+                              f"which operation {view.operation} leaves out")
+    return position[a] * view.n + position[b], position[labels]
 
 
 def _ordered_map(function, items: list, workers: int | None = None):
@@ -288,15 +320,17 @@ def analyze_dataset(ds: xr.Dataset, params: AnalysisParams = AnalysisParams(), s
     and `scheduler` (a dask.distributed address, or "local"), chunks are analyzed by workers
     that open the file themselves. With `stream_to`, the (step, neuron) variables go to that
     netCDF file as they are computed and the result is that file, opened lazily."""
-    p = _validated(ds, source)
+    _validated(ds, source)
+    view = trajectory_group(ds)
+    p = view.n  # the analysis's modulus: the size of the operation's group
     params = params.resolved(p)
     n_steps = ds.sizes["step"]
     if n_steps == 0:
         raise TrajectoryError(f"{source}: no snapshots to analyze")
     key_freqs_rule = KEY_FREQS_RULE if params.key_freqs is None else "given"
     if params.key_freqs is None:  # the paper reads them from the trained model: here the last snapshot
-        last = neuron_structure(*(ds[name].isel(step=-1).transpose("neuron", "token").values for name in WEIGHTS),
-                                params.threshold, params.threshold_low)
+        last_weights = weights_in_group_order(ds.isel(step=[-1]), view)
+        last = neuron_structure(*(last_weights[name][0] for name in WEIGHTS), params.threshold, params.threshold_low, view.sign)
         params = dataclasses.replace(params, key_freqs=key_frequencies(last["freq_a"], last["structured"]))
     # the real model's accuracy on all pairs comes from the recorded metrics when they are
     # complete (mechgrok runs); otherwise (other loops, imports) it is scored from the weights
@@ -338,9 +372,12 @@ def analyze_dataset(ds: xr.Dataset, params: AnalysisParams = AnalysisParams(), s
         for name in out.variables:
             out[name].attrs.update(variable_attrs(str(name), boolean=out[name].dtype == bool))
         _add_run_attrs(out, ds, params)
+        out.attrs.update(operation=view.operation, group_size=view.n, token_order=view.order,
+                         phase_law="phi_out = phi_a + phi_b" if view.sign > 0 else "phi_out = phi_a - phi_b",
+                         **({"generator": view.generator} if view.generator is not None else {}))
         out.attrs.update(key_freqs=np.asarray(params.key_freqs, dtype=np.int64), key_freqs_rule=key_freqs_rule,
                          progress_pairs=("restricted_loss on the validation pairs (true labels), excluded_loss on the "
-                                         "training pairs (labels used)" if recorded_split(ds) is not None else
+                                         "training pairs (labels used)" if "train_a" in ds else
                                          "all pairs with true labels (the trajectory records no split)"))
         out.attrs["source"] = source
         if stream is None:

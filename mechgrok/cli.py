@@ -14,7 +14,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .config import ACTIVATIONS, RunConfig
+from .config import ACTIVATIONS, OPERATIONS, RunConfig
 from .paper import NOISE_LEVELS as PAPER_NOISE_LEVELS
 
 console = Console(stderr=True)
@@ -60,14 +60,34 @@ class OptionValue(click.ParamType):
         return number
 
 
+class WordList(click.ParamType):
+    """One of `choices`, or a comma-separated list of them (a sweep: --operation add,sub)."""
+
+    def __init__(self, choices: tuple[str, ...]):
+        self.choices = choices
+        self.name = f"{'|'.join(choices)}[,...]"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, list):
+            return value
+        parts = [part.strip() for part in str(value).split(",")]
+        unknown = [part for part in parts if part not in self.choices]
+        if unknown:
+            self.fail(f"{unknown[0]!r} is not one of {', '.join(self.choices)}", param, ctx)
+        if len(set(parts)) != len(parts):
+            self.fail(f"{value!r} lists a value twice", param, ctx)
+        return parts if len(parts) > 1 else parts[0]
+
+
 class NumberList(click.ParamType):
     """A number, or a comma-separated list of them (a sweep), each checked by `inner`.
     `aliases` maps a word to a list (--noise paper). Empty items and repeated values are refused."""
 
-    def __init__(self, inner: click.ParamType, aliases: dict[str, list] | None = None):
+    def __init__(self, inner: click.ParamType, aliases: dict[str, list] | None = None, words: dict[str, object] | None = None):
         self.inner = inner
         self.aliases = aliases or {}
-        self.name = f"{inner.name}[,...]"
+        self.words = words or {}  # items that stand for a value (--stop-val-acc off)
+        self.name = f"{'|'.join([inner.name, *self.words])}[,...]"
 
     def convert(self, value, param, ctx):
         if isinstance(value, list):
@@ -77,7 +97,7 @@ class NumberList(click.ParamType):
         parts = [part.strip() for part in str(value).split(",")]
         if not all(parts):
             self.fail(f"expected a number or a comma-separated list without empty items, got {value!r}", param, ctx)
-        values = [self.inner.convert(part, param, ctx) for part in parts]
+        values = [self.words[part] if part in self.words else self.inner.convert(part, param, ctx) for part in parts]
         if len(set(values)) != len(values):
             self.fail(f"{value!r} lists a value twice", param, ctx)
         return values if len(values) > 1 else values[0]
@@ -112,8 +132,11 @@ def _quiet_after_write_failures(unraisable, default=sys.unraisablehook) -> None:
 
 
 @main.command()
-@click.option("--modulus", type=NumberList(OptionValue("modulus", int)), default=DEFAULTS.modulus, help="p: the task is (a + b) mod p.")
-@click.option("--width", type=NumberList(OptionValue("width", int)), default=DEFAULTS.width, help="Hidden ReLU neurons.")
+@click.option("--modulus", type=NumberList(OptionValue("modulus", int)), default=DEFAULTS.modulus, help="p: the task is (a o b) mod p.")
+@click.option("--operation", type=WordList(OPERATIONS), default=DEFAULTS.operation,
+              help="a + b, a - b, a * b or a / b = a * b^-1 mod p (mul and div: prime p, residues 1..p-1).")
+@click.option("--width", type=NumberList(OptionValue("width", int)), default=DEFAULTS.width, help="Hidden neurons.")
+@click.option("--activation", type=WordList(ACTIVATIONS), default=DEFAULTS.activation, help="Hidden nonlinearity (the paper's: relu).")
 @click.option("--train-frac", type=NumberList(OptionValue("train_frac", float)), default=DEFAULTS.train_frac,
               help="Share of the p^2 pairs used for training, stratified by the answer.")
 @click.option("--noise", type=NumberList(OptionValue("noise", float), {"paper": list(PAPER_NOISE_LEVELS)}),
@@ -125,8 +148,9 @@ def _quiet_after_write_failures(unraisable, default=sys.unraisablehook) -> None:
 @click.option("--seed", type=NumberList(OptionValue("seed", int)), default=DEFAULTS.seed, help="Seeds the split, the label noise and the init.")
 @click.option("--steps", type=NumberList(OptionValue("steps", int)), default=DEFAULTS.steps, help="Hard cap on optimizer steps.")
 @click.option("--bias/--no-bias", default=DEFAULTS.bias, help="First-layer and output biases.")
-@click.option("--stop-val-acc", type=NumberList(OptionValue("stop_val_acc", float)), default=DEFAULTS.stop_val_acc,
-              help="Stop once validation accuracy reaches this.")
+@click.option("--stop-val-acc", type=NumberList(OptionValue("stop_val_acc", float), words={"off": None}),
+              default=DEFAULTS.stop_val_acc,
+              help="Stop once validation accuracy reaches this; 'off' trains exactly --steps (no accuracy or patience stop).")
 @click.option("--patience", type=NumberList(OptionValue("patience", int)), default=DEFAULTS.patience,
               help="Stop after this many steps without a 1e-4 gain in best validation accuracy.")
 @click.option("--eval-every", type=NumberList(OptionValue("eval_every", int)), default=DEFAULTS.eval_every,
@@ -152,8 +176,10 @@ def record(out: Path | None, resume: bool, force: bool, compress: bool, quiet: b
 
     With no options this is the paper's experiment: p = 97, 256 neurons, 30% stratified
     split, AdamW (lr 1e-3, weight decay 1), stopping at validation accuracy 0.999.
-    Comma lists on numeric options (--noise 0,0.1 --seed 0,1) record the grid as batched
-    ensembles into a folder with an index.json that analyze and report accept."""
+    --operation sub|mul|div and --activation gelu|silu|quadratic|identity train the
+    variants. Comma lists on options (--noise 0,0.1 --seed 0,1 --operation add,sub) record
+    the grid as batched ensembles into a folder with an index.json that analyze and report
+    accept."""
     if resume and force:
         raise click.UsageError("--resume and --force exclude each other")
     from .recorder import DEFAULT_TRAJECTORY_DIR, default_trajectory_name, record_runs
@@ -324,7 +350,7 @@ def analyze(trajectories: tuple[Path, ...], out: Path | None, threshold: float |
         started = time.perf_counter()
         result = run_analysis(trajectory, threshold=threshold, threshold_low=threshold_low, out=out, force=force,
                               grok_acc=grok_acc, structure_acc=structure_acc, chunk_steps=chunk_steps, scheduler=scheduler)
-        caveat = modulus_caveat(attr_int(result.attrs["modulus"]))
+        caveat = modulus_caveat(attr_int(result.attrs.get("group_size", result.attrs["modulus"])))
         if caveat:
             console.print(f"note: {caveat}")
         if int(result.attrs.get("source_final_step", 0)) < 0:
@@ -338,7 +364,7 @@ def summary_table(result, title: str):
     """A rich table of an analysis's headline numbers."""
     from rich.table import Table
 
-    from .accessor import CONVENTION_NOTE, HEADLINE_ROWS, format_lead, format_number, format_step as step
+    from .accessor import CONVENTION_NOTE, HEADLINE_ROWS, format_lead, format_number, format_step as step, format_waveform
 
     head = result.mechgrok.headline()
 
@@ -351,7 +377,8 @@ def summary_table(result, title: str):
     table.add_column(f"at the end (step {head['final_step']:,})", justify="right")
     for label, name, digits in HEADLINE_ROWS:
         table.add_row(label, number(f"{name}_saturation", digits), number(f"{name}_final", digits))
-    table.caption = (f"saturation step {step(head['saturation_step'])}, grok step {step(head['grok_step'])}; "
+    table.caption = (f"operation {head['operation']}; W_a waveform at the end: {format_waveform(head)}; "
+                     f"saturation step {step(head['saturation_step'])}, grok step {step(head['grok_step'])}; "
                      f"structure step {step(head['structure_step'])} (own frequencies: {step(head['structure_step_own'])}), "
                      f"lead grok - structure {format_lead(head['lead_steps'])} (own: {format_lead(head['lead_steps_own'])}); "
                      f"shuffled control over {head['shuffle_draws']} draws; structured: periodicity > {head['threshold']:.2f}. "
@@ -395,13 +422,14 @@ def report(trajectories: tuple[Path, ...], as_html: bool, out: Path | None, png_
               help="p, where the checkpoints' shapes (or a config.json beside them) do not tell.")
 @click.option("--key", "keys", multiple=True, metavar="ROLE=NAME",
               help="Which parameter plays a role (input, output, b_in, b_out) where shapes are ambiguous; repeatable.")
+@click.option("--operation", type=click.Choice(OPERATIONS), default="add", help="The task the run was trained on.")
 @click.option("--activation", type=click.Choice(ACTIVATIONS), default="relu",
               help="The imported model's hidden nonlinearity (scores its real weights on all pairs).")
 @click.option("--trust-pickle", is_flag=True, help="Load checkpoints that hold Python objects (runs their code: trusted sources only).")
 @click.option("--force", is_flag=True, help="Replace an existing trajectory at --out.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 @one_line_errors
-def import_run(source: Path, out: Path, modulus: int | None, keys: tuple[str, ...], activation: str, trust_pickle: bool,
+def import_run(source: Path, out: Path, modulus: int | None, keys: tuple[str, ...], operation: str, activation: str, trust_pickle: bool,
                force: bool, quiet: bool) -> None:
     """Convert checkpoints saved by another codebase into a mechgrok trajectory.
 
@@ -419,13 +447,14 @@ def import_run(source: Path, out: Path, modulus: int | None, keys: tuple[str, ..
         roles[role.strip()] = name.strip()
     started = time.perf_counter()
     if quiet:
-        import_checkpoints(source, out, modulus, roles, force=force, trust_pickle=trust_pickle, activation=activation)
+        import_checkpoints(source, out, modulus, roles, force=force, trust_pickle=trust_pickle, activation=activation,
+                           operation=operation)
     else:
         with Progress(TextColumn("[bold]import"), BarColumn(), TextColumn("{task.completed}/{task.total} checkpoints"),
                       TimeElapsedColumn(), console=console) as progress:
             bar = progress.add_task("import", total=None)
             import_checkpoints(source, out, modulus, roles, force=force, trust_pickle=trust_pickle, activation=activation,
-                               on_snapshot=lambda done, total: progress.update(bar, completed=done, total=total))
+                               operation=operation, on_snapshot=lambda done, total: progress.update(bar, completed=done, total=total))
         _print_summary(out, time.perf_counter() - started)
 
 

@@ -10,7 +10,8 @@ import os
 from dataclasses import dataclass
 
 MIN_MODULUS = 5  # p = 3 has one frequency (k = 1), so periodicity and dominant frequency say nothing
-ACTIVATIONS = ("relu", "gelu", "silu", "quadratic", "identity")  # hidden nonlinearities mechgrok can score (activations.py)
+ACTIVATIONS = ("relu", "gelu", "silu", "quadratic", "identity")  # hidden nonlinearities mechgrok trains and scores
+OPERATIONS = ("add", "sub", "mul", "div")  # (a + b), (a - b), (a * b), (a * b^-1) mod p; mul and div over 1..p-1 (operations.py)
 SATURATION_TRAIN_ACC = 0.99  # the paper's saturation checkpoint: first step with training accuracy >= this
 
 
@@ -83,6 +84,20 @@ def modulus_caveat(p: int) -> str | None:
     return None
 
 
+def is_prime(n: int) -> bool:
+    return n >= 2 and all(n % d for d in range(2, math.isqrt(n) + 1))
+
+
+def check_operation(operation: str, modulus: int) -> None:
+    """ValueError unless `operation` is known and, for mul and div, the modulus is prime (the
+    nonzero residues form a group, cyclic with a generator, only then)."""
+    if operation not in OPERATIONS:
+        raise ValueError(f"unknown operation {operation!r}; use one of {', '.join(OPERATIONS)}")
+    if operation in ("mul", "div") and not is_prime(modulus):
+        raise ValueError(f"operation {operation} needs a prime modulus: at p = {modulus} some nonzero residues have no "
+                         "inverse and there is no generator for the discrete-log order")
+
+
 def check_option(name: str, value: float) -> None:
     """Raise ValueError naming the option unless `value` is within OPTION_LIMITS[name]."""
     limit = OPTION_LIMITS[name]
@@ -106,16 +121,22 @@ class RunConfig:
     seed: int = 0
     steps: int = 500_000
     bias: bool = True
-    stop_val_acc: float = 0.999
+    stop_val_acc: float | None = 0.999
     patience: int = 50_000
     eval_every: int = 100
     every: int = 0
     per_decade: int = 100
     device: str = "cpu"
+    operation: str = "add"
+    activation: str = "relu"
 
     def __post_init__(self) -> None:
         for name in RUN_LIMITS:
-            check_option(name, getattr(self, name))
+            if not (name == "stop_val_acc" and self.stop_val_acc is None):  # None: train the full --steps
+                check_option(name, getattr(self, name))
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {self.activation!r}; use one of {', '.join(ACTIVATIONS)}")
+        check_operation(self.operation, self.modulus)
         if len(self.betas) != 2 or not all(BETA_LIMIT.admits(float(b)) for b in self.betas):
             raise ValueError(f"betas must be two numbers {BETA_LIMIT.describe()}, got {self.betas}")
         if self.lr * self.weight_decay >= 1:

@@ -7,6 +7,7 @@ Every neuron i with a frequency (nu_i > 0, read from W_a) is replaced by unit-am
 with f, g in {cos, sq = sign o cos (cos >= 0 -> +1, else -1)}. Dead neurons (nu = 0) are left out.
 Controls, so that learned structure can be told from what the construction gives for free:
   phase_sum: Sq->Cos with phi_out forced to phi_a + phi_b (solves the task for any phases);
+             for subtraction (sign -1: labels (a - b) mod p) everything reads phi_a - phi_b;
   shuffled:  Sq->Cos with phi_out permuted across neurons (breaks the learned relation), as a
              distribution over `shuffle_draws` permutations: its mean and 95th percentile.
 Convention check:
@@ -19,6 +20,7 @@ import numpy as np
 
 from .activations import activate
 from .fourier import wave_angle
+from .operations import law_labels
 
 IDEAL_VARIANTS = ("sq_cos", "sq_sq", "cos_cos", "phase_sum", "shuffled", "shuffled_hi", "own")
 SHUFFLE_DRAWS = 16  # permutations behind the shuffled control's mean and 95th percentile
@@ -29,12 +31,6 @@ COSINE_VARIANT_BATCH = 8  # cosine read-outs scored at a time (bounds memory at 
 def square(theta: np.ndarray) -> np.ndarray:
     """sign(cos(theta)) with cos = 0 sent to +1."""
     return np.where(np.cos(theta) >= 0, 1.0, -1.0)
-
-
-def pair_labels(p: int) -> np.ndarray:
-    """(a + b) mod p for all pairs, flattened a-major: index a * p + b."""
-    a, b = np.divmod(np.arange(p * p), p)
-    return (a + b) % p
 
 
 def hidden_units(W_a: np.ndarray, W_b: np.ndarray, b_in: np.ndarray | None = None,
@@ -59,12 +55,13 @@ def _credit(logits: np.ndarray, labels: np.ndarray, exact_ties: bool) -> float:
 
 
 def readout_accuracies(hidden: np.ndarray, W_out_list: list[np.ndarray], b_out: np.ndarray | None = None,
-                       integer_logits: list[bool] | None = None) -> np.ndarray:
+                       integer_logits: list[bool] | None = None, sign: int = 1) -> np.ndarray:
     """Accuracy on all pairs of each output matrix (neuron, class) in W_out_list read from the
     same hidden units (neuron, pair), with output bias b_out (class,): one matrix product for
-    all outputs. Exact ties are credited 1/t for the outputs flagged in `integer_logits`."""
+    all outputs; the label of pair (a, b) is (a + sign b) mod p. Exact ties are credited 1/t
+    for the outputs flagged in `integer_logits`."""
     p = W_out_list[0].shape[-1]
-    labels = pair_labels(p)
+    labels = law_labels(p, sign)
     integer_logits = integer_logits or [False] * len(W_out_list)
     outputs = np.concatenate(W_out_list, axis=-1).astype(np.float32, copy=False)  # (n, k p)
     logits = (hidden.T @ outputs).reshape(-1, len(W_out_list), p)
@@ -76,8 +73,8 @@ def readout_accuracies(hidden: np.ndarray, W_out_list: list[np.ndarray], b_out: 
 
 def accuracy_all_pairs(W_a: np.ndarray, W_b: np.ndarray, W_out_list: list[np.ndarray],
                        b_in: np.ndarray | None = None, b_out: np.ndarray | None = None,
-                       integer_logits: list[bool] | None = None, activation: str = "relu") -> np.ndarray:
-    """Accuracy over all p^2 pairs of MLPs that share input rows W_a, W_b (..., n, p) and
+                       integer_logits: list[bool] | None = None, activation: str = "relu", sign: int = 1) -> np.ndarray:
+    """Accuracy over all p^2 pairs (label (a + sign b) mod p) of MLPs that share input rows W_a, W_b (..., n, p) and
     first-layer bias b_in (..., n), for each output matrix in W_out_list (..., n, p), with
     output bias b_out (..., p); leading axes are looped over (memory: one (n, p^2) hidden
     matrix). Returns (len(W_out_list), ...) accuracies, computed in float32; the hidden layer
@@ -88,11 +85,11 @@ def accuracy_all_pairs(W_a: np.ndarray, W_b: np.ndarray, W_out_list: list[np.nda
     if W_a.ndim > 2:
         return np.stack([accuracy_all_pairs(W_a[i], W_b[i], [w[i] for w in W_out_list],
                                             None if b_in is None else b_in[i], None if b_out is None else b_out[i],
-                                            integer_logits, activation) for i in range(W_a.shape[0])], axis=-1)
-    return readout_accuracies(hidden_units(W_a, W_b, b_in, activation), W_out_list, b_out, integer_logits)
+                                            integer_logits, activation, sign) for i in range(W_a.shape[0])], axis=-1)
+    return readout_accuracies(hidden_units(W_a, W_b, b_in, activation), W_out_list, b_out, integer_logits, sign)
 
 
-def cosine_readout_accuracies(hidden: np.ndarray, freq: np.ndarray, phases: np.ndarray, p: int) -> np.ndarray:
+def cosine_readout_accuracies(hidden: np.ndarray, freq: np.ndarray, phases: np.ndarray, p: int, sign: int = 1) -> np.ndarray:
     """Accuracy on all pairs of cosine read-outs W_out[i, c] = cos(2 pi freq_i c / p - phases[v, i])
     of the same hidden units (neuron, pair), one per row v of `phases` (variant, neuron);
     neurons with freq 0 are left out. Equal to `readout_accuracies` with those matrices, but
@@ -103,7 +100,7 @@ def cosine_readout_accuracies(hidden: np.ndarray, freq: np.ndarray, phases: np.n
     freq = np.asarray(freq)
     phases = np.atleast_2d(phases)
     n_variants = phases.shape[0]
-    labels = pair_labels(p)
+    labels = law_labels(p, sign)
     order = np.argsort(freq, kind="stable")
     order = order[freq[order] > 0]
     if order.size == 0:
@@ -145,13 +142,14 @@ def shuffled_phases(phase_out: np.ndarray, used: np.ndarray, step: int, draws: i
 
 def ideal_accuracies(freq: np.ndarray, phase_a: np.ndarray, phase_b: np.ndarray, phase_out: np.ndarray,
                      p: int, steps: np.ndarray | None = None, shuffle_seed: int = 0, shuffle_draws: int = SHUFFLE_DRAWS,
-                     own: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+                     own: dict[str, np.ndarray] | None = None, sign: int = 1) -> dict[str, np.ndarray]:
     """Accuracy over all pairs of the idealized models and controls (IDEAL_VARIANTS) built
     from per-neuron frequency and phases (step, n). Neurons with freq 0 or a NaN phase are
     left out; with none left the accuracy is NaN. `shuffled` is the mean and `shuffled_hi`
     the 95th percentile over `shuffle_draws` permutations of phi_out (`shuffled_phases`).
     `own` (keys freq_b, freq_out, phase_b_own, phase_out_own, each (step, n)) adds the
-    Sq->Cos model with each curve at its own frequency and phase."""
+    Sq->Cos model with each curve at its own frequency and phase. `sign` is the operation's
+    law: labels (a + sign b) mod p, and the phase-sum control phi_a + sign phi_b."""
     freq = np.asarray(freq)
     steps = np.arange(freq.shape[0]) if steps is None else np.asarray(steps)
     names = [v for v in IDEAL_VARIANTS if v != "own" or own is not None]
@@ -160,16 +158,16 @@ def ideal_accuracies(freq: np.ndarray, phase_a: np.ndarray, phase_b: np.ndarray,
         used = (freq[row] > 0) & np.isfinite(phase_a[row]) & np.isfinite(phase_b[row]) & np.isfinite(phase_out[row])
         if used.any():
             scores = _ideal_snapshot(freq[row], phase_a[row], phase_b[row], phase_out[row], used, p,
-                                     shuffled_phases(phase_out[row], used, step, shuffle_draws, shuffle_seed))
+                                     shuffled_phases(phase_out[row], used, step, shuffle_draws, shuffle_seed), sign)
             for name, value in scores.items():
                 result[name][row] = value
         if own is not None:
             result["own"][row] = _own_snapshot(freq[row], phase_a[row], *(own[k][row] for k in
-                                               ("freq_b", "freq_out", "phase_b_own", "phase_out_own")), p)
+                                               ("freq_b", "freq_out", "phase_b_own", "phase_out_own")), p, sign)
     return result
 
 
-def _ideal_snapshot(freq, phase_a, phase_b, phase_out, used, p, shuffled) -> dict[str, float]:
+def _ideal_snapshot(freq, phase_a, phase_b, phase_out, used, p, shuffled, sign) -> dict[str, float]:
     """The paper-convention variants of one snapshot (neuron,) arrays."""
     freq = np.where(used, freq, 0)
 
@@ -178,18 +176,18 @@ def _ideal_snapshot(freq, phase_a, phase_b, phase_out, used, p, shuffled) -> dic
 
     theta_a, theta_b = angle(phase_a), angle(phase_b)
     square_hidden = hidden_units(square(theta_a), square(theta_b))
-    cosine_variants = np.concatenate([np.stack([phase_out, phase_a + phase_b]), shuffled])
-    cosine = cosine_readout_accuracies(square_hidden, freq, np.where(used, cosine_variants, 0.0), p)
+    cosine_variants = np.concatenate([np.stack([phase_out, phase_a + sign * phase_b]), shuffled])
+    cosine = cosine_readout_accuracies(square_hidden, freq, np.where(used, cosine_variants, 0.0), p, sign)
     (sq_sq,) = readout_accuracies(square_hidden, [np.where(used[:, None], square(angle(phase_out)), 0.0)],
-                                  integer_logits=[True])
+                                  integer_logits=[True], sign=sign)
     (cos_cos,) = cosine_readout_accuracies(hidden_units(np.cos(theta_a), np.cos(theta_b)), freq,
-                                           np.where(used, phase_out, 0.0)[None], p)
+                                           np.where(used, phase_out, 0.0)[None], p, sign)
     draws = cosine[2:]
     return dict(sq_cos=cosine[0], phase_sum=cosine[1], sq_sq=sq_sq, cos_cos=cos_cos,
                 shuffled=draws.mean(), shuffled_hi=np.quantile(draws, SHUFFLE_QUANTILE))
 
 
-def _own_snapshot(freq_a, phase_a, freq_b, freq_out, phase_b, phase_out, p) -> float:
+def _own_snapshot(freq_a, phase_a, freq_b, freq_out, phase_b, phase_out, p, sign) -> float:
     """Sq->Cos of one snapshot with W_a, W_b, W_out each at its own frequency and phase."""
     used = ((freq_a > 0) & (freq_b > 0) & (freq_out > 0)
             & np.isfinite(phase_a) & np.isfinite(phase_b) & np.isfinite(phase_out))
@@ -200,5 +198,5 @@ def _own_snapshot(freq_a, phase_a, freq_b, freq_out, phase_b, phase_out, p) -> f
         return square(wave_angle(np.where(used, freq, 0), np.where(used, phase, 0.0), p))
 
     hidden = hidden_units(wave(freq_a, phase_a), wave(freq_b, phase_b))
-    (accuracy,) = cosine_readout_accuracies(hidden, np.where(used, freq_out, 0), np.where(used, phase_out, 0.0)[None], p)
+    (accuracy,) = cosine_readout_accuracies(hidden, np.where(used, freq_out, 0), np.where(used, phase_out, 0.0)[None], p, sign)
     return accuracy

@@ -29,6 +29,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from .activations import check_activation
+from .config import OPERATIONS, check_operation
 from .errors import TrajectoryError
 from .layouts import LayoutError, curves_from_parameters
 from .trajectory_writer import TrajectoryWriter
@@ -49,12 +50,16 @@ class CheckpointImportError(TrajectoryError):
 
 def import_checkpoints(source: str | os.PathLike, out: str | os.PathLike, modulus: int | None = None,
                        keys: Mapping[str, str] | None = None, force: bool = False, trust_pickle: bool = False,
-                       on_snapshot: Callable[[int, int], None] | None = None, activation: str = "relu") -> Path:
+                       on_snapshot: Callable[[int, int], None] | None = None, activation: str = "relu",
+                       operation: str = "add") -> Path:
     """Convert the run at `source` into a trajectory at `out` (see module docstring); returns
     `out`. `on_snapshot(done, total)` reports progress. A killed import leaves a file with
     every completed snapshot (the writer's crash safety). `activation` is the imported
-    model's nonlinearity (stored; the analysis scores the real weights with it)."""
+    model's nonlinearity (stored; the analysis scores the real weights with it); `operation`
+    the task it was trained on (config.OPERATIONS; the analysis reads its law)."""
     check_activation(activation)
+    if operation not in OPERATIONS:
+        raise ValueError(f"unknown operation {operation!r}; use one of {', '.join(OPERATIONS)}")
     source, out = Path(source), Path(out)
     if not os.path.lexists(source):
         raise FileNotFoundError(f"{source}: no such file or folder")
@@ -79,10 +84,14 @@ def import_checkpoints(source: str | os.PathLike, out: str | os.PathLike, modulu
             if writer is None:
                 H, p = curves["W_a"].shape
                 modulus, shapes = p, found
+                try:
+                    check_operation(operation, p)
+                except ValueError as err:
+                    raise CheckpointImportError(f"{source}: {err}") from None
                 writer = TrajectoryWriter.create_external(
                     out, p, H, bias="b_in" in curves and "b_out" in curves, force=force,
                     attrs={"origin": f"mechgrok import of {source}", "source_container": container,
-                           "source_steps": len(entries), "activation": activation})
+                           "source_steps": len(entries), "activation": activation, "operation": operation})
                 if train_indices is not None:
                     writer.write_split(*_split_pairs(train_indices, p, source))
             elif found != shapes:

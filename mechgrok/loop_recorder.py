@@ -19,6 +19,7 @@ from typing import Mapping
 import numpy as np
 
 from .activations import check_activation
+from .config import OPERATIONS
 from .layouts import LayoutError, curves_from_parameters
 from .trajectory import METRIC_NAMES
 from .trajectory_writer import TrajectoryWriter
@@ -30,16 +31,19 @@ class Recorder:
     modulus: p (inferred from the first snapshot's shapes when None). attrs: your run's
     settings, stored as file attributes (strings, numbers, numeric arrays). keys: which
     parameter plays which role where shapes cannot tell (see layouts). activation: the hidden
-    layer's nonlinearity (activations.ACTIVATIONS), used to score the real weights. force:
+    layer's nonlinearity (activations.ACTIVATIONS), used to score the real weights. operation:
+    the task (config.OPERATIONS), whose law the analysis reads. force:
     replace an existing trajectory at `path`. The width is read from the first snapshot."""
 
-    def __init__(self, path: str | os.PathLike, modulus: int | None = None, *, activation: str = "relu",
+    def __init__(self, path: str | os.PathLike, modulus: int | None = None, *, activation: str = "relu", operation: str = "add",
                  attrs: Mapping | None = None, keys: Mapping[str, str] | None = None, force: bool = False,
                  compression: bool = False):
         self.path = Path(path)
         self.modulus = modulus
         self._attrs = {**dict(attrs or {}), "origin": "mechgrok.Recorder (the user's training loop)",
-                       "activation": check_activation(activation)}
+                       "activation": check_activation(activation), "operation": operation}
+        if operation not in OPERATIONS:
+            raise ValueError(f"unknown operation {operation!r}; use one of {', '.join(OPERATIONS)}")
         self._keys = dict(keys or {})
         self._force, self._compression = force, compression
         self._writer: TrajectoryWriter | None = None

@@ -1,8 +1,10 @@
-"""The paper's ReLU MLP in batched (ensemble) form: every tensor carries a leading model
-dimension M, so one run is an ensemble of one. Forward only; training lives in train.py.
+"""The paper's MLP in batched (ensemble) form: every tensor carries a leading model
+dimension M, so one run is an ensemble of one. Forward and the activations' derivatives;
+training lives in train.py.
 
 Neuron i of model m reads W_a[m, a, i] + W_b[m, b, i] + b_in[m, 0, i] (the two-hot input
-realised as two row gathers), applies ReLU and writes logits h @ W_out[m] + b_out[m].
+realised as two row gathers), applies the activation (ReLU in the paper; config.ACTIVATIONS,
+defined as in activations.py) and writes logits h @ W_out[m] + b_out[m].
 Shapes: W_a, W_b (M, p, H); b_in (M, 1, H); W_out (M, H, p); b_out (M, 1, p).
 """
 from __future__ import annotations
@@ -88,10 +90,46 @@ def hidden_preactivation(params: MLPParams, a_flat: torch.Tensor, b_flat: torch.
 
 
 def logits_from_hidden(params: MLPParams, hidden: torch.Tensor) -> torch.Tensor:
-    """(M, N, H) ReLU outputs -> (M, N, p) logits."""
+    """(M, N, H) hidden outputs -> (M, N, p) logits."""
     return torch.bmm(hidden, params.W_out).add_(params.b_out)
 
 
-def forward(params: MLPParams, a_flat: torch.Tensor, b_flat: torch.Tensor) -> torch.Tensor:
+def activate(name: str, pre: torch.Tensor) -> torch.Tensor:
+    """The hidden layer's output for pre-activations `pre`. ReLU works in place (the
+    pre-activations are not needed again: its derivative reads the output); the others
+    return a new tensor and leave `pre` for `activation_backward`."""
+    if name == "relu":
+        return pre.clamp_min_(0)
+    if name == "gelu":
+        return torch.nn.functional.gelu(pre)
+    if name == "silu":
+        return torch.nn.functional.silu(pre)
+    if name == "quadratic":
+        return pre * pre
+    if name == "identity":
+        return pre
+    raise ValueError(f"unknown activation {name!r}")
+
+
+def activation_backward(name: str, d_hidden: torch.Tensor, pre: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+    """d loss / d pre from d loss / d hidden (may reuse d_hidden's memory). For ReLU `pre` is
+    the same tensor as `hidden` (activated in place): hidden > 0 exactly where pre > 0."""
+    if name == "relu":
+        return torch.ops.aten.threshold_backward(d_hidden, hidden, 0)
+    if name == "gelu":  # x Phi(x): Phi(x) + x phi(x)
+        cdf = 0.5 * (1 + torch.erf(pre * (1 / math.sqrt(2))))
+        pdf = torch.exp(-0.5 * pre * pre) * (1 / math.sqrt(2 * math.pi))
+        return d_hidden.mul_(cdf.add_(pre * pdf))
+    if name == "silu":  # x s(x): s(x) (1 + x (1 - s(x)))
+        sigmoid = torch.sigmoid(pre)
+        return d_hidden.mul_(sigmoid * (1 + pre * (1 - sigmoid)))
+    if name == "quadratic":
+        return d_hidden.mul_(2 * pre)
+    if name == "identity":
+        return d_hidden
+    raise ValueError(f"unknown activation {name!r}")
+
+
+def forward(params: MLPParams, a_flat: torch.Tensor, b_flat: torch.Tensor, activation: str = "relu") -> torch.Tensor:
     """Logits (M, N, p) for flat pair indices from `flat_token_index`."""
-    return logits_from_hidden(params, hidden_preactivation(params, a_flat, b_flat).clamp_min_(0))
+    return logits_from_hidden(params, activate(activation, hidden_preactivation(params, a_flat, b_flat)))

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .idealize import hidden_units, pair_labels, readout_accuracies
+from .idealize import hidden_units, readout_accuracies
+from .operations import law_labels
 
 KEY_FREQS_RULE = "dominant frequencies of W_a among the structured neurons at the last snapshot"
 
@@ -40,11 +41,10 @@ def check_key_frequencies(freqs, p: int) -> tuple[int, ...]:
     return values
 
 
-def key_directions(key_freqs: tuple[int, ...], p: int) -> np.ndarray:
+def key_directions(key_freqs: tuple[int, ...], p: int, sign: int = 1) -> np.ndarray:
     """Orthonormal directions over the p^2 pairs (pair, 2 len(key_freqs)):
-    cos and sin of 2 pi k (a + b) / p for each key k, each of unit norm."""
-    a, b = np.divmod(np.arange(p * p), p)
-    angle = 2 * np.pi * np.outer(a + b, np.asarray(key_freqs, dtype=float)) / p
+    cos and sin of 2 pi k (a + sign b) / p for each key k, each of unit norm."""
+    angle = 2 * np.pi * np.outer(law_labels(p, sign), np.asarray(key_freqs, dtype=float)) / p
     return np.concatenate([np.cos(angle), np.sin(angle)], axis=1) / np.sqrt(p * p / 2)
 
 
@@ -74,18 +74,19 @@ def losses_from_hidden(hidden: np.ndarray, W_out: np.ndarray, b_out: np.ndarray 
 def real_model_measures(W_a: np.ndarray, W_b: np.ndarray, W_out: np.ndarray, b_in: np.ndarray | None,
                         b_out: np.ndarray | None, activation: str, key_freqs: tuple[int, ...] | None,
                         train_index: np.ndarray | None, train_label: np.ndarray | None,
-                        accuracy: bool) -> dict[str, np.ndarray]:
+                        accuracy: bool, sign: int = 1) -> dict[str, np.ndarray]:
     """Per snapshot (leading axis) of the real model: `restricted_loss` and `excluded_loss`
     (NaN without key frequencies) and, with `accuracy`, `all_acc` (accuracy on all p^2 pairs,
-    exact ties credited 1/t). Without a split (train_index None) both losses use all pairs."""
+    exact ties credited 1/t). Without a split (train_index None) both losses use all pairs.
+    Labels and key directions follow (a + sign b) mod p."""
     n_steps, _, p = W_a.shape
-    labels = pair_labels(p)
+    labels = law_labels(p, sign)
     if train_index is None:
         train_index, train_label = np.arange(p * p), labels
         val_index = train_index
     else:
         val_index = np.setdiff1d(np.arange(p * p), train_index)
-    directions = key_directions(key_freqs, p) if key_freqs else None
+    directions = key_directions(key_freqs, p, sign) if key_freqs else None
     out = {"restricted_loss": np.full(n_steps, np.nan), "excluded_loss": np.full(n_steps, np.nan)}
     if accuracy:
         out["all_acc"] = np.full(n_steps, np.nan)
@@ -97,5 +98,5 @@ def real_model_measures(W_a: np.ndarray, W_b: np.ndarray, W_out: np.ndarray, b_i
             out["restricted_loss"][step], out["excluded_loss"][step] = losses_from_hidden(
                 hidden, W_out[step], b_out_step, directions, train_index, train_label, val_index, labels[val_index])
         if accuracy:
-            (out["all_acc"][step],) = readout_accuracies(hidden, [W_out[step]], b_out_step, integer_logits=[True])
+            (out["all_acc"][step],) = readout_accuracies(hidden, [W_out[step]], b_out_step, integer_logits=[True], sign=sign)
     return out

@@ -31,7 +31,9 @@ def default_trajectory_name(config: RunConfig) -> str:
     every other training option that differs from the default (so distinct runs get distinct
     names; the step cap and stopping rule are left out so a resumed run finds its file)."""
     name = f"p{config.modulus}_w{config.width}_tf{config.train_frac:g}_noise{config.noise:g}_seed{config.seed}"
-    named = {"modulus", "width", "train_frac", "noise", "seed", *RESUMABLE_CHANGES}
+    if config.operation != "add" or config.activation != "relu":  # named when not the paper's
+        name = f"{config.operation}_{config.activation}_{name}"
+    named = {"modulus", "width", "train_frac", "noise", "seed", "operation", "activation", *RESUMABLE_CHANGES}
     default = RunConfig(device=config.device)
     extra = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
              if f.name not in named and f.name != "device" and getattr(config, f.name) != getattr(default, f.name)}
@@ -61,6 +63,8 @@ def check_resume_options(path: Path, recorded: RunConfig, requested: RunConfig) 
     if requested.steps < last:
         raise TrajectoryError(f"{path}: --steps {requested.steps} is below the last step on file ({last:,}); "
                               "the file is unchanged (use --force to re-record it)")
+    if requested.stop_val_acc is None:  # off: no early stop can have been due
+        return
     checks = (progress.steps % requested.eval_every == 0) & (progress.steps < last)
     reached = np.flatnonzero(checks & (progress.val_acc >= requested.stop_val_acc))
     if reached.size:
@@ -105,7 +109,7 @@ def record_runs(configs: list[RunConfig], outs: list[Path], resume: bool = False
                 writer, state = TrajectoryWriter.reopen(out)
                 writer.update_config(config)
             else:
-                task = make_task(config.modulus, config.train_frac, config.noise, config.seed)
+                task = make_task(config.modulus, config.train_frac, config.noise, config.seed, config.operation)
                 writer = TrajectoryWriter.create(out, config, task, force=force, compression=compression)
                 state = None
             writers.append(writer)

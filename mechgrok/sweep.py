@@ -17,6 +17,7 @@ from .config import RunConfig, check_fits_in_memory
 from .errors import OutputExistsError
 from .outputs import check_output
 from .recorder import default_trajectory_name, record_runs
+from .operations import operands
 from .task import train_pairs_per_class
 from .sweep_index import write_index
 from .train import ProgressCallback
@@ -30,9 +31,11 @@ def expand_grid(options: dict[str, object]) -> list[RunConfig]:
 
 
 def ensemble_key(config: RunConfig) -> tuple:
-    """Runs with equal keys train together as one batched ensemble: same tensor shapes."""
-    return (config.modulus, config.width, config.bias, config.device,
-            train_pairs_per_class(config.modulus, config.train_frac))
+    """Runs with equal keys train together as one batched ensemble: same tensor shapes (the
+    number of training pairs included) and the same activation."""
+    n_classes = operands(config.operation, config.modulus).size
+    n_train = train_pairs_per_class(config.modulus, config.train_frac, config.operation) * n_classes
+    return (config.modulus, config.width, config.bias, config.device, n_train, config.activation)
 
 
 def ensemble_groups(configs: list[RunConfig], max_size: int | None = None) -> list[list[int]]:

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from .config import SATURATION_TRAIN_ACC, RunConfig
-from .model import PARAM_NAMES, MLPParams, flat_token_index, hidden_preactivation, init_params, logits_from_hidden
+from .model import (PARAM_NAMES, MLPParams, activate, activation_backward, flat_token_index, hidden_preactivation,
+                    init_params, logits_from_hidden)
 from .task import TaskSplit, make_task
 
 PATIENCE_MIN_GAIN = 1e-4  # the paper: stop when best val acc has not improved by this for `patience` steps
@@ -79,6 +80,7 @@ class _Batch:
     runs: list[int]
     modulus: int
     width: int
+    activation: str
     flat_params: torch.Tensor
     flat_m: torch.Tensor
     flat_v: torch.Tensor
@@ -107,6 +109,7 @@ class _Batch:
             runs=[self.runs[r] for r in rows],
             modulus=self.modulus,
             width=self.width,
+            activation=self.activation,
             **{name: getattr(self, name)[index] for name in tensors},
             hyper={name: value[index] for name, value in self.hyper.items()},
         )
@@ -126,6 +129,7 @@ def _stack_batch(configs: list[RunConfig], tasks: list[TaskSplit], states: list[
         runs=list(range(len(configs))),
         modulus=configs[0].modulus,
         width=configs[0].width,
+        activation=configs[0].activation,
         flat_params=flat("params"),
         flat_m=flat("adam_m"),
         flat_v=flat("adam_v"),
@@ -158,7 +162,8 @@ def mean_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tens
     return -torch.log_softmax(logits, -1).gather(-1, labels[..., None]).squeeze(-1).mean(1)
 
 
-def evaluate(params: MLPParams, a: torch.Tensor, b: torch.Tensor, labels: torch.Tensor, block: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+def evaluate(params: MLPParams, a: torch.Tensor, b: torch.Tensor, labels: torch.Tensor, block: int = 4096,
+             activation: str = "relu") -> tuple[torch.Tensor, torch.Tensor]:
     """Mean loss (M,) in nats and accuracy (M,) of each model on its own (M, N) pairs,
     `block` pairs at a time. Blocks the size of the training set reuse the training step's
     freed buffers; one large allocation per call costs more here than the matmul."""
@@ -167,7 +172,7 @@ def evaluate(params: MLPParams, a: torch.Tensor, b: torch.Tensor, labels: torch.
     n_correct = torch.zeros(labels.shape[0], device=labels.device)
     for start in range(0, n, block):
         part = slice(start, start + block)
-        hidden = hidden_preactivation(params, flat_token_index(a[:, part], p), flat_token_index(b[:, part], p)).clamp_min_(0)
+        hidden = activate(activation, hidden_preactivation(params, flat_token_index(a[:, part], p), flat_token_index(b[:, part], p)))
         logits = logits_from_hidden(params, hidden)
         loss_sum += mean_cross_entropy(logits, labels[:, part]) * logits.shape[1]
         n_correct += correct_predictions(logits, labels[:, part]).sum(1)
@@ -180,7 +185,8 @@ def _forward_backward(batch: _Batch, a_flat: torch.Tensor, b_flat: torch.Tensor,
     read only when needed, and the gradient as an (M, P) buffer laid out like `flat_params`."""
     params = batch.params
     M, p, H = params.W_a.shape
-    hidden = hidden_preactivation(params, a_flat, b_flat).clamp_min_(0)
+    pre = hidden_preactivation(params, a_flat, b_flat)
+    hidden = activate(batch.activation, pre)
     logits = logits_from_hidden(params, hidden)
 
     n_pairs = batch.train_label.shape[1]
@@ -188,8 +194,7 @@ def _forward_backward(batch: _Batch, a_flat: torch.Tensor, b_flat: torch.Tensor,
     d_logits.scatter_add_(-1, batch.train_label[..., None], batch.minus_ones)
     d_logits.mul_(1.0 / n_pairs)
     grad_W_out = torch.bmm(hidden.transpose(1, 2), d_logits)
-    # ReLU backward: hidden > 0 exactly where the pre-activation is > 0.
-    d_pre = torch.ops.aten.threshold_backward(torch.bmm(d_logits, params.W_out.transpose(1, 2)), hidden, 0)
+    d_pre = activation_backward(batch.activation, torch.bmm(d_logits, params.W_out.transpose(1, 2)), pre, hidden)
     flat_d_pre = d_pre.view(M * n_pairs, H)
     grad_W_a = torch.zeros(M * p, H, device=hidden.device).index_add_(0, a_flat, flat_d_pre).view(M, p, H)
     grad_W_b = torch.zeros(M * p, H, device=hidden.device).index_add_(0, b_flat, flat_d_pre).view(M, p, H)
@@ -242,12 +247,14 @@ def is_check_step(config: RunConfig, step: int) -> bool:
 def stopping_decision(config: RunConfig, memory: StoppingMemory, step: int, val_acc: float) -> tuple[str, StoppingMemory]:
     """The paper's stopping rule at a check step: (stop reason or "", updated memory). Stops
     when validation accuracy reaches stop_val_acc, when the best validation accuracy has not
-    gained PATIENCE_MIN_GAIN for `patience` steps, or at the step cap, in that order."""
+    gained PATIENCE_MIN_GAIN for `patience` steps, or at the step cap, in that order. With
+    stop_val_acc None (--stop-val-acc off) only the step cap stops the run."""
     if val_acc >= memory.best_val_acc + PATIENCE_MIN_GAIN:
         memory = dataclasses.replace(memory, best_val_acc=val_acc, best_val_step=step)
-    if val_acc >= config.stop_val_acc:
+    early_stop = config.stop_val_acc is not None
+    if early_stop and val_acc >= config.stop_val_acc:
         return f"validation accuracy {val_acc:.4f} >= {config.stop_val_acc}", memory
-    if step - memory.best_val_step >= config.patience:
+    if early_stop and step - memory.best_val_step >= config.patience:
         return f"no validation gain for {config.patience} steps", memory
     if step >= config.steps:
         return f"step cap {config.steps} reached", memory
@@ -269,7 +276,8 @@ class StepMetrics:
     @classmethod
     def measure(cls, batch: _Batch, logits: torch.Tensor, train_acc: list[float]) -> "StepMetrics":
         """From the training step's logits (train_acc already read from them) and one validation pass."""
-        val_loss, val_acc = evaluate(batch.params, batch.val_a, batch.val_b, batch.val_label, block=batch.train_a.shape[1])
+        val_loss, val_acc = evaluate(batch.params, batch.val_a, batch.val_b, batch.val_label, block=batch.train_a.shape[1],
+                                     activation=batch.activation)
         return cls(train_loss=mean_cross_entropy(logits, batch.train_label).tolist(), train_acc=train_acc,
                    train_acc_true=correct_predictions(logits, batch.train_label_true).mean(1).tolist(),
                    val_loss=val_loss.tolist(), val_acc=val_acc.tolist())
@@ -295,7 +303,7 @@ def train_ensemble(configs: list[RunConfig], states: list[RunState] | None = Non
     shared = {(c.modulus, c.width, c.bias, c.device) for c in configs}
     if len(shared) != 1:
         raise ValueError("runs in one ensemble must share modulus, width, bias and device")
-    tasks = [make_task(c.modulus, c.train_frac, c.noise, c.seed) for c in configs]
+    tasks = [make_task(c.modulus, c.train_frac, c.noise, c.seed, c.operation) for c in configs]
     if len({t.train_a.size for t in tasks}) != 1:
         raise ValueError("runs in one ensemble must have the same number of training pairs")
     states = states if states is not None else [initial_state(c) for c in configs]

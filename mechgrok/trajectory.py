@@ -72,6 +72,8 @@ def config_from_attrs(attrs, path: Path | str = "") -> RunConfig:
     or malformed attribute is a TrajectoryError naming it."""
     kwargs = {}
     for field in dataclasses.fields(RunConfig):
+        if field.name not in attrs and field.name in OPTIONS_ADDED_LATER:
+            continue  # recorded before the option existed: its default (the paper's) is what ran
         if field.name not in attrs:
             raise TrajectoryError(f"{path}: attribute {field.name!r} missing; not a complete mechgrok trajectory")
         value = attrs[field.name]
@@ -82,7 +84,9 @@ def config_from_attrs(attrs, path: Path | str = "") -> RunConfig:
                 kwargs[field.name] = bool(attr_int(value))
             elif field.type in ("int", int):
                 kwargs[field.name] = attr_int(value)
-            elif field.type in ("float", float):
+            elif field.name == "stop_val_acc" and _text_attr(value) == "off":
+                kwargs[field.name] = None
+            elif field.type in ("float", float, "float | None"):
                 kwargs[field.name] = attr_float(value)
             else:
                 kwargs[field.name] = value.decode() if isinstance(value, bytes) else str(value)
@@ -92,6 +96,16 @@ def config_from_attrs(attrs, path: Path | str = "") -> RunConfig:
         return RunConfig(**kwargs)
     except ValueError as err:
         raise TrajectoryError(f"{path}: its recorded options are invalid ({err})") from None
+
+
+OPTIONS_ADDED_LATER = ("operation", "activation")  # files of earlier versions lack them
+
+
+def _text_attr(value) -> str | None:
+    """A string attribute's text (bytes decoded); None for numbers."""
+    if isinstance(value, bytes):
+        return value.decode()
+    return value if isinstance(value, str) else None
 
 
 def attr_int(value) -> int:
@@ -224,6 +238,8 @@ def is_complete(path: str | os.PathLike, config: RunConfig | None = None) -> boo
     final = progress.final_step
     if final < 0 or config is None:
         return final >= 0
+    if config.stop_val_acc is None:  # off: only the step cap ends the run
+        return final >= config.steps
     return (final >= config.steps or float(progress.val_acc[-1]) >= config.stop_val_acc
             or final - progress.best_val_step >= config.patience)
 

@@ -44,7 +44,7 @@ def _config_attrs(config: RunConfig) -> dict:
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)
         attrs[field.name] = np.asarray(value, dtype=np.float64) if field.name == "betas" else (
-            int(value) if isinstance(value, bool) else value)
+            int(value) if isinstance(value, bool) else "off" if value is None else value)
     return attrs
 
 

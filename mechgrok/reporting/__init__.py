@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from ..accessor import HEADLINE_ROWS, format_lead, format_number, format_step
+from ..accessor import HEADLINE_ROWS, format_lead, format_number, format_step, format_waveform
 from ..config import SATURATION_TRAIN_ACC
 from ..analysis import analyze, default_analysis_path
 from ..outputs import atomic_output, check_output, write_text
@@ -77,7 +77,8 @@ class _Figures:
 
 def _config_line(trajectory: xr.Dataset) -> str:
     a = trajectory.attrs
-    keys = ["modulus", "width", "train_frac", "noise", "seed", "lr", "weight_decay", "bias", "stop_val_acc", "patience"]
+    keys = ["operation", "activation", "modulus", "width", "train_frac", "noise", "seed", "lr", "weight_decay", "bias",
+            "stop_val_acc", "patience"]
     parts = [f"{k} = {a[k]}" for k in keys if k in a]
     if "stop_reason" in a:
         parts.append(f"stopped: {a['stop_reason'] or 'still recording'}")
@@ -123,6 +124,7 @@ def _run_section(name: str, trajectory: xr.Dataset, analysis: xr.Dataset, figs: 
          f"{_fmt(head.get('ideal_acc_final'))} / {_fmt(head.get('ideal_acc_shuffled_final'))}, {_fmt(head.get('ideal_acc_shuffled_hi_final'))}"),
         ("final r / r'", f"{_fmt(head.get('r_all_final'), 4)} / {_fmt(head.get('r_structured_final'), 4)}"),
         ("structured neurons at the end", f"{_fmt(head.get('n_structured_final'), 0)} of {analysis.sizes['neuron']}"),
+        ("W_a waveform at the end (binarization: 1 square, -1 cosine)", format_waveform(head)),
     ])
     out = [f"<h2>{html.escape(name)}</h2>", f'<p class="muted">{html.escape(_config_line(trajectory))}</p>', cards,
            f"<p>{html.escape(_convention_sentence(head))}</p>", _headline_table(analysis)]

@@ -149,7 +149,10 @@ def neuron_gallery(trajectory: xr.Dataset, analysis: xr.Dataset, steps: list[int
     neurons = gallery_neurons(analysis) if neurons is None else neurons
     color = OKABE_ITO["blue"] if which == "W_a" else OKABE_ITO["vermillion"]
     fig, axes = _subplots(len(neurons), len(steps), figsize=(3.4 * len(steps), 1.9 * len(neurons) + 0.6), squeeze=False)
-    p = trajectory.sizes["token"]
+    group = trajectory.mechgrok.group()
+    p = group.n
+    x_label = ("token x (first <= 5 periods)" if group.generator is None else
+               f"position i: token {group.generator}^i (<= 5 periods)")
     for col, step in enumerate(steps):
         for row, neuron in enumerate(neurons):
             ax = axes[row, col]
@@ -165,7 +168,7 @@ def neuron_gallery(trajectory: xr.Dataset, analysis: xr.Dataset, steps: list[int
             if col == 0:
                 ax.set_ylabel("weight")
             if row == len(neurons) - 1:
-                ax.set_xlabel("token x (first <= 5 periods)")
+                ax.set_xlabel(x_label)
     axes[0, -1].legend(loc="upper right", fontsize=7.5, frameon=True)
     fig.suptitle(f"{which} rows against their ideal square waves (intermediate values only at sign changes)")
     return fig
@@ -181,13 +184,14 @@ def phase_scatter(panels: list[tuple[xr.Dataset, int, str]], columns: int = 3) -
     vmax = max(max(float(np.nanmax(a["periodicity_a"].values)), a.attrs["threshold"] * 1.5) for a, _, _ in panels)
     for ax, (analysis, step, label) in zip(axes.flat, panels):
         at = analysis.sel(step=step)
-        x = wrap_angle(at["phase_a"].values + at["phase_b"].values)
+        sign = -1 if str(analysis.attrs.get("phase_law", "+")).endswith("- phi_b") else 1
+        x = wrap_angle(at["phase_a"].values + sign * at["phase_b"].values)
         points = ax.scatter(x, at["phase_out"].values, c=at["periodicity_a"].values, cmap="viridis", vmin=0, vmax=vmax, s=12,
                             edgecolors=np.where(at["structured"].values.astype(bool), "black", "none"), linewidths=0.5)
         ax.plot([-np.pi, np.pi], [-np.pi, np.pi], color=OKABE_ITO["gray"], lw=1, ls="--")
         ax.set_xlim(-np.pi, np.pi)
         ax.set_ylim(-np.pi, np.pi)
-        ax.set_xlabel("phi_a + phi_b, wrapped (rad)")
+        ax.set_xlabel(f"phi_a {'+' if sign > 0 else '-'} phi_b, wrapped (rad)")
         ax.set_ylabel("phi_out (rad)")
         r_structured = float(at["r_structured"])
         r_text = f"{r_structured:.4f}" if np.isfinite(r_structured) else "undefined"

@@ -5,7 +5,7 @@ import pytest
 import torch
 from conftest import GROKKING
 
-from mechgrok.config import RunConfig
+from mechgrok.config import ACTIVATIONS, RunConfig
 from mechgrok.model import MLPParams, flat_token_index, forward, init_params
 from mechgrok.task import make_task
 from mechgrok.train import (
@@ -16,20 +16,22 @@ from mechgrok.train import (
 
 def _batch(config, seeds=(0,)):
     configs = [dataclasses.replace(config, seed=s) for s in seeds]
-    tasks = [make_task(c.modulus, c.train_frac, c.noise, c.seed) for c in configs]
+    tasks = [make_task(c.modulus, c.train_frac, c.noise, c.seed, c.operation) for c in configs]
     return configs, _stack_batch(configs, tasks, [initial_state(c) for c in configs], torch.device("cpu"))
 
 
+@pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("bias", [True, False])
-def test_hand_written_backward_matches_autograd(bias):
-    configs, batch = _batch(RunConfig(modulus=13, width=8, train_frac=0.5, noise=0.2, bias=bias), seeds=(0, 1))
+def test_hand_written_backward_matches_autograd(bias, activation):
+    configs, batch = _batch(RunConfig(modulus=13, width=8, train_frac=0.5, noise=0.2, bias=bias, activation=activation),
+                            seeds=(0, 1))
     p = 13
     a_flat, b_flat = flat_token_index(batch.train_a, p), flat_token_index(batch.train_b, p)
     logits, grad = _forward_backward(batch, a_flat, b_flat, bias)
 
     flat = batch.flat_params.clone().requires_grad_(True)
     params = MLPParams.from_flat(flat, p, 8)
-    ref_logits = forward(params, a_flat, b_flat)
+    ref_logits = forward(params, a_flat, b_flat, activation)  # torch's own gelu/silu and their autograd derivatives
     loss = torch.nn.functional.cross_entropy(ref_logits.reshape(-1, p), batch.train_label.reshape(-1), reduction="none")
     loss.view(2, -1).mean(1).sum().backward()
     torch.testing.assert_close(logits, ref_logits.detach())
