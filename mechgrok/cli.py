@@ -168,10 +168,13 @@ def _quiet_after_write_failures(unraisable, default=sys.unraisablehook) -> None:
 @click.option("--force", is_flag=True,
               help="Replace existing trajectories (each new file takes the old one's place once its first snapshot is on disk).")
 @click.option("--compress", is_flag=True, help="Deflate + shuffle the weights on file (smaller, slower snapshots; see benchmarks).")
+@click.option("--threads", type=click.IntRange(min=1, max=4096), default=None,
+              help="torch threads for training [default: 1 for small steps, else the cores other processes leave free; "
+                   "1 per dask worker].")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 @one_line_errors
-def record(out: Path | None, resume: bool, force: bool, compress: bool, quiet: bool, every, scheduler: str | None,
-           max_ensemble: int | None, **options) -> None:
+def record(out: Path | None, resume: bool, force: bool, compress: bool, threads: int | None, quiet: bool, every,
+           scheduler: str | None, max_ensemble: int | None, **options) -> None:
     """Train the paper's MLP and stream weight snapshots and metrics into an HDF5 trajectory.
 
     With no options this is the paper's experiment: p = 97, 256 neurons, 30% stratified
@@ -189,7 +192,7 @@ def record(out: Path | None, resume: bool, force: bool, compress: bool, quiet: b
     grid = expand_grid(dict(options, every=every if every is not None else 0))
     if len(grid) > 1 or scheduler is not None:
         with resume_hint_on_interrupt():
-            _record_sweep(grid, out, resume, force, compress, quiet, scheduler, max_ensemble)
+            _record_sweep(grid, out, resume, force, compress, quiet, scheduler, max_ensemble, threads)
         return
     config = grid[0]
     out = out if out is not None else DEFAULT_TRAJECTORY_DIR / default_trajectory_name(config)
@@ -202,10 +205,11 @@ def record(out: Path | None, resume: bool, force: bool, compress: bool, quiet: b
     started = time.perf_counter()
     with resume_hint_on_interrupt():
         if quiet:
-            record_runs([config], [out], resume=resume, force=force, compression=compress)
+            record_runs([config], [out], resume=resume, force=force, compression=compress, threads=threads)
         else:
             with RecordProgress(config.steps) as progress:
-                record_runs([config], [out], resume=resume, force=force, on_step=progress.on_step, compression=compress)
+                record_runs([config], [out], resume=resume, force=force, on_step=progress.on_step, compression=compress,
+                            threads=threads)
     if not quiet:
         _print_summary(out, time.perf_counter() - started)
 
@@ -236,7 +240,7 @@ def resume_hint_on_interrupt():
 
 
 def _record_sweep(grid: list[RunConfig], out: Path | None, resume: bool, force: bool, compress: bool, quiet: bool,
-                  scheduler: str | None, max_ensemble: int | None) -> None:
+                  scheduler: str | None, max_ensemble: int | None, threads: int | None) -> None:
     from .sweep import default_sweep_folder, ensemble_groups, record_sweep
     from .sweep_index import INDEX_NAME
     from .trajectory import is_complete
@@ -250,11 +254,12 @@ def _record_sweep(grid: list[RunConfig], out: Path | None, resume: bool, force: 
         console.print(f"sweep: {len(grid)} runs in {n_groups} batched ensemble(s) -> {folder}"
                       + (f" on dask scheduler {scheduler}" if scheduler else ""))
     if quiet or scheduler is not None:
-        paths, errors = record_sweep(grid, folder, resume, force, scheduler, max_ensemble, compression=compress)
+        paths, errors = record_sweep(grid, folder, resume, force, scheduler, max_ensemble, compression=compress,
+                                     threads=threads)
     else:
         with RecordProgress(max(c.steps for c in grid)) as progress:
             paths, errors = record_sweep(grid, folder, resume, force, None, max_ensemble, on_step=progress.on_step,
-                                         compression=compress)
+                                         compression=compress, threads=threads)
     for error in errors:
         console.print(f"[red]failed[/red] {error}")
     if not quiet:

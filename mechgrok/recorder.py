@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from .errors import TrajectoryError
-from .task import make_task
+from .operations import operands
+from .task import make_task, train_pairs_per_class
+from .threads import choose_threads, torch_threads, training_flop_per_step
 from .config import RunConfig, check_fits_in_memory
 from .outputs import check_output
 from .train import ProgressCallback, Snapshot, initial_state, train_ensemble
@@ -81,14 +83,15 @@ def check_resume_options(path: Path, recorded: RunConfig, requested: RunConfig) 
 
 
 def record_runs(configs: list[RunConfig], outs: list[Path], resume: bool = False, force: bool = False,
-                on_step: ProgressCallback | None = None, compression: bool = False) -> list[Path]:
+                on_step: ProgressCallback | None = None, compression: bool = False, threads: int | None = None) -> list[Path]:
     """Record runs that can share one batched ensemble into `outs` (one file each).
 
     resume: continue files that exist (an unfinished one from its latest checkpoint; a
     complete one is left as it is) and start the others. force: replace existing
     trajectories (each new file replaces its old one once its first snapshot is on disk).
     Neither: an existing file is an error. Every option and output is checked before any
-    file is touched. `compression`: deflate the weights of new files."""
+    file is touched. `compression`: deflate the weights of new files. `threads`: torch threads
+    for training (default: threads.choose_threads from the step's size and the free cores)."""
     outs = [Path(out) for out in outs]
     if configs:
         check_fits_in_memory(configs[0], len(configs))
@@ -118,18 +121,11 @@ def record_runs(configs: list[RunConfig], outs: list[Path], resume: bool = False
         if writers:
             start = [s if s is not None else initial_state(c) for s, c in zip(states, active_configs)]
             last_checkpoint = [-float("inf")] * len(writers)
-            for snapshot in train_ensemble(active_configs, start, on_step=on_step):
-                writer = writers[snapshot.run]
-                if snapshot.step <= writer.last_step:  # regenerated after resuming from an earlier checkpoint
-                    if snapshot.is_final:
-                        _end_resumed_run(writer, snapshot)
-                    continue
-                now = time.monotonic()
-                checkpoint = (snapshot.is_saturation or snapshot.is_final
-                              or now - last_checkpoint[snapshot.run] >= CHECKPOINT_SECONDS)
-                if checkpoint:
-                    last_checkpoint[snapshot.run] = now
-                writer.append(snapshot, checkpoint=checkpoint)
+            first = active_configs[0]
+            n_train = train_pairs_per_class(first.modulus, first.train_frac, first.operation) * operands(first.operation, first.modulus).size
+            count = choose_threads(training_flop_per_step(first.modulus, first.width, n_train, len(writers)), threads)
+            with torch_threads(count):
+                _train_into(writers, active_configs, start, last_checkpoint, on_step)
     finally:
         errors = []
         for writer in writers:
@@ -140,6 +136,24 @@ def record_runs(configs: list[RunConfig], outs: list[Path], resume: bool = False
         if errors and sys.exc_info()[0] is None:
             raise errors[0]
     return outs
+
+
+def _train_into(writers: list, configs: list[RunConfig], start: list, last_checkpoint: list[float],
+                on_step: ProgressCallback | None) -> None:
+    """Train the ensemble and append each snapshot to its run's writer (checkpoints at the
+    saturation and final snapshots and at most every CHECKPOINT_SECONDS)."""
+    for snapshot in train_ensemble(configs, start, on_step=on_step):
+        writer = writers[snapshot.run]
+        if snapshot.step <= writer.last_step:  # regenerated after resuming from an earlier checkpoint
+            if snapshot.is_final:
+                _end_resumed_run(writer, snapshot)
+            continue
+        now = time.monotonic()
+        checkpoint = (snapshot.is_saturation or snapshot.is_final
+                      or now - last_checkpoint[snapshot.run] >= CHECKPOINT_SECONDS)
+        if checkpoint:
+            last_checkpoint[snapshot.run] = now
+        writer.append(snapshot, checkpoint=checkpoint)
 
 
 def _end_resumed_run(writer: TrajectoryWriter, snapshot: Snapshot) -> None:
@@ -154,11 +168,13 @@ def _end_resumed_run(writer: TrajectoryWriter, snapshot: Snapshot) -> None:
 
 
 def record(config: RunConfig | None = None, out: str | os.PathLike | None = None, resume: bool = False,
-           force: bool = False, on_step: ProgressCallback | None = None, compression: bool = False, **options) -> Path:
+           force: bool = False, on_step: ProgressCallback | None = None, compression: bool = False,
+           threads: int | None = None, **options) -> Path:
     """Train one run and write its trajectory; returns the file's path.
 
     `config` or keyword options (RunConfig fields, e.g. modulus=31, noise=0.1) give the run;
-    `out` defaults to trajectories/<default_trajectory_name>."""
+    `out` defaults to trajectories/<default_trajectory_name>; `threads` as in record_runs."""
     config = config if config is not None else RunConfig(**options)
     path = Path(out) if out is not None else DEFAULT_TRAJECTORY_DIR / default_trajectory_name(config)
-    return record_runs([config], [path], resume=resume, force=force, on_step=on_step, compression=compression)[0]
+    return record_runs([config], [path], resume=resume, force=force, on_step=on_step, compression=compression,
+                       threads=threads)[0]

@@ -77,11 +77,11 @@ def default_sweep_folder(configs: list[RunConfig]) -> Path:
 
 
 def _record_group(configs: list[RunConfig], outs: list[Path], resume: bool, force: bool, compression: bool = False,
-                  on_step: ProgressCallback | None = None) -> str | None:
+                  threads: int | None = None, on_step: ProgressCallback | None = None) -> str | None:
     """Record one ensemble; returns None, or a one-line error (so one failing group never
     stops the others, locally or on a dask worker)."""
     try:
-        record_runs(configs, outs, resume=resume, force=force, on_step=on_step, compression=compression)
+        record_runs(configs, outs, resume=resume, force=force, on_step=on_step, compression=compression, threads=threads)
         return None
     except (ValueError, OSError) as err:
         return str(err).splitlines()[0]
@@ -91,11 +91,13 @@ def _record_group(configs: list[RunConfig], outs: list[Path], resume: bool, forc
 
 def record_sweep(configs: list[RunConfig], folder: str | os.PathLike, resume: bool = False, force: bool = False,
                  scheduler: str | None = None, max_ensemble: int | None = None,
-                 on_step: ProgressCallback | None = None, compression: bool = False) -> tuple[list[Path], list[str]]:
+                 on_step: ProgressCallback | None = None, compression: bool = False,
+                 threads: int | None = None) -> tuple[list[Path], list[str]]:
     """Record every config into `folder` (one file each, plus the index), as batched
     ensembles. With `scheduler` (an address or "local") each ensemble is a task on a dask
-    cluster whose workers must see `folder`. Returns (paths, errors): errors name the runs
-    of any ensemble that failed; the other runs' files are complete."""
+    cluster whose workers must see `folder`, training with one thread each unless `threads`
+    says otherwise (workers share their node's cores). Returns (paths, errors): errors name
+    the runs of any ensemble that failed; the other runs' files are complete."""
     folder = Path(folder)
     paths = [folder / default_trajectory_name(c) for c in configs]
     check_distinct_names(configs, paths)
@@ -113,7 +115,9 @@ def record_sweep(configs: list[RunConfig], folder: str | os.PathLike, resume: bo
     for group in groups:
         check_fits_in_memory(configs[group[0]], len(group))
     write_index(folder, configs, paths)
-    arguments = [([configs[i] for i in g], [paths[i] for i in g], resume, force, compression) for g in groups]
+    if scheduler is not None and threads is None:
+        threads = 1
+    arguments = [([configs[i] for i in g], [paths[i] for i in g], resume, force, compression, threads) for g in groups]
     if scheduler is None:
         results = [_record_group(*args, on_step=on_step) for args in arguments]
     else:

@@ -18,7 +18,8 @@ TABLE2_COLUMNS = (("final real", "val_acc_final"), ("final Sq->Sq", "ideal_acc_s
                   ("sat. Sq->Cos", "ideal_acc_saturation"), ("sat. Cos->Cos", "ideal_acc_cos_cos_saturation"),
                   ("final r", "r_all_final"), ("final r'", "r_structured_final"))
 # run options that make runs comparable; runs equal in all of them are seeds of one group
-GROUP_OPTIONS = ("modulus", "width", "train_frac", "noise", "lr", "weight_decay", "steps", "stop_val_acc")
+GROUP_OPTIONS = ("operation", "activation", "modulus", "width", "train_frac", "noise", "lr", "weight_decay", "steps",
+                 "stop_val_acc")
 EXTRA_NUMBERS = ("periodicity_mean_final", "lead_steps", "final_step")
 
 

@@ -183,7 +183,8 @@ def _sweep_sections(runs: list[tuple[str, xr.Dataset, xr.Dataset]], figs: _Figur
         summary = summarize_seeds(members)
         label = ", ".join(f"{key} {options.get(key)}" for key in varying)
         table.append([html.escape(label), str(len(members)), *(summary[key].text(4) for _, key in TABLE2_COLUMNS)])
-        paper = _paper_cells(float(options.get("noise") or 0.0)) if "noise" in varying or len(groups) == 1 else None
+        comparable = options.get("operation") in (None, "add") and options.get("activation") in (None, "relu")
+        paper = _paper_cells(float(options.get("noise") or 0.0)) if comparable and ("noise" in varying or len(groups) == 1) else None
         if paper is not None:
             table.append(['<span class="paper">paper</span>', "", *paper])
     per_run = [[html.escape(row["name"]), str(row.get("seed", "")), *(_fmt(row[key], 4) for _, key in TABLE2_COLUMNS)]

@@ -1,0 +1,87 @@
+"""Analyze every run of a sweep folder and write its summary numbers as CSV (one row per run,
+then one row per group of seeds with the mean and 95% bootstrap interval), with the command
+that recorded it and the machine in leading '#' lines. The trajectories are not committed;
+these rows are.
+
+  python benchmarks/summarize_sweep.py SWEEP_FOLDER --out benchmarks/results/NAME.csv \
+      --command "mechgrok record ..." [--note "what the cap changes"]
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+import mechgrok
+from mechgrok.paper import paper_row
+from mechgrok.sweep_index import resolve_trajectories
+from mechgrok.sweep_summary import GROUP_OPTIONS, TABLE2_COLUMNS, group_by_options, run_numbers, summarize_seeds
+
+EXTRA = ("operation", "activation", "waveform_family", "waveform_binarization", "saturation_step", "structure_step",
+         "structure_step_own", "grok_step", "lead_steps", "lead_steps_own", "ideal_acc_shuffled_hi_final",
+         "restricted_loss_final", "excluded_loss_final", "final_step", "stop_reason")
+PAPER = ("final_real", "final_sq_sq", "final_sq_cos", "final_cos_cos", "sat_real", "sat_sq_sq", "sat_sq_cos", "sat_cos_cos")
+
+
+def machine() -> str:
+    load = os.getloadavg()
+    return (f"{platform.node()}: {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
+            f"load average {load[0]:.2f} at the summary")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sweep", type=Path)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--command", required=True, help="the command that recorded the sweep")
+    parser.add_argument("--note", default="")
+    args = parser.parse_args()
+    rows = []
+    for path in resolve_trajectories([args.sweep]):
+        trajectory = mechgrok.open_trajectory(path)
+        analysis = mechgrok.analyze(path)
+        head = analysis.mechgrok.headline()
+        row = dict(run_numbers(analysis, trajectory.attrs), run=path.name)
+        row.update({key: head.get(key, trajectory.attrs.get(key)) for key in EXTRA})
+        row["operation"], row["activation"] = trajectory.attrs.get("operation", "add"), trajectory.attrs.get("activation", "relu")
+        row["stop_reason"] = trajectory.attrs.get("stop_reason", "")
+        paper = paper_row(float(trajectory.attrs.get("noise", 0.0))) if row["operation"] == "add" and int(trajectory.attrs["modulus"]) == 97 else None
+        for key in PAPER:
+            row[f"paper_{key}"] = "" if paper is None else ("<0.0001" if paper[key] is None else paper[key])
+        rows.append(row)
+        trajectory.close()
+        analysis.close()
+    number_keys = [key for _, key in TABLE2_COLUMNS]
+    fields = ["run", *GROUP_OPTIONS, "seed", *number_keys, *EXTRA, *(f"paper_{k}" for k in PAPER)]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with open(args.out, "w", newline="") as handle:
+        handle.write(f"# {args.command}\n# summarized {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} on {machine()}\n")
+        if args.note:
+            handle.write(f"# {args.note}\n")
+        handle.write("# rows 'group': mean over the seeds of a group [95% percentile-bootstrap interval]; n = seeds\n")
+        writer = csv.DictWriter(handle, fieldnames=["kind", "n", *fields], extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({"kind": "run", "n": 1, **{k: _text(v) for k, v in row.items()}})
+        for options, members in group_by_options(rows):
+            summary = summarize_seeds(members)
+            group = {"kind": "group", "n": len(members), **{k: _text(v) for k, v in options.items()},
+                     "operation": members[0]["operation"], "activation": members[0]["activation"]}
+            group.update({key: summary[key].text(4) for key in number_keys})
+            writer.writerow(group)
+    print(f"wrote {args.out}: {len(rows)} runs")
+
+
+def _text(value) -> str:
+    if isinstance(value, float):
+        return "" if not np.isfinite(value) else f"{value:.6g}"
+    return "" if value is None else str(value)
+
+
+if __name__ == "__main__":
+    main()
