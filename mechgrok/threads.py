@@ -8,7 +8,7 @@ import contextlib
 import os
 from typing import Iterator
 
-PARALLEL_FLOP_PER_STEP = 5e8  # below this a step's GEMMs are too small to share between threads
+PARALLEL_FLOP_PER_STEP = 5e7  # below this (e.g. p = 23, width 128: 14 MFLOP) a step is too small to share between threads
 
 
 def training_flop_per_step(modulus: int, width: int, n_train: int, n_models: int = 1) -> float:
