@@ -15,6 +15,7 @@ from ..analysis import analyze, default_analysis_path
 from ..outputs import atomic_output, check_output, write_text
 from ..trajectory import open_trajectory
 from . import figures
+from .explorer import explorer_data, explorer_section, snapshots_per_run
 from .webpage import cards_html, figure_html, figure_png, page, table_html
 from ..paper import FIG5, paper_row
 from ..sweep_summary import TABLE2_COLUMNS, group_by_options, run_numbers, summarize_seeds, varying_options
@@ -252,6 +253,8 @@ def report(trajectories: list[str | os.PathLike], out: str | os.PathLike | None 
                             "their numbers cover the snapshots committed so far.</p>")
         if len(runs) > 1:
             sections += _sweep_sections(runs, figs)
+        limit = snapshots_per_run(len(runs), max(a.sizes["neuron"] for _, _, a in runs), max(t.sizes["token"] for _, t, _ in runs))
+        sections.append(explorer_section([explorer_data(name, trajectory, analysis, limit) for name, trajectory, analysis in runs]))
         if len(runs) <= 4:  # beyond that the page gets long: the sweep sections summarise
             for name, trajectory, analysis in runs:
                 sections += _run_section(name, trajectory, analysis, figs, prefix=f"{name}_" if len(runs) > 1 else "")

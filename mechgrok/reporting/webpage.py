@@ -1,5 +1,5 @@
-"""The self-contained HTML page: inline CSS, figures as base64 PNG data URIs, no scripts and
-no network requests."""
+"""The self-contained HTML page: inline CSS, figures as base64 PNG data URIs, the explorer's
+scripts inlined (explorer.py), and no network requests."""
 from __future__ import annotations
 
 import base64
@@ -8,6 +8,8 @@ import io
 from datetime import datetime, timezone
 
 from matplotlib.figure import Figure
+
+from .explorer import EXPLORER_CSS
 
 FIGURE_SOFTWARE = "mechgrok"  # PNG tEXt "Software": how outputs.file_role knows our figures
 
@@ -65,7 +67,7 @@ def page(title: str, sections: list[str]) -> str:
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f'<meta name="generator" content="mechgrok {_version()}">'
-            f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body><main>"
+            f"<title>{html.escape(title)}</title><style>{CSS}{EXPLORER_CSS}</style></head><body><main>"
             + "".join(sections)
             + f'<p class="muted">Made by mechgrok on {created}. Self-contained: figures are embedded, nothing is fetched.</p>'
             + "</main></body></html>")

@@ -23,7 +23,7 @@ class _Collector(HTMLParser):
                 self.external.append(value)
         if tag == "img":
             self.images.append(attrs.get("src", ""))
-        if tag in ("script", "link", "iframe"):
+        if tag in ("link", "iframe") or (tag == "script" and "src" in attrs):  # inline scripts only
             self.external.append(tag)
 
 
@@ -39,18 +39,26 @@ def _digest(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_single_run_report_is_self_contained_and_matches_the_analysis(runs, tmp_path):
+@pytest.fixture(scope="module")
+def single_report(runs, tmp_path_factory):
+    """The clean run's report, made once through the CLI: (page, PNG folder, CLI result, digest before)."""
     folder, clean, _ = runs
     before = _digest(clean)
-    out = tmp_path / "r.html"
-    proc = run_cli("report", str(clean), "--html", "--out", str(out), "--png-dir", str(tmp_path / "png"), check=True)
+    out_dir = tmp_path_factory.mktemp("single")
+    proc = run_cli("report", str(clean), "--html", "--out", str(out_dir / "r.html"), "--png-dir", str(out_dir / "png"), check=True)
+    return out_dir / "r.html", out_dir / "png", proc, before
+
+
+def test_single_run_report_is_self_contained_and_matches_the_analysis(runs, single_report):
+    folder, clean, _ = runs
+    out, png_dir, proc, before = single_report
     assert "wrote" in proc.stderr
     text = out.read_text()
     parser = _Collector()
     parser.feed(text)
     assert parser.external == []  # nothing fetched: no scripts, stylesheets or remote images
     assert len(parser.images) == 5 and all(src.startswith("data:image/png;base64,") for src in parser.images)
-    assert sorted(p.name for p in (tmp_path / "png").iterdir()) == ["gallery_W_a.png", "gallery_W_b.png", "periodicity.png",
+    assert sorted(p.name for p in png_dir.iterdir()) == ["gallery_W_a.png", "gallery_W_b.png", "periodicity.png",
                                                                    "phase_scatter.png", "timeline.png"]
     head = mechgrok.analyze(clean).mechgrok.headline()
     for key, digits in (("ideal_acc_final", 3), ("ideal_acc_shuffled_final", 3), ("r_structured_final", 4), ("val_acc_final", 4)):
@@ -59,11 +67,14 @@ def test_single_run_report_is_self_contained_and_matches_the_analysis(runs, tmp_
     assert _digest(clean) == before
 
 
-def test_sweep_report_has_the_table_and_paper_values(runs, tmp_path):
+@pytest.fixture(scope="module")
+def sweep_report(runs, tmp_path_factory):
     folder, clean, noisy = runs
-    out = tmp_path / "sweep.html"
-    mechgrok.report([clean, noisy], out=out)
-    text = out.read_text()
+    return mechgrok.report([clean, noisy], out=tmp_path_factory.mktemp("sweep") / "sweep.html")
+
+
+def test_sweep_report_has_the_table_and_paper_values(sweep_report):
+    text = sweep_report.read_text()
     assert "Table 2" in text and text.count('class="paper"') >= 2
     assert "0.9970" in text  # the paper's final Sq->Cos at alpha = 0.05
     assert "0.9991" in text  # ... and its clean model's final accuracy
@@ -85,3 +96,73 @@ def test_report_refuses_existing_output_and_bad_inputs(runs, tmp_path):
     assert_one_line_error(run_cli("report", str(bad), "--html", "--out", str(tmp_path / "x.html")), "not an HDF5 file")
     assert_one_line_error(run_cli("report", str(tmp_path / "missing.h5"), "--html"), "no such file")
     assert not (tmp_path / "x.html").exists()
+
+
+def _open_in_chromium(page_path, width=1300):
+    """The page in headless Chromium (Debian's, driven by Playwright): (playwright, browser,
+    page, console errors, requests that left the file)."""
+    from playwright.sync_api import sync_playwright
+
+    playwright = sync_playwright().start()
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+    page = browser.new_page(viewport={"width": width, "height": 900})
+    errors, requests = [], []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("request", lambda request: None if request.url.startswith(("file:", "data:")) else requests.append(request.url))
+    page.goto(page_path.as_uri(), wait_until="load")
+    page.wait_for_function("window.mechgrokExplorer !== undefined", timeout=30_000)
+    return playwright, browser, page, errors, requests
+
+
+CHROMIUM = "/usr/bin/chromium"
+ISOLATED_POINT = """(() => { const d = document.getElementById('mg-scatter').data[1]; let best = 0, widest = -1;
+  for (let i = 0; i < d.x.length; i++) { let gap = Infinity;
+    for (let j = 0; j < d.x.length; j++) if (j !== i) gap = Math.min(gap, Math.hypot(d.x[i] - d.x[j], d.y[i] - d.y[j]));
+    if (gap > widest) { widest = gap; best = i; } }
+  return best; })()"""
+
+
+def test_the_explorer_scrubs_and_selects_in_a_real_browser(single_report):
+    out = single_report[0]
+    playwright, browser, page, errors, requests = _open_in_chromium(out)
+    try:
+        steps = page.evaluate("mechgrokExplorer.currentStep()")
+        scatter_at_end = page.evaluate("document.getElementById('mg-scatter').data[1].x.slice()")
+        reached = page.evaluate("mechgrokExplorer.setStep(30)")
+        assert reached != steps and page.evaluate("mechgrokExplorer.currentStep()") == reached
+        assert page.evaluate("document.getElementById('mg-scatter').data[1].x") != scatter_at_end  # redrawn at the new step
+        assert page.evaluate("mechgrokExplorer.setStep(10 ** 9)") == steps  # clamped to the run
+        assert page.evaluate("document.getElementById('mg-slider').value") == page.evaluate("document.getElementById('mg-slider').max")
+        # clicking a point of the scatter selects its neuron (the point farthest from the others, so the click is unambiguous)
+        index = page.evaluate(ISOLATED_POINT)
+        expected = page.evaluate(f"document.getElementById('mg-scatter').data[1].customdata[{index}]")
+        page.evaluate(f"mechgrokExplorer.setNeuron({1 if expected == 0 else 0})")
+        point = page.locator("#mg-scatter .scatterlayer .trace").nth(1).locator("path.point").nth(index)
+        point.scroll_into_view_if_needed()
+        box = point.bounding_box()
+        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.wait_for_function(f"mechgrokExplorer.currentNeuron() === {expected}", timeout=5000)
+        assert f"neuron {expected} at step" in page.inner_text("#mg-neuron-text")
+        assert page.evaluate("mechgrokExplorer.setNeuron(2)") == 2 and "neuron 2 at step" in page.inner_text("#mg-neuron-text")
+        narrow = browser.new_page(viewport={"width": 420, "height": 800})  # a phone-width window lays out without errors
+        narrow.goto(out.as_uri(), wait_until="load")
+        narrow.wait_for_function("window.mechgrokExplorer !== undefined", timeout=30_000)
+        assert narrow.evaluate("document.getElementById('mg-scatter').getBoundingClientRect().width") <= 420
+    finally:
+        browser.close()
+        playwright.stop()
+    assert errors == [] and requests == []
+
+
+def test_a_sweep_explorer_switches_runs(sweep_report):
+    playwright, browser, page, errors, requests = _open_in_chromium(sweep_report)
+    try:
+        assert page.evaluate("mechgrokExplorer.runs()") == ["clean", "noisy"]
+        page.select_option("#mg-run", "1")
+        assert page.evaluate("document.getElementById('mg-timeline').layout.shapes.length") >= 1
+        assert page.evaluate("mechgrokExplorer.currentStep()") <= 600  # the noisy run is capped at 600 steps
+    finally:
+        browser.close()
+        playwright.stop()
+    assert errors == [] and requests == []
