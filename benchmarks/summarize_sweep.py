@@ -40,6 +40,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--command", required=True, help="the command that recorded the sweep")
     parser.add_argument("--note", default="")
+    parser.add_argument("--markdown", action="store_true", help="also print a markdown table of the groups")
     args = parser.parse_args()
     rows = []
     for path in resolve_trajectories([args.sweep]):
@@ -75,6 +76,35 @@ def main() -> None:
             group.update({key: summary[key].text(4) for key in number_keys})
             writer.writerow(group)
     print(f"wrote {args.out}: {len(rows)} runs")
+    if args.markdown:
+        print_markdown(rows)
+
+
+MARKDOWN_COLUMNS = (("final real", "val_acc_final"), ("final Sq->Cos", "ideal_acc_final"),
+                    ("final Cos->Cos", "ideal_acc_cos_cos_final"), ("final own freq.", "ideal_acc_own_final"),
+                    ("final shuffled", "ideal_acc_shuffled_final"), ("sat. Sq->Cos", "ideal_acc_saturation"),
+                    ("sat. Cos->Cos", "ideal_acc_cos_cos_saturation"), ("final r'", "r_structured_final"),
+                    ("lead (steps)", "lead_steps"))
+
+
+def print_markdown(rows: list[dict]) -> None:
+    """One line per group: options that vary, seeds, waveform family per seed, then means [95% CI]."""
+    groups = group_by_options(rows)
+    header = ["operation", "activation", "noise", "seeds", "W_a waveform (per seed)", *(label for label, _ in MARKDOWN_COLUMNS)]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for options, members in groups:
+        summary = summarize_seeds(members)
+        waveforms = ", ".join(_waveform(m) for m in members)
+        cells = [str(options.get("operation")), str(options.get("activation")), f"{options.get('noise')}", str(len(members)),
+                 waveforms, *(summary[key].text(0 if key == "lead_steps" else 3) for _, key in MARKDOWN_COLUMNS)]
+        print("| " + " | ".join(cells) + " |")
+
+
+def _waveform(row: dict) -> str:
+    value = row.get("waveform_binarization")
+    finite = value is not None and np.isfinite(value)
+    return f"{row['waveform_family']} ({value:.2f})" if finite else str(row.get("waveform_family"))
 
 
 def _text(value) -> str:

@@ -20,6 +20,7 @@ import h5netcdf
 import h5py
 import numpy as np
 import xarray as xr
+from threadpoolctl import threadpool_limits
 
 from . import fourier
 from .config import ANALYSIS_LIMITS, MIN_MODULUS, SATURATION_TRAIN_ACC, check_option
@@ -181,8 +182,9 @@ def analyze_arrays(W_a: np.ndarray, W_b: np.ndarray, W_out: np.ndarray, params: 
 
 
 def _chunk_from_file(path: str, start: int, stop: int, params: AnalysisParams, real_accuracy: bool) -> dict[str, np.ndarray]:
-    """Analyze snapshots [start, stop) of a trajectory file (runs on dask workers too)."""
-    with open_trajectory(path) as ds:
+    """Analyze snapshots [start, stop) of a trajectory file (runs on dask workers: one BLAS
+    thread each, since the workers already share the node's cores)."""
+    with open_trajectory(path) as ds, threadpool_limits(1, user_api="blas"):
         return _chunk_from_dataset(ds, start, stop, params, real_accuracy)
 
 
@@ -348,6 +350,8 @@ def analyze_dataset(ds: xr.Dataset, params: AnalysisParams = AnalysisParams(), s
     stream = _StreamedNeuronVariables(stream_to, steps, neurons) if stream_to is not None else None
     per_step: dict[str, list] = {}
     per_neuron: dict[str, list] = {}
+    # chunks run two at a time on threads: BLAS threads on top of them would oversubscribe the cores (1.6x slower here)
+    blas_limit = threadpool_limits(1, user_api="blas")
     try:
         for (start, _), chunk in zip(bounds, chunks):
             two_d = {name: values for name, values in chunk.items() if values.ndim == 2}
@@ -386,6 +390,7 @@ def analyze_dataset(ds: xr.Dataset, params: AnalysisParams = AnalysisParams(), s
         stream = None
         return xr.open_dataset(stream_to, engine="h5netcdf")
     finally:
+        blas_limit.restore_original_limits()
         if stream is not None:
             stream.abandon()
 

@@ -49,10 +49,11 @@ def key_directions(key_freqs: tuple[int, ...], p: int, sign: int = 1) -> np.ndar
 
 
 def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
-    """Mean cross-entropy in nats of (pair, class) logits against integer labels (float64)."""
+    """Mean cross-entropy in nats of (pair, class) logits against integer labels: float64,
+    except the exponentials of logit - max (in (0, 1], float32 is ~1e-7 relative there)."""
     logits = np.asarray(logits, dtype=np.float64)
     top = logits.max(-1, keepdims=True)
-    log_norm = np.log(np.exp(logits - top).sum(-1)) + top[:, 0]
+    log_norm = np.log(np.exp((logits - top).astype(np.float32)).sum(-1, dtype=np.float64)) + top[:, 0]
     return float((log_norm - logits[np.arange(labels.size), labels]).mean())
 
 
@@ -60,14 +61,18 @@ def losses_from_hidden(hidden: np.ndarray, W_out: np.ndarray, b_out: np.ndarray 
                        train_index: np.ndarray, train_label: np.ndarray, val_index: np.ndarray,
                        val_label: np.ndarray) -> tuple[float, float]:
     """(restricted_loss, excluded_loss) of one snapshot from its hidden units (neuron, pair),
-    output rows W_out (neuron, class), bias b_out (class,) and key `directions` (pair, 2K)."""
-    hidden = np.asarray(hidden, dtype=np.float64)
-    W_out = np.asarray(W_out, dtype=np.float64)
+    output rows W_out (neuron, class), bias b_out (class,) and key `directions` (pair, 2K).
+    The products over all pairs run in float32 (sums of p^2 terms: ~1e-6 relative), the
+    small ones and the cross-entropies in float64."""
+    hidden = np.asarray(hidden, dtype=np.float32)
+    W_out64 = np.asarray(W_out, dtype=np.float64)
     bias = 0.0 if b_out is None else np.asarray(b_out, dtype=np.float64)
-    key_readout = (hidden @ directions).T @ W_out  # (2K, class): key components through the output layer
-    constant = hidden.mean(-1) @ W_out  # (class,): the constant component through the output layer
+    coefficients = (hidden @ directions.astype(np.float32, copy=False)).astype(np.float64)  # (neuron, 2K)
+    key_readout = coefficients.T @ W_out64  # (2K, class): key components through the output layer
+    constant = hidden.mean(-1, dtype=np.float64) @ W_out64  # (class,): the constant component through the output layer
     restricted = directions[val_index] @ key_readout + constant + bias
-    excluded = hidden[:, train_index].T @ W_out - directions[train_index] @ key_readout + bias
+    full = (hidden[:, train_index].T @ np.asarray(W_out, dtype=np.float32)).astype(np.float64)
+    excluded = full - directions[train_index] @ key_readout + bias
     return cross_entropy(restricted, val_label), cross_entropy(excluded, train_label)
 
 

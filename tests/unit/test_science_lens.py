@@ -83,12 +83,12 @@ def test_progress_measures_on_a_model_built_only_from_key_frequencies():
     val = np.setdiff1d(np.arange(p * p), train)
     own_loss = cross_entropy(hidden[:, val].T @ W_out, labels[val])
     restricted, excluded = losses_from_hidden(hidden, W_out, None, key_directions((k,), p), train, labels[train], val, labels[val])
-    assert restricted == pytest.approx(own_loss, rel=1e-9) and own_loss < 0.1
-    assert excluded == pytest.approx(np.log(p), rel=1e-9)  # nothing left: uniform logits, chance
+    assert restricted == pytest.approx(own_loss, rel=1e-5) and own_loss < 0.1
+    assert excluded == pytest.approx(np.log(p), rel=1e-5)  # nothing left: uniform logits, chance
     # removing another frequency takes nothing away, and keeping only it leaves chance
     restricted, excluded = losses_from_hidden(hidden, W_out, None, key_directions((k + 1,), p), train, labels[train], val, labels[val])
-    assert restricted == pytest.approx(np.log(p), rel=1e-9)
-    assert excluded == pytest.approx(cross_entropy(hidden[:, train].T @ W_out, labels[train]), rel=1e-9)
+    assert restricted == pytest.approx(np.log(p), rel=1e-5)
+    assert excluded == pytest.approx(cross_entropy(hidden[:, train].T @ W_out, labels[train]), rel=1e-5)
 
 
 def test_key_directions_are_orthonormal_and_key_frequencies_come_from_structured_neurons():
@@ -107,4 +107,4 @@ def test_cross_entropy_matches_a_direct_log_softmax():
     logits = rng.normal(size=(40, 7)) * 30  # large logits: the shifted form must not overflow
     labels = rng.integers(0, 7, 40)
     log_probs = logits - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True)) - logits.max(1, keepdims=True)
-    assert cross_entropy(logits, labels) == pytest.approx(-log_probs[np.arange(40), labels].mean(), rel=1e-12)
+    assert cross_entropy(logits, labels) == pytest.approx(-log_probs[np.arange(40), labels].mean(), rel=1e-6)
