@@ -355,7 +355,7 @@ def analyze(trajectories: tuple[Path, ...], out: Path | None, threshold: float |
         started = time.perf_counter()
         result = run_analysis(trajectory, threshold=threshold, threshold_low=threshold_low, out=out, force=force,
                               grok_acc=grok_acc, structure_acc=structure_acc, chunk_steps=chunk_steps, scheduler=scheduler)
-        caveat = modulus_caveat(attr_int(result.attrs.get("group_size", result.attrs["modulus"])))
+        caveat = modulus_caveat(attr_int(result.attrs["modulus"]), str(result.attrs.get("operation", "add")))
         if caveat:
             console.print(f"note: {caveat}")
         if int(result.attrs.get("source_final_step", 0)) < 0:

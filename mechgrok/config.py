@@ -74,11 +74,16 @@ ANALYSIS_LIMITS: dict[str, Limit] = {
 OPTION_LIMITS = {**RUN_LIMITS, **ANALYSIS_LIMITS}
 
 
-def modulus_caveat(p: int) -> str | None:
-    """What a reader should know about the Fourier analysis at modulus p, or None (odd p).
-    For even p the frequency p/2 is real (a +-1 alternation with no phase), so the dominant
-    frequency is sought among k = 1..p/2 - 1 and structure at p/2 goes unseen."""
-    if p % 2 == 0:
+def modulus_caveat(p: int, operation: str = "add") -> str | None:
+    """What a reader should know about the Fourier analysis at modulus p, or None. For an even
+    group size n (p itself, or p - 1 for mul and div, read over the nonzero residues) the
+    frequency n/2 is real (a +-1 alternation with no phase), so the dominant frequency is
+    sought among k = 1..n/2 - 1 and structure at n/2 goes unseen."""
+    n = p - 1 if operation in ("mul", "div") else p
+    if n % 2 == 0 and operation in ("mul", "div"):
+        return (f"{operation} is read over the {n} nonzero residues in discrete-log order; {n} is even, so the "
+                f"frequency {n // 2} has no phase and is left out of the dominant-frequency search")
+    if n % 2 == 0:
         return (f"modulus {p} is even: the frequency p/2 = {p // 2} has no phase and is left out of the "
                 "dominant-frequency search (the paper uses a prime modulus)")
     return None

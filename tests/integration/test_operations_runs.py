@@ -42,3 +42,11 @@ def test_bad_operations_and_activations_are_one_line_errors(tmp_path):
     assert_one_line_error(run_cli("record", *TINY, "--activation", "tanh", "--out", str(tmp_path / "c.h5")), "'tanh'")
     assert_one_line_error(run_cli("record", *TINY[:-3], "--stop-val-acc", "of", "--out", str(tmp_path / "d.h5")), "'of'")
     assert not list(tmp_path.iterdir())
+
+
+def test_analyze_says_how_mul_is_read(tmp_path):
+    out = tmp_path / "mul.h5"
+    run_cli("record", *TINY, "--operation", "mul", "--out", str(out), check=True)
+    proc = run_cli("analyze", str(out), check=True)
+    assert "10 nonzero residues in discrete-log order" in " ".join(proc.stdout.split())
+    assert "operation mul" in " ".join(proc.stdout.split())
