@@ -319,11 +319,20 @@ def _open_committed(path: Path, chunks: dict | None, trust_nan: bool = False) ->
     return ds
 
 
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
 def _is_recording(path: Path) -> bool:
-    """True when `path` looks like a trajectory whose recording has not ended."""
+    """True when `path` looks like a trajectory whose recording has not ended. A file that
+    is not HDF5, or an HDF5 file without a trajectory's final_step, is not one (no reader
+    should wait on it); an HDF5 file that cannot be opened may be caught mid-flush."""
     try:
-        with open(path, "rb") as handle, h5py.File(handle, "r") as f:
-            return attr_int(f.attrs.get("final_step", -1)) < 0
+        with open(path, "rb") as handle:
+            if handle.read(len(HDF5_SIGNATURE)) != HDF5_SIGNATURE:
+                return False
+            handle.seek(0)
+            with h5py.File(handle, "r") as f:
+                return "final_step" in f.attrs and attr_int(f.attrs["final_step"]) < 0
     except Exception:  # noqa: BLE001 - caught mid-flush: assume it is still being written
         return True
 
