@@ -51,6 +51,11 @@ def test_cli_analyze_writes_reuses_and_forces(grokked, tmp_path):
     assert _digest(grokked) == before  # the trajectory is never modified
     ds = xr.open_dataset(out, engine="h5netcdf")
     assert set(CONTRACT_STEP) <= set(ds.data_vars) and ds.attrs["source"] == str(grokked)
+    assert ds.attrs["shuffle_draws"] == 16
+    ds.close()
+    run_cli("analyze", str(grokked), "--out", str(out), "--quiet", "--shuffle-draws", "3", check=True)  # another analysis: redone
+    with xr.open_dataset(out, engine="h5netcdf") as fewer:
+        assert fewer.attrs["shuffle_draws"] == 3 and (fewer.ideal_acc_shuffled_hi >= fewer.ideal_acc_shuffled - 1e-12).all()
 
 
 def test_cli_analyze_bad_inputs(tmp_path, grokked):
