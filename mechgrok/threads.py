@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from typing import Iterator
 
 PARALLEL_FLOP_PER_STEP = 5e7  # below this (e.g. p = 23, width 128: 14 MFLOP) a step is too small to share between threads
@@ -16,14 +17,32 @@ def training_flop_per_step(modulus: int, width: int, n_train: int, n_models: int
     return 3 * 2 * n_train * width * modulus * n_models
 
 
-def free_cores() -> int:
-    """Cores not busy with other processes: all cores minus the 1-minute load average, at least 1."""
+def free_cores(interval: float = 0.1) -> int:
+    """Cores not busy with other processes, at least 1: all cores minus those busy during
+    `interval` seconds (from /proc/stat, while this process waits; elsewhere the 1-minute
+    load average, which lags and counts this process's own recent work)."""
     cores = os.cpu_count() or 1
     try:
-        busy = os.getloadavg()[0]
-    except OSError:
-        busy = 0.0
+        busy = _busy_cores(interval, cores)
+    except (OSError, ValueError, IndexError):
+        try:
+            busy = os.getloadavg()[0]
+        except OSError:
+            busy = 0.0
     return max(1, min(cores, cores - int(round(busy))))
+
+
+def _busy_cores(interval: float, cores: int) -> float:
+    def counters() -> tuple[int, int]:
+        with open("/proc/stat") as stat:
+            values = [int(v) for v in stat.readline().split()[1:]]
+        return sum(values), values[3] + values[4]  # all jiffies, idle + iowait
+
+    total_before, idle_before = counters()
+    time.sleep(interval)
+    total_after, idle_after = counters()
+    total = total_after - total_before
+    return 0.0 if total <= 0 else (1 - (idle_after - idle_before) / total) * cores
 
 
 def choose_threads(flop_per_step: float, requested: int | None = None) -> int:
