@@ -22,9 +22,9 @@ from mechgrok.paper import paper_row
 from mechgrok.sweep_index import resolve_trajectories
 from mechgrok.sweep_summary import GROUP_OPTIONS, TABLE2_COLUMNS, group_by_options, run_numbers, summarize_seeds
 
-EXTRA = ("operation", "activation", "waveform_family", "waveform_binarization", "saturation_step", "structure_step",
-         "structure_step_own", "grok_step", "lead_steps", "lead_steps_own", "ideal_acc_shuffled_hi_final",
-         "restricted_loss_final", "excluded_loss_final", "final_step", "stop_reason")
+HEADLINE_EXTRA = ("waveform_family", "waveform_binarization", "saturation_step", "structure_step", "structure_step_own",
+                  "grok_step", "lead_steps_own", "ideal_acc_shuffled_hi_final", "restricted_loss_final", "excluded_loss_final")
+EXTRA = (*HEADLINE_EXTRA, "lead_steps", "final_step", "stop_reason")  # lead and final step as run_numbers gives them
 PAPER = ("final_real", "final_sq_sq", "final_sq_cos", "final_cos_cos", "sat_real", "sat_sq_sq", "sat_sq_cos", "sat_cos_cos")
 
 
@@ -48,9 +48,9 @@ def main() -> None:
         analysis = mechgrok.analyze(path)
         head = analysis.mechgrok.headline()
         row = dict(run_numbers(analysis, trajectory.attrs), run=path.name)
-        row.update({key: head.get(key, trajectory.attrs.get(key)) for key in EXTRA})
-        row["operation"], row["activation"] = trajectory.attrs.get("operation", "add"), trajectory.attrs.get("activation", "relu")
-        row["stop_reason"] = trajectory.attrs.get("stop_reason", "")
+        row.update({key: head.get(key) for key in HEADLINE_EXTRA})
+        row.update(operation=trajectory.attrs.get("operation", "add"), activation=trajectory.attrs.get("activation", "relu"),
+                   stop_reason=trajectory.attrs.get("stop_reason", ""))
         paper = paper_row(float(trajectory.attrs.get("noise", 0.0))) if row["operation"] == "add" and int(trajectory.attrs["modulus"]) == 97 else None
         for key in PAPER:
             row[f"paper_{key}"] = "" if paper is None else ("<0.0001" if paper[key] is None else paper[key])

@@ -58,8 +58,10 @@ def readout_accuracies(hidden: np.ndarray, W_out_list: list[np.ndarray], b_out: 
                        integer_logits: list[bool] | None = None, sign: int = 1) -> np.ndarray:
     """Accuracy on all pairs of each output matrix (neuron, class) in W_out_list read from the
     same hidden units (neuron, pair), with output bias b_out (class,): one matrix product for
-    all outputs; the label of pair (a, b) is (a + sign b) mod p. Exact ties are credited 1/t
-    for the outputs flagged in `integer_logits`."""
+    all outputs, in float32; the label of pair (a, b) is (a + sign b) mod p. A pair whose
+    label ties with t - 1 other classes for the largest logit counts 1/t (expected accuracy
+    under random tie-breaking), checked for the outputs flagged in `integer_logits` (integer
+    logits: Sq->Sq, a collapsed real model); elsewhere ties have probability ~0 and argmax is used."""
     p = W_out_list[0].shape[-1]
     labels = law_labels(p, sign)
     integer_logits = integer_logits or [False] * len(W_out_list)
@@ -69,24 +71,6 @@ def readout_accuracies(hidden: np.ndarray, W_out_list: list[np.ndarray], b_out: 
         logits += b_out.astype(np.float32)
     return np.array([_credit(np.ascontiguousarray(logits[:, index]), labels, exact)
                      for index, exact in enumerate(integer_logits)])
-
-
-def accuracy_all_pairs(W_a: np.ndarray, W_b: np.ndarray, W_out_list: list[np.ndarray],
-                       b_in: np.ndarray | None = None, b_out: np.ndarray | None = None,
-                       integer_logits: list[bool] | None = None, activation: str = "relu", sign: int = 1) -> np.ndarray:
-    """Accuracy over all p^2 pairs (label (a + sign b) mod p) of MLPs that share input rows W_a, W_b (..., n, p) and
-    first-layer bias b_in (..., n), for each output matrix in W_out_list (..., n, p), with
-    output bias b_out (..., p); leading axes are looped over (memory: one (n, p^2) hidden
-    matrix). Returns (len(W_out_list), ...) accuracies, computed in float32; the hidden layer
-    applies `activation` (activations.ACTIVATIONS). A pair whose label ties with t - 1 other
-    classes for the largest logit counts 1/t (expected accuracy under random tie-breaking);
-    exact ties are checked for the outputs flagged in `integer_logits` (integer logits, a
-    collapsed real model), elsewhere they have probability ~0 and argmax is used."""
-    if W_a.ndim > 2:
-        return np.stack([accuracy_all_pairs(W_a[i], W_b[i], [w[i] for w in W_out_list],
-                                            None if b_in is None else b_in[i], None if b_out is None else b_out[i],
-                                            integer_logits, activation, sign) for i in range(W_a.shape[0])], axis=-1)
-    return readout_accuracies(hidden_units(W_a, W_b, b_in, activation), W_out_list, b_out, integer_logits, sign)
 
 
 def cosine_readout_accuracies(hidden: np.ndarray, freq: np.ndarray, phases: np.ndarray, p: int, sign: int = 1) -> np.ndarray:
