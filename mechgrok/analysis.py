@@ -273,10 +273,13 @@ def _first_step(steps: np.ndarray, reached: np.ndarray) -> int:
 
 
 class _StreamedNeuronVariables:
-    """Writes the (step, neuron) variables of an analysis into a netCDF file chunk by chunk,
-    so memory holds one chunk, not the whole analysis. Floats are stored as float32 (the
-    statistics carry no more precision than that), booleans as CF flag variables (int8 with
-    flag_values/flag_meanings) that xarray decodes back to bool; deflate + shuffle."""
+    """Writes the (step, neuron) variables of an analysis into a netCDF file as they are
+    computed, so memory holds at most one HDF5 chunk of steps (STREAM_CHUNK_STEPS), not the
+    whole analysis. Analysis chunks are gathered until a storage chunk is full and each storage
+    chunk is written once (rewriting a compressed chunk, and h5netcdf's per-write bookkeeping,
+    made small writes cost ~6 ms each). Floats are stored as float32 (the statistics carry no
+    more precision than that), booleans as CF flag variables (int8 with flag_values/
+    flag_meanings) that xarray decodes back to bool; deflate + shuffle."""
 
     def __init__(self, path: Path, steps: np.ndarray, neurons: np.ndarray):
         self.path = path
@@ -285,20 +288,35 @@ class _StreamedNeuronVariables:
         for name, values in (("step", steps), ("neuron", neurons)):
             variable = self.file.create_variable(name, (name,), values.dtype, data=values)
             variable.attrs.update(variable_attrs(name))
+        self.rows = min(STREAM_CHUNK_STEPS, steps.size)
+        self.pending: dict[str, list[np.ndarray]] = {}
+        self.pending_start = 0
+        self.pending_rows = 0
 
     def write(self, start: int, values: dict[str, np.ndarray]) -> None:
+        """Add the rows of snapshots start, start + 1, ... (chunks arrive in order)."""
         for name, array in values.items():
+            self.pending.setdefault(name, []).append(array)
+        self.pending_rows += next(iter(values.values())).shape[0] if values else 0
+        if self.pending_rows >= self.rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        for name, parts in self.pending.items():
+            array = np.concatenate(parts)
             stored = array.astype(np.int8) if array.dtype == bool else (
                 array.astype(np.float32) if array.dtype.kind == "f" else array)
             if name not in self.file.variables:
-                n_steps = self.file.dimensions["step"].size
                 variable = self.file.create_variable(name, ("step", "neuron"), stored.dtype,
-                                                     chunks=(min(64, n_steps), stored.shape[1]), **COMPRESSION)
+                                                     chunks=(self.rows, stored.shape[1]), **COMPRESSION)
                 variable.attrs.update(variable_attrs(name, boolean=array.dtype == bool))
-            self.file.variables[name][start:start + stored.shape[0]] = stored
+            self.file.variables[name][self.pending_start:self.pending_start + stored.shape[0]] = stored
+        self.pending_start += self.pending_rows
+        self.pending, self.pending_rows = {}, 0
 
     def finish(self, per_step: xr.Dataset) -> None:
-        """Add the per-step variables and the attributes, then close."""
+        """Write what is pending, add the per-step variables and the attributes, then close."""
+        self._flush()
         for name, variable in per_step.data_vars.items():
             created = self.file.create_variable(name, ("step",), variable.dtype, data=variable.values, **COMPRESSION)
             created.attrs.update(variable.attrs)
@@ -314,6 +332,8 @@ class _StreamedNeuronVariables:
 
 
 COMPRESSION = dict(compression="gzip", compression_opts=4, shuffle=True)
+READ_AT_ONCE_BYTES = 256 * 2**20  # trajectories up to this size are read into memory in one go
+STREAM_CHUNK_STEPS = 64  # snapshots per HDF5 chunk of the streamed (step, neuron) variables
 
 
 def analyze_dataset(ds: xr.Dataset, params: AnalysisParams = AnalysisParams(), source: str = "dataset",
@@ -344,7 +364,10 @@ def analyze_dataset(ds: xr.Dataset, params: AnalysisParams = AnalysisParams(), s
 
         chunks = map_on_cluster(scheduler, _chunk_from_file, [(path, a, b, params, not has_metrics) for a, b in bounds])
     else:
-        chunks = _ordered_map(lambda bound: _chunk_from_dataset(ds, *bound, params, not has_metrics), bounds)
+        # reading a lazily opened file costs ~40 ms per read however small (h5netcdf's bookkeeping):
+        # a trajectory that fits comfortably is read once, a larger one chunk by chunk
+        source_ds = ds.compute() if ds.nbytes <= READ_AT_ONCE_BYTES else ds
+        chunks = _ordered_map(lambda bound: _chunk_from_dataset(source_ds, *bound, params, not has_metrics), bounds)
     steps = ds["step"].values if "step" in ds.coords or "step" in ds else np.arange(n_steps)
     neurons = ds["neuron"].values if "neuron" in ds.coords else np.arange(ds.sizes["neuron"])
     stream = _StreamedNeuronVariables(stream_to, steps, neurons) if stream_to is not None else None

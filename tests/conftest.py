@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 os.environ["COLUMNS"] = "200"  # before rich's console reads it: summaries on one line each
+# tiny models: one thread each, so that pytest-xdist's workers do not spin-wait on each other's cores
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from click.testing import CliRunner  # noqa: E402
 

@@ -103,7 +103,10 @@ def _headline_table(analysis: xr.Dataset) -> str:
     return table_html(["", f"at saturation (step {saturation})", f"at the end (step {head['final_step']:,})"], rows)
 
 
-def _run_section(name: str, trajectory: xr.Dataset, analysis: xr.Dataset, figs: _Figures, prefix: str) -> list[str]:
+def _run_section(name: str, trajectory: xr.Dataset, analysis: xr.Dataset, figs: _Figures, prefix: str,
+                 detail: bool = True) -> list[str]:
+    """A run's cards, headline table and timeline; with `detail` also its static neuron
+    galleries, phase scatter and periodicity panels (a sweep leaves those to the explorer)."""
     head = analysis.mechgrok.headline()
     steps = analysis["step"].values
     final = int(steps[-1])
@@ -138,6 +141,10 @@ def _run_section(name: str, trajectory: xr.Dataset, analysis: xr.Dataset, figs: 
                         "key-frequency a + b components, validation pairs) and excluded loss (those components removed, training "
                         "pairs). Third: share of structured neurons, median binarization and periodicity. "
                         "Bottom: circular correlation of &phi;_out with &phi;_a + &phi;_b."))
+    if not detail:
+        out.append('<p class="muted">This run\'s neurons, phases and periodicity are in the explorer above (pick the run); '
+                   f"<code>mechgrok report {html.escape(name)}.h5 --html</code> draws them as static figures.</p>")
+        return out
     gallery_steps = sorted({early, middle, final})
     neurons = figures.gallery_neurons(analysis)
     n_structured = int(analysis["structured"].isel(step=-1).sel(neuron=neurons).sum())
@@ -257,7 +264,8 @@ def report(trajectories: list[str | os.PathLike], out: str | os.PathLike | None 
         sections.append(explorer_section([explorer_data(name, trajectory, analysis, limit) for name, trajectory, analysis in runs]))
         if len(runs) <= 4:  # beyond that the page gets long: the sweep sections summarise
             for name, trajectory, analysis in runs:
-                sections += _run_section(name, trajectory, analysis, figs, prefix=f"{name}_" if len(runs) > 1 else "")
+                sections += (_run_section(name, trajectory, analysis, figs, prefix="") if len(runs) == 1 else
+                             _run_section(name, trajectory, analysis, figs, prefix=f"{name}_", detail=False))
         sections += ["<h2>Definitions</h2>", DEFINITIONS]
         write_text(out_path, page(title, sections), "report", inputs, force=force)
     finally:

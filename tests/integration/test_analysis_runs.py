@@ -11,6 +11,8 @@ from mechgrok.analysis import MIN_NEURONS_FOR_STATS
 from mechgrok.config import RunConfig
 from contract import CONTRACT_STEP
 
+pytestmark = pytest.mark.xdist_group("grokked")  # its tests share one module fixture: one worker makes it
+
 
 @pytest.fixture(scope="module")
 def grokked(tmp_path_factory):

@@ -8,6 +8,8 @@ import mechgrok
 from conftest import GROKKING, assert_one_line_error, run_cli
 from mechgrok.config import RunConfig
 
+pytestmark = pytest.mark.xdist_group("report")  # its tests share one module fixture: one worker makes it
+
 
 class _Collector(HTMLParser):
     def __init__(self):
@@ -79,6 +81,7 @@ def test_sweep_report_has_the_table_and_paper_values(sweep_report):
     assert "0.9970" in text  # the paper's final Sq->Cos at alpha = 0.05
     assert "0.9991" in text  # ... and its clean model's final accuracy
     assert len(re.findall(r"data:image/png;base64,", text)) >= 3
+    assert text.count("<figcaption>Timeline.") == 2 and "are in the explorer above" in text  # each run: cards and timeline
 
 
 def test_report_refuses_existing_output_and_bad_inputs(runs, tmp_path):

@@ -161,3 +161,16 @@ def test_resume_whose_rule_ends_at_the_last_step_on_file_marks_it_final_truthful
     mechgrok.record(dataclasses.replace(tiny_config, steps=40), out=path, resume=True)
     ds = open_trajectory(path)
     assert ds.attrs["final_step"] == 40 == int(ds.step[-1]) and ds.attrs["stop_reason"] == "step cap 40 reached"
+
+
+def test_an_analysis_streamed_to_file_in_uneven_chunks_equals_the_one_in_memory(tmp_path, tiny_config):
+    # 71 snapshots: more than one storage chunk (64 steps), met by analysis chunks of 5
+    path = mechgrok.record(dataclasses.replace(tiny_config, steps=70, every=1), out=tmp_path / "t.h5")
+    streamed = mechgrok.analyze(path, chunk_steps=5)
+    assert streamed.sizes["step"] == 71
+    in_memory = mechgrok.analyze(open_trajectory(path), chunk_steps=7)
+    for name in in_memory.data_vars:  # floats are stored as float32
+        if in_memory[name].dtype.kind == "f":
+            np.testing.assert_allclose(streamed[name].values, in_memory[name].values, rtol=1e-6, equal_nan=True, err_msg=name)
+        else:
+            np.testing.assert_array_equal(streamed[name].values, in_memory[name].values, err_msg=name)
