@@ -8,6 +8,7 @@ import shlex
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -191,8 +192,8 @@ def record(out: Path | None, resume: bool, force: bool, compress: bool, threads:
 
     grid = expand_grid(dict(options, every=every if every is not None else 0))
     if len(grid) > 1 or scheduler is not None:
-        with resume_hint_on_interrupt():
-            _record_sweep(grid, out, resume, force, compress, quiet, scheduler, max_ensemble, threads)
+        with resume_hint_on_interrupt() as stop_if_interrupted:
+            _record_sweep(grid, out, resume, force, compress, quiet, scheduler, max_ensemble, threads, stop_if_interrupted)
         return
     config = grid[0]
     out = out if out is not None else DEFAULT_TRAJECTORY_DIR / default_trajectory_name(config)
@@ -203,11 +204,12 @@ def record(out: Path | None, resume: bool, force: bool, compress: bool, threads:
                     if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT}
         config = dataclasses.replace(read_config(out), **explicit)
     started = time.perf_counter()
-    with resume_hint_on_interrupt():
+    with resume_hint_on_interrupt() as stop_if_interrupted:
         if quiet:
-            record_runs([config], [out], resume=resume, force=force, compression=compress, threads=threads)
+            record_runs([config], [out], resume=resume, force=force, compression=compress, threads=threads,
+                        on_step=stop_if_interrupted)
         else:
-            with RecordProgress(config.steps) as progress:
+            with RecordProgress(config.steps, stop_if_interrupted) as progress:
                 record_runs([config], [out], resume=resume, force=force, on_step=progress.on_step, compression=compress,
                             threads=threads)
     if not quiet:
@@ -223,24 +225,39 @@ class Interrupted(click.ClickException):
 @contextlib.contextmanager
 def resume_hint_on_interrupt():
     """Turn Ctrl-C and SIGTERM into a one-line message that gives the command to resume
-    (the trajectories keep every committed snapshot; see trajectory.TrajectoryWriter)."""
+    (the trajectories keep every committed snapshot; see trajectory.TrajectoryWriter).
+    Yields `stop_if_interrupted`, the training loop's on_step callback: once the loop calls
+    it, a signal only leaves a mark that the next step turns into KeyboardInterrupt. Raised
+    from the handler instead, it could land inside a finalizer (h5py's weak references, as
+    a snapshot is written), where Python prints it as a traceback, drops it, and the run
+    goes on. Before the loop starts, the handler raises at once."""
+    state = {"requested": False, "polling": False}
 
-    def terminate(signum, frame):
-        raise KeyboardInterrupt
+    def interrupt(signum, frame):
+        state["requested"] = True
+        if not state["polling"]:
+            raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, terminate)
+    def stop_if_interrupted(*_) -> None:
+        state["polling"] = True
+        if state["requested"]:
+            raise KeyboardInterrupt
+
+    previous = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
-        yield
+        yield stop_if_interrupted
     except KeyboardInterrupt:
         args = [arg for arg in sys.argv[1:] if arg not in ("--force", "--resume")]
         command = " ".join(["mechgrok", *map(shlex.quote, args), "--resume"])
         raise Interrupted(f"interrupted; every snapshot written so far is kept: `{command}` continues") from None
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _record_sweep(grid: list[RunConfig], out: Path | None, resume: bool, force: bool, compress: bool, quiet: bool,
-                  scheduler: str | None, max_ensemble: int | None, threads: int | None) -> None:
+                  scheduler: str | None, max_ensemble: int | None, threads: int | None,
+                  stop_if_interrupted: Callable[..., None]) -> None:
     from .sweep import default_sweep_folder, ensemble_groups, record_sweep
     from .sweep_index import INDEX_NAME
     from .trajectory import is_complete
@@ -255,9 +272,9 @@ def _record_sweep(grid: list[RunConfig], out: Path | None, resume: bool, force: 
                       + (f" on dask scheduler {scheduler}" if scheduler else ""))
     if quiet or scheduler is not None:
         paths, errors = record_sweep(grid, folder, resume, force, scheduler, max_ensemble, compression=compress,
-                                     threads=threads)
+                                     threads=threads, on_step=None if scheduler is not None else stop_if_interrupted)
     else:
-        with RecordProgress(max(c.steps for c in grid)) as progress:
+        with RecordProgress(max(c.steps for c in grid), stop_if_interrupted) as progress:
             paths, errors = record_sweep(grid, folder, resume, force, None, max_ensemble, on_step=progress.on_step,
                                          compression=compress, threads=threads)
     for error in errors:
@@ -274,7 +291,7 @@ class RecordProgress:
     """A rich progress bar fed by train_ensemble's on_step callback (at most 5 redraws/s).
     It appears with the first step, so a run refused before training prints no bar."""
 
-    def __init__(self, total_steps: int):
+    def __init__(self, total_steps: int, stop_if_interrupted: Callable[..., None]):
         columns = [TextColumn("[bold]record"), BarColumn(), TextColumn("step {task.completed:,.0f}/{task.total:,.0f}"),
                    TextColumn("{task.fields[status]}"), TimeElapsedColumn()]
         self._progress = Progress(*columns, console=console)
@@ -282,8 +299,10 @@ class RecordProgress:
         self._bar = None
         self._last_draw = 0.0
         self._first: tuple[float, int] | None = None
+        self._stop_if_interrupted = stop_if_interrupted
 
     def on_step(self, steps: dict[int, int], latest: dict[int, dict[str, float]]) -> None:
+        self._stop_if_interrupted()
         now = time.perf_counter()
         if self._bar is None:
             self._progress.start()

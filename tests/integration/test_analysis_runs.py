@@ -11,10 +11,10 @@ from mechgrok.analysis import MIN_NEURONS_FOR_STATS
 from mechgrok.config import RunConfig
 from contract import CONTRACT_STEP
 
-pytestmark = pytest.mark.xdist_group("grokked")  # its tests share one module fixture: one worker makes it
+pytestmark = pytest.mark.xdist_group("grokked")  # its tests share expensive fixtures: one worker makes them
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # made once per worker, kept while other modules run
 def grokked(tmp_path_factory):
     folder = tmp_path_factory.mktemp("grok")
     path = mechgrok.record(RunConfig(**GROKKING, steps=1500, stop_val_acc=0.99), out=folder / "grok.h5")

@@ -34,7 +34,7 @@ def _train_states():
     return states, losses
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # made once per worker, kept while other modules run
 def trained():
     return _train_states()
 

@@ -50,7 +50,7 @@ def assert_same_run(a_path, b_path) -> None:
     a.close(), b.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # made once per worker, kept while other modules run
 def whole(tmp_path_factory):
     """SMALL recorded without interruption."""
     path = tmp_path_factory.mktemp("whole") / "whole.h5"
@@ -218,7 +218,7 @@ def test_sigterm_during_record_says_how_to_resume(tmp_path):
     time.sleep(0.5)
     proc.send_signal(signal.SIGTERM)
     stderr = proc.communicate()[1]
-    assert proc.returncode == 130 and "Traceback" not in stderr
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr
     lines = [line for line in stderr.splitlines() if line.startswith("Error")]
     assert len(lines) == 1 and "interrupted" in lines[0] and "--resume" in lines[0], stderr
     assert open_trajectory(out).sizes["step"] >= 1

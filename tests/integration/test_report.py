@@ -8,7 +8,7 @@ import mechgrok
 from conftest import GROKKING, assert_one_line_error, run_cli
 from mechgrok.config import RunConfig
 
-pytestmark = pytest.mark.xdist_group("report")  # its tests share one module fixture: one worker makes it
+pytestmark = pytest.mark.xdist_group("report")  # its tests share expensive fixtures: one worker makes them
 
 
 class _Collector(HTMLParser):
@@ -29,7 +29,7 @@ class _Collector(HTMLParser):
             self.external.append(tag)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # made once per worker, kept while other modules run
 def runs(tmp_path_factory):
     folder = tmp_path_factory.mktemp("report")
     clean = mechgrok.record(RunConfig(**GROKKING, steps=1200, stop_val_acc=0.99), out=folder / "clean.h5")
@@ -41,7 +41,7 @@ def _digest(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # made once per worker, kept while other modules run
 def single_report(runs, tmp_path_factory):
     """The clean run's report, made once through the CLI: (page, PNG folder, CLI result, digest before)."""
     folder, clean, _ = runs
@@ -69,7 +69,7 @@ def test_single_run_report_is_self_contained_and_matches_the_analysis(runs, sing
     assert _digest(clean) == before
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # made once per worker, kept while other modules run
 def sweep_report(runs, tmp_path_factory):
     folder, clean, noisy = runs
     return mechgrok.report([clean, noisy], out=tmp_path_factory.mktemp("sweep") / "sweep.html")

@@ -20,7 +20,7 @@ def _with_extras(snapshot, p, rng):
     return dict(snapshot, **extra)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # made once per worker, kept while other modules run
 def planted():
     p = 23
     rng = np.random.default_rng(0)
