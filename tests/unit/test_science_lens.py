@@ -6,7 +6,7 @@ import pytest
 import mechgrok
 from mechgrok.fourier import wave_angle
 from mechgrok.idealize import (cosine_readout_accuracies, hidden_units, ideal_accuracies, readout_accuracies,
-                               shuffled_phases, square)
+                               shuffled_phases, square, square_hidden_units)
 from mechgrok.progress import check_key_frequencies, cross_entropy, key_directions, key_frequencies, losses_from_hidden
 from planted import as_dataset, planted_algorithm
 
@@ -20,6 +20,21 @@ def test_cosine_readouts_by_frequency_equal_the_direct_matrix_product(p, n, n_fr
     phases = rng.uniform(-np.pi, np.pi, (11, n))  # more variants than one batch
     direct = readout_accuracies(hidden, [np.where(freq[:, None] > 0, np.cos(wave_angle(freq, ph, p)), 0.0) for ph in phases])
     np.testing.assert_array_equal(cosine_readout_accuracies(hidden, freq, phases, p), direct)
+    np.testing.assert_array_equal(cosine_readout_accuracies(hidden, freq, phases, p, screen=True), direct)
+
+
+@pytest.mark.parametrize("p", [11, 23, 31, 97])
+def test_screening_the_shuffled_draws_changes_no_accuracy(p):
+    truth = planted_algorithm(p, kind="square")  # a learned phase law: near 1; its shuffles: near chance
+    freq, phase_a, phase_b, phase_out = (truth[k] for k in ("freq", "phase_a", "phase_b", "phase_out"))
+    theta_a, theta_b = wave_angle(freq, phase_a, p), wave_angle(freq, phase_b, p)
+    hidden = hidden_units(square(theta_a), square(theta_b))
+    np.testing.assert_array_equal(square_hidden_units(theta_a, theta_b), hidden)  # the one-product form
+    used = np.ones(freq.size, bool)
+    variants = np.concatenate([phase_out[None], (phase_a + phase_b)[None], shuffled_phases(phase_out, used, step=7, draws=12)])
+    plain = cosine_readout_accuracies(hidden, freq, variants, p)
+    assert plain[0] > 0.7 and plain[2:].mean() < 0.3
+    np.testing.assert_array_equal(cosine_readout_accuracies(hidden, freq, variants, p, screen=True), plain)
 
 
 def test_shuffle_draws_are_seeded_by_step_and_draw_not_by_batching():
