@@ -15,7 +15,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .config import ACTIVATIONS, OPERATIONS, RunConfig
+from .config import ACTIVATIONS, OPERATIONS, PRECISIONS, RunConfig
 from .paper import NOISE_LEVELS as PAPER_NOISE_LEVELS
 
 console = Console(stderr=True)
@@ -138,6 +138,9 @@ def _quiet_after_write_failures(unraisable, default=sys.unraisablehook) -> None:
               help="a + b, a - b, a * b or a / b = a * b^-1 mod p (mul and div: prime p, residues 1..p-1).")
 @click.option("--width", type=NumberList(OptionValue("width", int)), default=DEFAULTS.width, help="Hidden neurons.")
 @click.option("--activation", type=WordList(ACTIVATIONS), default=DEFAULTS.activation, help="Hidden nonlinearity (the paper's: relu).")
+@click.option("--precision", type=WordList(PRECISIONS), default=DEFAULTS.precision,
+              help="Operands of the training GEMMs: fp32 (the paper's) or bf16 (float32 master weights, softmax and "
+                   "AdamW state; fast on GPUs and CPUs with bf16 units, slow elsewhere: benchmarks/README.md).")
 @click.option("--train-frac", type=NumberList(OptionValue("train_frac", float)), default=DEFAULTS.train_frac,
               help="Share of the p^2 pairs used for training, stratified by the answer.")
 @click.option("--noise", type=NumberList(OptionValue("noise", float), {"paper": list(PAPER_NOISE_LEVELS)}),

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 MIN_MODULUS = 5  # p = 3 has one frequency (k = 1), so periodicity and dominant frequency say nothing
 ACTIVATIONS = ("relu", "gelu", "silu", "quadratic", "identity")  # hidden nonlinearities mechgrok trains and scores
+# the training GEMMs' operands: fp32 (the paper's), or bf16 with fp32 master weights, softmax and AdamW state
+PRECISIONS = ("fp32", "bf16")
 OPERATIONS = ("add", "sub", "mul", "div")  # (a + b), (a - b), (a * b), (a * b^-1) mod p; mul and div over 1..p-1 (operations.py)
 SATURATION_TRAIN_ACC = 0.99  # the paper's saturation checkpoint: first step with training accuracy >= this
 
@@ -134,6 +136,7 @@ class RunConfig:
     device: str = "cpu"
     operation: str = "add"
     activation: str = "relu"
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         for name in RUN_LIMITS:
@@ -142,6 +145,8 @@ class RunConfig:
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {self.activation!r}; use one of {', '.join(ACTIVATIONS)}")
         check_operation(self.operation, self.modulus)
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; use one of {', '.join(PRECISIONS)}")
         if len(self.betas) != 2 or not all(BETA_LIMIT.admits(float(b)) for b in self.betas):
             raise ValueError(f"betas must be two numbers {BETA_LIMIT.describe()}, got {self.betas}")
         if self.lr * self.weight_decay >= 1:

@@ -35,7 +35,9 @@ def default_trajectory_name(config: RunConfig) -> str:
     name = f"p{config.modulus}_w{config.width}_tf{config.train_frac:g}_noise{config.noise:g}_seed{config.seed}"
     if config.operation != "add" or config.activation != "relu":  # named when not the paper's
         name = f"{config.operation}_{config.activation}_{name}"
-    named = {"modulus", "width", "train_frac", "noise", "seed", "operation", "activation", *RESUMABLE_CHANGES}
+    if config.precision != "fp32":
+        name += f"_{config.precision}"
+    named = {"modulus", "width", "train_frac", "noise", "seed", "operation", "activation", "precision", *RESUMABLE_CHANGES}
     default = RunConfig(device=config.device)
     extra = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
              if f.name not in named and f.name != "device" and getattr(config, f.name) != getattr(default, f.name)}

@@ -32,10 +32,10 @@ def expand_grid(options: dict[str, object]) -> list[RunConfig]:
 
 def ensemble_key(config: RunConfig) -> tuple:
     """Runs with equal keys train together as one batched ensemble: same tensor shapes (the
-    number of training pairs included) and the same activation."""
+    number of training pairs included) and the same activation and precision."""
     n_classes = operands(config.operation, config.modulus).size
     n_train = train_pairs_per_class(config.modulus, config.train_frac, config.operation) * n_classes
-    return (config.modulus, config.width, config.bias, config.device, n_train, config.activation)
+    return (config.modulus, config.width, config.bias, config.device, n_train, config.activation, config.precision)
 
 
 def ensemble_groups(configs: list[RunConfig], max_size: int | None = None) -> list[list[int]]:

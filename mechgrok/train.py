@@ -81,6 +81,7 @@ class _Batch:
     modulus: int
     width: int
     activation: str
+    precision: str
     flat_params: torch.Tensor
     flat_m: torch.Tensor
     flat_v: torch.Tensor
@@ -110,6 +111,7 @@ class _Batch:
             modulus=self.modulus,
             width=self.width,
             activation=self.activation,
+            precision=self.precision,
             **{name: getattr(self, name)[index] for name in tensors},
             hyper={name: value[index] for name, value in self.hyper.items()},
         )
@@ -130,6 +132,7 @@ def _stack_batch(configs: list[RunConfig], tasks: list[TaskSplit], states: list[
         modulus=configs[0].modulus,
         width=configs[0].width,
         activation=configs[0].activation,
+        precision=configs[0].precision,
         flat_params=flat("params"),
         flat_m=flat("adam_m"),
         flat_v=flat("adam_v"),
@@ -179,6 +182,15 @@ def evaluate(params: MLPParams, a: torch.Tensor, b: torch.Tensor, labels: torch.
     return loss_sum / n, n_correct / n
 
 
+def _bmm(x: torch.Tensor, y: torch.Tensor, precision: str) -> torch.Tensor:
+    """Batched x @ y as float32: in float32, or (precision "bf16") from bfloat16 operands,
+    accumulated in float32 by the GEMM and returned rounded to bfloat16, then widened. The
+    three GEMMs of a training step go through here; everything else stays float32."""
+    if precision == "bf16":
+        return torch.bmm(x.to(torch.bfloat16), y.to(torch.bfloat16)).float()
+    return torch.bmm(x, y)
+
+
 def _forward_backward(batch: _Batch, a_flat: torch.Tensor, b_flat: torch.Tensor, bias: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward pass on the training set and a hand-written backward pass of the mean
     cross-entropy (no autograd graph). Returns the logits (M, N, p), from which metrics are
@@ -187,14 +199,14 @@ def _forward_backward(batch: _Batch, a_flat: torch.Tensor, b_flat: torch.Tensor,
     M, p, H = params.W_a.shape
     pre = hidden_preactivation(params, a_flat, b_flat)
     hidden = activate(batch.activation, pre)
-    logits = logits_from_hidden(params, hidden)
+    logits = _bmm(hidden, params.W_out, batch.precision).add_(params.b_out)
 
     n_pairs = batch.train_label.shape[1]
     d_logits = torch.softmax(logits, -1)
     d_logits.scatter_add_(-1, batch.train_label[..., None], batch.minus_ones)
     d_logits.mul_(1.0 / n_pairs)
-    grad_W_out = torch.bmm(hidden.transpose(1, 2), d_logits)
-    d_pre = activation_backward(batch.activation, torch.bmm(d_logits, params.W_out.transpose(1, 2)), pre, hidden)
+    grad_W_out = _bmm(hidden.transpose(1, 2), d_logits, batch.precision)
+    d_pre = activation_backward(batch.activation, _bmm(d_logits, params.W_out.transpose(1, 2), batch.precision), pre, hidden)
     flat_d_pre = d_pre.view(M * n_pairs, H)
     grad_W_a = torch.zeros(M * p, H, device=hidden.device).index_add_(0, a_flat, flat_d_pre).view(M, p, H)
     grad_W_b = torch.zeros(M * p, H, device=hidden.device).index_add_(0, b_flat, flat_d_pre).view(M, p, H)
@@ -300,9 +312,9 @@ def train_ensemble(configs: list[RunConfig], states: list[RunState] | None = Non
     metrics of its latest evaluation."""
     if not configs:
         return
-    shared = {(c.modulus, c.width, c.bias, c.device) for c in configs}
+    shared = {(c.modulus, c.width, c.bias, c.device, c.activation, c.precision) for c in configs}
     if len(shared) != 1:
-        raise ValueError("runs in one ensemble must share modulus, width, bias and device")
+        raise ValueError("runs in one ensemble must share modulus, width, bias, device, activation and precision")
     tasks = [make_task(c.modulus, c.train_frac, c.noise, c.seed, c.operation) for c in configs]
     if len({t.train_a.size for t in tasks}) != 1:
         raise ValueError("runs in one ensemble must have the same number of training pairs")

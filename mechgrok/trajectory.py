@@ -98,7 +98,7 @@ def config_from_attrs(attrs, path: Path | str = "") -> RunConfig:
         raise TrajectoryError(f"{path}: its recorded options are invalid ({err})") from None
 
 
-OPTIONS_ADDED_LATER = ("operation", "activation")  # files of earlier versions lack them
+OPTIONS_ADDED_LATER = ("operation", "activation", "precision")  # files of earlier versions lack them
 
 
 def _text_attr(value) -> str | None:

@@ -78,7 +78,7 @@ class _Figures:
 
 def _config_line(trajectory: xr.Dataset) -> str:
     a = trajectory.attrs
-    keys = ["operation", "activation", "modulus", "width", "train_frac", "noise", "seed", "lr", "weight_decay", "bias",
+    keys = ["operation", "activation", "precision", "modulus", "width", "train_frac", "noise", "seed", "lr", "weight_decay", "bias",
             "stop_val_acc", "patience"]
     parts = [f"{k} = {a[k]}" for k in keys if k in a]
     if "stop_reason" in a:

@@ -162,3 +162,17 @@ def test_the_stopping_rule_as_a_pure_function():
     assert reason.startswith("validation accuracy 0.9500 >= 0.9")
     reason, _ = stopping_decision(config, StoppingMemory(0.5, 900), 1000, 0.5)
     assert reason == "step cap 1000 reached"
+
+
+def test_bf16_gemms_train_close_to_fp32_with_float32_masters():
+    base = RunConfig(modulus=13, width=16, train_frac=0.5, steps=60, every=60, stop_val_acc=None)
+    fp32 = list(train_ensemble([base]))[-1]
+    bf16 = list(train_ensemble([dataclasses.replace(base, precision="bf16")]))[-1]
+    assert bf16.step == fp32.step == 60 and bf16.weights["W_a"].dtype == np.float32  # masters stay float32
+    for name in ("W_a", "W_out"):
+        gap = np.abs(bf16.weights[name] - fp32.weights[name]).max() / np.abs(fp32.weights[name]).max()
+        assert 0 < gap < 0.05, (name, gap)  # bf16 operands change the run, slightly
+    with pytest.raises(ValueError, match="precision"):
+        RunConfig(precision="fp16")
+    with pytest.raises(ValueError, match="precision"):  # one ensemble, one precision
+        list(train_ensemble([base, dataclasses.replace(base, seed=1, precision="bf16")]))
