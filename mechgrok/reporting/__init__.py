@@ -12,7 +12,7 @@ import xarray as xr
 from ..accessor import HEADLINE_ROWS, format_lead, format_number, format_step, format_waveform
 from ..config import SATURATION_TRAIN_ACC
 from ..analysis import analyze, default_analysis_path
-from ..outputs import atomic_output, check_output, write_text
+from ..outputs import atomic_output, check_output, check_space, write_failure, write_text
 from ..trajectory import open_trajectory
 from . import figures
 from .explorer import explorer_data, explorer_section, snapshots_per_run
@@ -232,6 +232,9 @@ def _seed_order(seed) -> int:
         return 0
 
 
+PAGE_BYTES_AT_LEAST = 5 * 2**20  # every page inlines plotly.js (~4.8 MB)
+
+
 def report(trajectories: list[str | os.PathLike], out: str | os.PathLike | None = None, png_dir: str | os.PathLike | None = None,
            force: bool = False) -> Path:
     """Write the HTML report for one run or several (a sweep) and return its path. Each
@@ -244,6 +247,10 @@ def report(trajectories: list[str | os.PathLike], out: str | os.PathLike | None 
         (paths[0].stem if len(paths) == 1 else f"{paths[0].stem}_and_{len(paths) - 1}_more") + ".html")
     inputs = [*paths, *(default_analysis_path(path) for path in paths)]
     check_output(out_path, "report", inputs, force=force)
+    try:  # before the analyses and figures: a full disk or a file-size limit fails at once, not after them
+        check_space(next(folder for folder in (out_path.parent, *out_path.parent.parents) if folder.exists()), PAGE_BYTES_AT_LEAST)
+    except OSError as err:
+        raise write_failure(out_path, err) from None
     runs = []
     try:
         for path in paths:
