@@ -140,7 +140,8 @@ def _quiet_after_write_failures(unraisable, default=sys.unraisablehook) -> None:
 @click.option("--activation", type=WordList(ACTIVATIONS), default=DEFAULTS.activation, help="Hidden nonlinearity (the paper's: relu).")
 @click.option("--precision", type=WordList(PRECISIONS), default=DEFAULTS.precision,
               help="Operands of the training GEMMs: fp32 (the paper's) or bf16 (float32 master weights, softmax and "
-                   "AdamW state; fast on GPUs and CPUs with bf16 units, slow elsewhere: benchmarks/README.md).")
+                   "AdamW state). For the paper's model bf16 was not faster on any device measured, and 13x slower on "
+                   "CPUs without bf16 units (benchmarks/README.md).")
 @click.option("--train-frac", type=NumberList(OptionValue("train_frac", float)), default=DEFAULTS.train_frac,
               help="Share of the p^2 pairs used for training, stratified by the answer.")
 @click.option("--noise", type=NumberList(OptionValue("noise", float), {"paper": list(PAPER_NOISE_LEVELS)}),
