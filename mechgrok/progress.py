@@ -19,6 +19,8 @@ Runs with no recorded split are scored on all pairs with true labels (attribute 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .idealize import hidden_units, readout_accuracies
@@ -41,11 +43,39 @@ def check_key_frequencies(freqs, p: int) -> tuple[int, ...]:
     return values
 
 
+@dataclass(frozen=True)
+class KeyProjection:
+    """The key-frequency directions over the p^2 pairs: cos and sin of 2 pi k s / p for each
+    key k, where s = (a + sign b) mod p is the pair's class, scaled to unit norm over the pairs
+    (p pairs per class), so orthonormal. A direction depends on the pair only through its
+    class, so projecting a function of the pairs onto them needs only its p class sums."""
+
+    class_directions: np.ndarray  # (class, 2K)
+    pair_class: np.ndarray  # (pair,): s of each pair, pairs a-major (index a * p + b)
+    class_order: np.ndarray  # (pair,): pair indices sorted by class, p groups of p
+
+    @classmethod
+    def of(cls, key_freqs: tuple[int, ...], p: int, sign: int = 1) -> "KeyProjection":
+        angle = 2 * np.pi * np.outer(np.arange(p), np.asarray(key_freqs, dtype=float)) / p
+        pair_class = law_labels(p, sign)
+        return cls(np.concatenate([np.cos(angle), np.sin(angle)], axis=1) / np.sqrt(p * p / 2), pair_class,
+                   np.argsort(pair_class, kind="stable"))
+
+    def directions(self) -> np.ndarray:
+        """The directions themselves, (pair, 2K)."""
+        return self.class_directions[self.pair_class]
+
+    def coefficients(self, values: np.ndarray) -> np.ndarray:
+        """Projections (row, 2K), float64, of rows of values over the pairs (row, pair)."""
+        p = self.class_directions.shape[0]
+        class_sums = values[:, self.class_order].reshape(values.shape[0], p, p).sum(-1)  # p terms each
+        return class_sums.astype(np.float64) @ self.class_directions
+
+
 def key_directions(key_freqs: tuple[int, ...], p: int, sign: int = 1) -> np.ndarray:
     """Orthonormal directions over the p^2 pairs (pair, 2 len(key_freqs)):
     cos and sin of 2 pi k (a + sign b) / p for each key k, each of unit norm."""
-    angle = 2 * np.pi * np.outer(law_labels(p, sign), np.asarray(key_freqs, dtype=float)) / p
-    return np.concatenate([np.cos(angle), np.sin(angle)], axis=1) / np.sqrt(p * p / 2)
+    return KeyProjection.of(key_freqs, p, sign).directions()
 
 
 def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -57,23 +87,27 @@ def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float((log_norm - logits[np.arange(labels.size), labels]).mean())
 
 
-def losses_from_hidden(hidden: np.ndarray, W_out: np.ndarray, b_out: np.ndarray | None, directions: np.ndarray,
+def losses_from_hidden(hidden: np.ndarray, W_out: np.ndarray, b_out: np.ndarray | None, keys: KeyProjection,
                        train_index: np.ndarray, train_label: np.ndarray, val_index: np.ndarray,
                        val_label: np.ndarray) -> tuple[float, float]:
     """(restricted_loss, excluded_loss) of one snapshot from its hidden units (neuron, pair),
-    output rows W_out (neuron, class), bias b_out (class,) and key `directions` (pair, 2K).
-    The products over all pairs run in float32 (sums of p^2 terms: ~1e-6 relative), the
-    small ones and the cross-entropies in float64."""
+    output rows W_out (neuron, class), bias b_out (class,) and the key directions `keys`.
+    The key components of the logits depend on a pair only through its class, so they are
+    computed once per class (class, class) and looked up per pair. The product over the
+    training pairs runs in float32, the rest and the cross-entropies in float64."""
     hidden = np.asarray(hidden, dtype=np.float32)
     W_out64 = np.asarray(W_out, dtype=np.float64)
     bias = 0.0 if b_out is None else np.asarray(b_out, dtype=np.float64)
-    coefficients = (hidden @ directions.astype(np.float32, copy=False)).astype(np.float64)  # (neuron, 2K)
-    key_readout = coefficients.T @ W_out64  # (2K, class): key components through the output layer
+    key_readout = keys.coefficients(hidden).T @ W_out64  # (2K, class): key components through the output layer
+    key_logits = keys.class_directions @ key_readout  # (pair class, class)
     constant = hidden.mean(-1, dtype=np.float64) @ W_out64  # (class,): the constant component through the output layer
-    restricted = directions[val_index] @ key_readout + constant + bias
+    restricted = key_logits + constant + bias  # a pair's restricted logits are its class's row
+    row_log_norm = np.log(np.exp(restricted - restricted.max(-1, keepdims=True)).sum(-1)) + restricted.max(-1)
+    val_class = keys.pair_class[val_index]
+    restricted_loss = float((row_log_norm[val_class] - restricted[val_class, val_label]).mean())
     full = (hidden[:, train_index].T @ np.asarray(W_out, dtype=np.float32)).astype(np.float64)
-    excluded = full - directions[train_index] @ key_readout + bias
-    return cross_entropy(restricted, val_label), cross_entropy(excluded, train_label)
+    excluded = full + (bias - key_logits)[keys.pair_class[train_index]]
+    return restricted_loss, cross_entropy(excluded, train_label)
 
 
 def real_model_measures(W_a: np.ndarray, W_b: np.ndarray, W_out: np.ndarray, b_in: np.ndarray | None,
@@ -91,7 +125,7 @@ def real_model_measures(W_a: np.ndarray, W_b: np.ndarray, W_out: np.ndarray, b_i
         val_index = train_index
     else:
         val_index = np.setdiff1d(np.arange(p * p), train_index)
-    directions = key_directions(key_freqs, p, sign) if key_freqs else None
+    keys = KeyProjection.of(key_freqs, p, sign) if key_freqs else None
     out = {"restricted_loss": np.full(n_steps, np.nan), "excluded_loss": np.full(n_steps, np.nan)}
     if accuracy:
         out["all_acc"] = np.full(n_steps, np.nan)
@@ -99,9 +133,9 @@ def real_model_measures(W_a: np.ndarray, W_b: np.ndarray, W_out: np.ndarray, b_i
         b_in_step = None if b_in is None else b_in[step]
         b_out_step = None if b_out is None else b_out[step]
         hidden = hidden_units(W_a[step], W_b[step], b_in_step, activation)
-        if directions is not None:
+        if keys is not None:
             out["restricted_loss"][step], out["excluded_loss"][step] = losses_from_hidden(
-                hidden, W_out[step], b_out_step, directions, train_index, train_label, val_index, labels[val_index])
+                hidden, W_out[step], b_out_step, keys, train_index, train_label, val_index, labels[val_index])
         if accuracy:
             (out["all_acc"][step],) = readout_accuracies(hidden, [W_out[step]], b_out_step, integer_logits=[True], sign=sign)
     return out

@@ -7,7 +7,8 @@ import mechgrok
 from mechgrok.fourier import wave_angle
 from mechgrok.idealize import (cosine_readout_accuracies, hidden_units, ideal_accuracies, readout_accuracies,
                                shuffled_phases, square, square_hidden_units)
-from mechgrok.progress import check_key_frequencies, cross_entropy, key_directions, key_frequencies, losses_from_hidden
+from mechgrok.progress import (KeyProjection, check_key_frequencies, cross_entropy, key_directions, key_frequencies,
+                               losses_from_hidden)
 from planted import as_dataset, planted_algorithm
 
 
@@ -97,11 +98,11 @@ def test_progress_measures_on_a_model_built_only_from_key_frequencies():
     train = np.sort(rng.choice(p * p, size=150, replace=False))
     val = np.setdiff1d(np.arange(p * p), train)
     own_loss = cross_entropy(hidden[:, val].T @ W_out, labels[val])
-    restricted, excluded = losses_from_hidden(hidden, W_out, None, key_directions((k,), p), train, labels[train], val, labels[val])
+    restricted, excluded = losses_from_hidden(hidden, W_out, None, KeyProjection.of((k,), p), train, labels[train], val, labels[val])
     assert restricted == pytest.approx(own_loss, rel=1e-5) and own_loss < 0.1
     assert excluded == pytest.approx(np.log(p), rel=1e-5)  # nothing left: uniform logits, chance
     # removing another frequency takes nothing away, and keeping only it leaves chance
-    restricted, excluded = losses_from_hidden(hidden, W_out, None, key_directions((k + 1,), p), train, labels[train], val, labels[val])
+    restricted, excluded = losses_from_hidden(hidden, W_out, None, KeyProjection.of((k + 1,), p), train, labels[train], val, labels[val])
     assert restricted == pytest.approx(np.log(p), rel=1e-5)
     assert excluded == pytest.approx(cross_entropy(hidden[:, train].T @ W_out, labels[train]), rel=1e-5)
 
@@ -109,6 +110,10 @@ def test_progress_measures_on_a_model_built_only_from_key_frequencies():
 def test_key_directions_are_orthonormal_and_key_frequencies_come_from_structured_neurons():
     directions = key_directions((1, 5, 11), 23)
     np.testing.assert_allclose(directions.T @ directions, np.eye(6), atol=1e-12)
+    values = np.random.default_rng(1).normal(size=(7, 23 * 23))
+    for sign in (1, -1):  # projecting through the p class sums = projecting onto the p^2-long directions
+        keys = KeyProjection.of((1, 5, 11), 23, sign)
+        np.testing.assert_allclose(keys.coefficients(values), values @ key_directions((1, 5, 11), 23, sign), atol=1e-12)
     assert key_frequencies(np.array([3, 0, 5, 3, 7]), np.array([1, 0, 1, 1, 0], bool)) == (3, 5)
     assert key_frequencies(np.array([3, 5]), np.zeros(2, bool)) == ()
     assert check_key_frequencies([5, 2], 23) == (2, 5)
