@@ -93,8 +93,11 @@ def explorer_section(runs: list[dict]) -> str:
         '<h2 id="explorer">Explorer: scrub through training</h2>'
         '<p class="muted">Move the slider (or press play) to see the algorithm form: the cursor on the timeline, the phase-law '
         "scatter, the selected neuron's rows with their ideal waves, and the periodicity heatmap move together. Click a point "
-        "of the scatter or a row of the heatmap to select a neuron. Needs JavaScript; the static figures below show the same "
-        "run without it.</p>"
+        "of the scatter or a row of the heatmap to select a neuron. Needs JavaScript; "
+        + ("the static figures below show the same run without it." if len(runs) == 1 else
+           "below, each run's timeline is also a static figure, and `mechgrok report RUN.h5 --html` draws one run's "
+           "neurons, phases and periodicity statically.")
+        + "</p>"
         f'<div class="mg-controls">{selector}<button id="mg-play" type="button">play</button>'
         '<input id="mg-slider" type="range" min="0" max="0" value="0" step="1" aria-label="training step">'
         '<span id="mg-step"></span></div>'
