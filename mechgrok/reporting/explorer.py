@@ -95,7 +95,7 @@ def explorer_section(runs: list[dict]) -> str:
         "scatter, the selected neuron's rows with their ideal waves, and the periodicity heatmap move together. Click a point "
         "of the scatter or a row of the heatmap to select a neuron. Needs JavaScript; "
         + ("the static figures below show the same run without it." if len(runs) == 1 else
-           "below, each run's timeline is also a static figure, and `mechgrok report RUN.h5 --html` draws one run's "
+           "below, each run's timeline is also a static figure, and <code>mechgrok report RUN.h5 --html</code> draws one run's "
            "neurons, phases and periodicity statically.")
         + "</p>"
         f'<div class="mg-controls">{selector}<button id="mg-play" type="button">play</button>'
