@@ -8,6 +8,8 @@ import numpy as np
 import xarray as xr
 
 from .bootstrap import SeedSummary, seed_summary
+from .config import RunConfig
+from .trajectory import OPTIONS_ADDED_LATER
 
 # (column, headline key) of the Table-2-shaped table; validation accuracy of the real model
 # and of the idealized models at the end and at the saturation checkpoint, then controls and r
@@ -18,8 +20,8 @@ TABLE2_COLUMNS = (("final real", "val_acc_final"), ("final Sq->Sq", "ideal_acc_s
                   ("sat. Sq->Cos", "ideal_acc_saturation"), ("sat. Cos->Cos", "ideal_acc_cos_cos_saturation"),
                   ("final r", "r_all_final"), ("final r'", "r_structured_final"))
 # run options that make runs comparable; runs equal in all of them are seeds of one group
-GROUP_OPTIONS = ("operation", "activation", "modulus", "width", "train_frac", "noise", "lr", "weight_decay", "steps",
-                 "stop_val_acc")
+GROUP_OPTIONS = ("operation", "activation", "precision", "modulus", "width", "train_frac", "noise", "lr", "weight_decay",
+                 "steps", "stop_val_acc")
 EXTRA_NUMBERS = ("periodicity_mean_final", "lead_steps", "final_step")
 
 
@@ -28,7 +30,9 @@ def run_numbers(analysis: xr.Dataset, trajectory_attrs: dict) -> dict:
     missing), the mean final W_a periodicity, the lead in steps (NaN when undefined) and the
     last step."""
     head = analysis.mechgrok.headline()
-    row = {key: trajectory_attrs.get(key) for key in (*GROUP_OPTIONS, "seed")}
+    # files recorded before an option existed ran its default (the paper's)
+    row = {key: trajectory_attrs.get(key, getattr(RunConfig, key) if key in OPTIONS_ADDED_LATER else None)
+           for key in (*GROUP_OPTIONS, "seed")}
     for _, key in TABLE2_COLUMNS:
         row[key] = float(head[key]) if head.get(key) is not None else np.nan
     row["periodicity_mean_final"] = float(np.nanmean(analysis["periodicity_a"].isel(step=-1).values))

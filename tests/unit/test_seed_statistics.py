@@ -2,8 +2,10 @@
 import numpy as np
 import pytest
 
+import mechgrok
 from mechgrok.bootstrap import seed_summary
-from mechgrok.sweep_summary import group_by_options, summarize_seeds, varying_options
+from mechgrok.sweep_summary import group_by_options, run_numbers, summarize_seeds, varying_options
+from planted import as_dataset, planted_algorithm
 
 
 def test_bootstrap_interval_contains_the_mean_and_shrinks_with_more_seeds():
@@ -39,3 +41,13 @@ def test_runs_are_grouped_by_every_option_but_the_seed():
     summary = summarize_seeds(groups[1][1])
     assert summary["val_acc_final"].n == 2 and summary["val_acc_final"].mean == pytest.approx(0.6)
     assert summary["ideal_acc_final"].n == 0  # missing numbers are NaN, not zero
+    mixed = group_by_options([dict(run(0.0, 0, 1.0), precision="fp32"), dict(run(0.0, 1, 0.9), precision="bf16")])
+    assert len(mixed) == 2 and varying_options(mixed) == ["precision"]  # another precision is not another seed
+
+
+def test_a_run_recorded_before_an_option_existed_counts_as_its_default():
+    analysis = mechgrok.analyze(as_dataset(planted_algorithm(23), planted_algorithm(23, seed=1)))
+    old = run_numbers(analysis, dict(modulus=23, noise=0.0, seed=0))  # no operation, activation, precision attributes
+    assert (old["operation"], old["activation"], old["precision"]) == ("add", "relu", "fp32")
+    assert run_numbers(analysis, dict(modulus=23, noise=0.0, seed=0, precision="bf16"))["precision"] == "bf16"
+    assert old["lr"] is None  # options every file has are not invented
