@@ -12,7 +12,7 @@ from conftest import assert_one_line_error, run_cli
 from mechgrok.trajectory import attr_int, open_trajectory
 
 # long enough (a few seconds) that the kill lands mid-recording
-KILLABLE = ["--modulus", "23", "--width", "64", "--train-frac", "0.5", "--steps", "2000", "--every", "20",
+KILLABLE = ["--modulus", "23", "--width", "64", "--train-frac", "0.5", "--steps", "4000", "--every", "20",
             "--stop-val-acc", "1.0"]
 
 
@@ -45,7 +45,7 @@ def test_sigkill_leaves_a_readable_file_and_resume_matches_uninterrupted(tmp_pat
     run_cli("record", *KILLABLE, "--out", str(killed), "--resume", "--quiet", check=True)
     run_cli("record", *KILLABLE, "--out", str(whole), "--quiet", check=True)
     a, b = open_trajectory(killed), open_trajectory(whole)
-    assert a.attrs["final_step"] == b.attrs["final_step"] == 2000
+    assert a.attrs["final_step"] == b.attrs["final_step"] == 4000
     assert list(a.step.values) == list(b.step.values)
     for name in ("W_a", "W_b", "W_out", "b_in", "b_out", "train_loss", "val_acc"):
         np.testing.assert_array_equal(a[name].values, b[name].values)
