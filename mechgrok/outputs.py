@@ -91,6 +91,9 @@ def check_output(path: Path, role: str, inputs: Iterable[Path] = (), force: bool
     for given in inputs:
         if same_file(path, Path(given)):
             raise OutputExistsError(f"{path} is an input of this command; refusing to write over it")
+    blocking = next((folder for folder in Path(path).parents if folder.exists() and not folder.is_dir()), None)
+    if blocking is not None:
+        raise OutputExistsError(f"{path}: {blocking} is a file, not a folder; give another --out")
     if os.path.lexists(path):
         if path.is_dir():
             raise OutputExistsError(f"{path} is a folder; give a file name")

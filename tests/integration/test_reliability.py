@@ -111,6 +111,17 @@ def test_analyze_and_report_under_a_file_size_limit_fail_in_one_line_and_leave_n
 
 # --- the output rule ------------------------------------------------------------------------
 
+def test_an_output_under_a_file_gets_one_line_naming_the_file(tmp_path, whole):
+    trajectory = tmp_path / "t.h5"
+    trajectory.write_bytes(whole.read_bytes())
+    (tmp_path / "notes").write_text("a file, not a folder")
+    for args in (["record", *SMALL, "--out", str(tmp_path / "notes" / "t.h5")],
+                 ["analyze", str(trajectory), "--out", str(tmp_path / "notes" / "deeper" / "a.h5")],
+                 ["report", str(trajectory), "--html", "--out", str(tmp_path / "notes" / "r.html")]):
+        assert_one_line_error(run_cli(*args), "notes is a file, not a folder")
+    assert (tmp_path / "notes").read_text() == "a file, not a folder"
+
+
 def test_no_command_writes_over_its_input_or_a_file_of_another_role(tmp_path, whole):
     trajectory = tmp_path / "t.h5"
     trajectory.write_bytes(whole.read_bytes())
