@@ -293,11 +293,11 @@ class _StreamedNeuronVariables:
         self.pending_start = 0
         self.pending_rows = 0
 
-    def write(self, start: int, values: dict[str, np.ndarray]) -> None:
-        """Add the rows of snapshots start, start + 1, ... (chunks arrive in order)."""
+    def write(self, values: dict[str, np.ndarray]) -> None:
+        """Add the rows of the next snapshots (chunks arrive in step order)."""
         for name, array in values.items():
             self.pending.setdefault(name, []).append(array)
-        self.pending_rows += next(iter(values.values())).shape[0] if values else 0
+        self.pending_rows += next(iter(values.values())).shape[0]
         if self.pending_rows >= self.rows:
             self._flush()
 
@@ -379,7 +379,7 @@ def analyze_dataset(ds: xr.Dataset, params: AnalysisParams = AnalysisParams(), s
         for (start, _), chunk in zip(bounds, chunks):
             two_d = {name: values for name, values in chunk.items() if values.ndim == 2}
             if stream is not None:
-                stream.write(start, two_d)
+                stream.write(two_d)
             else:
                 for name, values in two_d.items():
                     per_neuron.setdefault(name, []).append(values)

@@ -112,8 +112,7 @@ def cosine_readout_accuracies(hidden: np.ndarray, freq: np.ndarray, phases: np.n
     sin_part = np.sin(phases[:, order]).astype(np.float32)
     classes = 2 * np.pi * np.outer(frequencies, np.arange(p)) / p
     basis = np.stack([np.cos(classes), np.sin(classes)], axis=1).reshape(-1, p).astype(np.float32)  # (2K, p)
-    basis_t = np.ascontiguousarray(basis.T)  # (p, 2K)
-    scorer = _ScreenedScorer(basis, basis_t, labels) if screen.any() else None
+    scorer = _ScreenedScorer(basis, labels) if screen.any() else None
     accuracies = np.empty(n_variants)
     largest = int(np.clip(COSINE_BATCH_BYTES // (2 * frequencies.size * hidden.shape[1] * 4), 1, n_variants))
     batch_size = -(-n_variants // -(-n_variants // largest))  # batches of even size: each one reads every row once
@@ -130,20 +129,20 @@ def cosine_readout_accuracies(hidden: np.ndarray, freq: np.ndarray, phases: np.n
         for v in range(width):
             coefficients = sums[:, :, v, :].reshape(2 * frequencies.size, -1)  # (2K, pairs), a view
             accuracies[first + v] = (scorer.accuracy(coefficients) if screen[first + v] else
-                                     float(((coefficients.T @ basis).argmax(-1) == labels).mean()))
+                                     _credit(coefficients.T @ basis, labels, exact_ties=False))
     return accuracies
 
 
 class _ScreenedScorer:
     """Argmax accuracy of logits = coefficients.T @ basis for coefficients (2K, pair) and
-    basis (2K, class) (basis_t: its transpose), computing all classes only for the pairs whose label logit is not
+    basis (2K, class), computing all classes only for the pairs whose label logit is not
     clearly beaten by one of SCREEN_CLASSES fixed classes. "Clearly": by more than a relative
     1e-5, so that rounding (the label logit is a column-wise dot product, not the matrix
     product) never rejects a pair the full argmax would count; near-ties go on to the full
     argmax, which decides as without screening."""
 
-    def __init__(self, basis: np.ndarray, basis_t: np.ndarray, labels: np.ndarray):
-        p = basis_t.shape[0]
+    def __init__(self, basis: np.ndarray, labels: np.ndarray):
+        p, basis_t = basis.shape[1], basis.T
         self.basis, self.labels = basis, labels
         candidates = np.unique(np.linspace(0, p - 1, min(SCREEN_CLASSES, p)).round().astype(int))
         self.candidate_basis_t = basis_t[candidates]  # (candidate, 2K)

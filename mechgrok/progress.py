@@ -78,13 +78,18 @@ def key_directions(key_freqs: tuple[int, ...], p: int, sign: int = 1) -> np.ndar
     return KeyProjection.of(key_freqs, p, sign).directions()
 
 
-def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
-    """Mean cross-entropy in nats of (pair, class) logits against integer labels: float64,
-    except the exponentials of logit - max (in (0, 1], float32 is ~1e-7 relative there)."""
+def log_normalizers(logits: np.ndarray) -> np.ndarray:
+    """log sum_c exp(logits[..., c]) per row: float64, except the exponentials of logit - max
+    (in (0, 1], float32 is ~1e-7 relative there)."""
     logits = np.asarray(logits, dtype=np.float64)
     top = logits.max(-1, keepdims=True)
-    log_norm = np.log(np.exp((logits - top).astype(np.float32)).sum(-1, dtype=np.float64)) + top[:, 0]
-    return float((log_norm - logits[np.arange(labels.size), labels]).mean())
+    return np.log(np.exp((logits - top).astype(np.float32)).sum(-1, dtype=np.float64)) + top[..., 0]
+
+
+def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Mean cross-entropy in nats of (pair, class) logits against integer labels (float64)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    return float((log_normalizers(logits) - logits[np.arange(labels.size), labels]).mean())
 
 
 def losses_from_hidden(hidden: np.ndarray, W_out: np.ndarray, b_out: np.ndarray | None, keys: KeyProjection,
@@ -102,9 +107,8 @@ def losses_from_hidden(hidden: np.ndarray, W_out: np.ndarray, b_out: np.ndarray 
     key_logits = keys.class_directions @ key_readout  # (pair class, class)
     constant = hidden.mean(-1, dtype=np.float64) @ W_out64  # (class,): the constant component through the output layer
     restricted = key_logits + constant + bias  # a pair's restricted logits are its class's row
-    row_log_norm = np.log(np.exp(restricted - restricted.max(-1, keepdims=True)).sum(-1)) + restricted.max(-1)
     val_class = keys.pair_class[val_index]
-    restricted_loss = float((row_log_norm[val_class] - restricted[val_class, val_label]).mean())
+    restricted_loss = float((log_normalizers(restricted)[val_class] - restricted[val_class, val_label]).mean())
     full = (hidden[:, train_index].T @ np.asarray(W_out, dtype=np.float32)).astype(np.float64)
     excluded = full + (bias - key_logits)[keys.pair_class[train_index]]
     return restricted_loss, cross_entropy(excluded, train_label)
