@@ -27,6 +27,7 @@ from .config import ANALYSIS_LIMITS, MIN_MODULUS, SATURATION_TRAIN_ACC, check_op
 from .errors import OutputExistsError, TrajectoryError
 from .outputs import atomic_output, check_space, same_file
 from .idealize import IDEAL_VARIANTS, SHUFFLE_DRAWS, ideal_accuracies
+from .netcdf_reader import open_netcdf
 from .operations import GroupView, group_view, operate
 from .progress import KEY_FREQS_RULE, check_key_frequencies, key_frequencies, real_model_measures
 from .trajectory import attr_float, attr_int, open_trajectory, trajectory_identity
@@ -364,8 +365,8 @@ def analyze_dataset(ds: xr.Dataset, params: AnalysisParams = AnalysisParams(), s
 
         chunks = map_on_cluster(scheduler, _chunk_from_file, [(path, a, b, params, not has_metrics) for a, b in bounds])
     else:
-        # reading a lazily opened file costs ~40 ms per read however small (h5netcdf's bookkeeping):
-        # a trajectory that fits comfortably is read once, a larger one chunk by chunk
+        # a trajectory that fits comfortably is read in one go (one HDF5 read per variable, not
+        # one per chunk), a larger one chunk by chunk
         source_ds = ds.compute() if ds.nbytes <= READ_AT_ONCE_BYTES else ds
         chunks = _ordered_map(lambda bound: _chunk_from_dataset(source_ds, *bound, params, not has_metrics), bounds)
     steps = ds["step"].values if "step" in ds.coords or "step" in ds else np.arange(n_steps)
@@ -411,7 +412,7 @@ def analyze_dataset(ds: xr.Dataset, params: AnalysisParams = AnalysisParams(), s
             return out
         stream.finish(out.drop_dims("neuron", errors="ignore").drop_vars("neuron", errors="ignore"))
         stream = None
-        return xr.open_dataset(stream_to, engine="h5netcdf")
+        return open_netcdf(stream_to)
     finally:
         blas_limit.restore_original_limits()
         if stream is not None:
@@ -590,11 +591,11 @@ def analyze(source: str | os.PathLike | xr.Dataset, params: AnalysisParams | Non
         resolved = params.resolved(trajectory.sizes["token"])
         identity, n_snapshots = trajectory_identity(trajectory), trajectory.sizes["step"]
         if not force and out_path.exists() and _is_current(out_path, identity, n_snapshots, resolved):
-            return xr.open_dataset(out_path, engine="h5netcdf")
+            return open_netcdf(out_path)
         if not save:
             return analyze_dataset(trajectory, params, source=str(path), path=str(path), scheduler=scheduler)
         with atomic_output(out_path, "analysis", inputs=[path], replace_role=True) as partial:
             check_space(out_path.parent, analysis_size_bound(n_snapshots, trajectory.sizes["neuron"]))
             analyze_dataset(trajectory, params, source=str(path), path=str(path), scheduler=scheduler,
                             stream_to=partial).close()
-    return xr.open_dataset(out_path, engine="h5netcdf")
+    return open_netcdf(out_path)

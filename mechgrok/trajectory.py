@@ -39,6 +39,7 @@ import xarray as xr
 from . import accessor  # noqa: F401  registers `ds.mechgrok` on the Datasets this module returns
 from .config import RunConfig
 from .errors import TrajectoryError
+from .netcdf_reader import dimension_names, open_netcdf
 from .outputs import check_readable_input
 
 FORMAT_VERSION = 2
@@ -169,26 +170,11 @@ def _check_layout(f: h5py.File, path: Path) -> None:
             raise TrajectoryError(f"{path}: {name} has shape {obj.shape}, expected ({n}+, {H}, {p}) (step, neuron, token)")
         if obj.ndim != len(dims) or obj.shape[0] < n:
             raise TrajectoryError(f"{path}: {name} has shape {obj.shape}, expected at least the {n} committed snapshots")
-        found = _dimension_names(f, obj)
+        found = dimension_names(f, obj)
         if found is None:
             raise TrajectoryError(f"{path}: {name} has no netCDF dimensions (not written by h5netcdf/netCDF)")
         if found != dims:
             raise TrajectoryError(f"{path}: {name} has dimensions {found}, expected {dims}")
-
-
-def _dimension_names(f: h5py.File, dataset: h5py.Dataset) -> tuple[str, ...] | None:
-    """The netCDF dimension names of a dataset (its attached dimension scales), or None."""
-    if dataset.attrs.get("CLASS") == b"DIMENSION_SCALE":  # a coordinate is its own dimension
-        return (dataset.name.lstrip("/"),) if dataset.ndim == 1 else None
-    if "DIMENSION_LIST" not in dataset.attrs:
-        return None
-    names = []
-    for axis in range(dataset.ndim):
-        scales = list(dataset.dims[axis].values())
-        if not scales:
-            return None
-        names.append(scales[0].name.lstrip("/"))
-    return tuple(names)
 
 
 def read_config(path: str | os.PathLike) -> RunConfig:
@@ -284,7 +270,7 @@ def _open_committed(path: Path, chunks: dict | None, trust_nan: bool = False) ->
     live = _is_recording(path)
     handle = open(path, "rb")
     try:
-        ds = xr.open_dataset(handle, engine="h5netcdf", chunks=None if live else chunks)
+        ds = open_netcdf(handle, chunks=None if live else chunks)
     except (OSError, ValueError, RuntimeError, KeyError) as err:
         handle.close()
         raise TrajectoryError(f"{path}: cannot be opened as netCDF ({str(err).splitlines()[0]})") from None
