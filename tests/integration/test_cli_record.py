@@ -1,14 +1,10 @@
-import os
-import signal
-import subprocess
-import sys
 import time
 
 import h5py
 import numpy as np
 import pytest
 
-from conftest import assert_one_line_error, run_cli
+from conftest import ForkedCli, assert_one_line_error, run_cli
 from mechgrok.trajectory import attr_int, open_trajectory
 
 # long enough (a few seconds) that the kill lands mid-recording
@@ -27,12 +23,12 @@ def _snapshots_on_file(path) -> int:
 @pytest.mark.slow
 def test_sigkill_leaves_a_readable_file_and_resume_matches_uninterrupted(tmp_path):
     killed, whole = tmp_path / "killed.h5", tmp_path / "whole.h5"
-    proc = subprocess.Popen([sys.executable, "-m", "mechgrok.cli", "record", *KILLABLE, "--out", str(killed), "--quiet"])
+    proc = ForkedCli("record", *KILLABLE, "--out", str(killed), "--quiet")
     deadline = time.time() + 60
     while _snapshots_on_file(killed) < 10 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     assert proc.poll() is None, "recording ended before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
+    proc.kill()
     proc.wait()
 
     ds = open_trajectory(killed)  # opens, with every completed snapshot

@@ -9,7 +9,7 @@ import safetensors.torch  # a dependency: a skip would hide a broken install
 import torch
 
 import mechgrok
-from conftest import assert_one_line_error, run_cli
+from conftest import ForkedCli, assert_one_line_error, run_cli
 from mechgrok.trajectory import open_trajectory
 
 P, H, STEPS = 13, 16, (0, 20, 40, 60)
@@ -144,10 +144,6 @@ def test_bad_sources_give_one_line_errors_and_write_nothing(tmp_path, trained):
 
 @pytest.mark.slow
 def test_a_killed_import_keeps_every_completed_snapshot(tmp_path):
-    import os
-    import signal
-    import subprocess
-    import sys
     import time
 
     states = {"0.weight": torch.zeros(64, 2 * 23), "2.weight": torch.zeros(23, 64)}
@@ -155,13 +151,13 @@ def test_a_killed_import_keeps_every_completed_snapshot(tmp_path):
     torch.save({"checkpoints": [{k: v + i for k, v in states.items()} for i in range(3000)],
                 "checkpoint_epochs": list(range(3000))}, source)
     out = tmp_path / "t.h5"
-    proc = subprocess.Popen([sys.executable, "-m", "mechgrok.cli", "import", str(source), "--out", str(out), "--quiet"])
+    proc = ForkedCli("import", str(source), "--out", str(out), "--quiet")
     deadline = time.time() + 60
     while time.time() < deadline and proc.poll() is None and not out.exists():  # published with its first snapshot
         time.sleep(0.01)
     time.sleep(0.2)
     assert proc.poll() is None, "the import ended before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
+    proc.kill()
     proc.wait()
     with open_trajectory(out) as ds:
         n = ds.sizes["step"]

@@ -3,10 +3,7 @@ file-size limit standing in for a full disk), resume consistency, live reading, 
 files, sweep indexes and interrupts."""
 import json
 import os
-import resource
 import signal
-import subprocess
-import sys
 import time
 
 import h5py
@@ -15,7 +12,7 @@ import pytest
 import xarray as xr
 
 import mechgrok
-from conftest import assert_one_line_error, run_cli
+from conftest import ForkedCli, assert_one_line_error, run_cli, run_forked
 from mechgrok.errors import OutputExistsError, TrajectoryError
 from mechgrok.sweep_index import resolve_trajectories
 from mechgrok.trajectory import open_trajectory
@@ -25,16 +22,6 @@ SMALL = ["--modulus", "23", "--width", "64", "--train-frac", "0.5", "--steps", "
 # signal or a reader always lands mid-recording, and the test kills it when done
 ENDLESS = ["--modulus", "23", "--width", "64", "--train-frac", "0.5", "--steps", "200000", "--every", "20",
            "--noise", "0.3", "--stop-val-acc", "1.0"]
-
-
-def run_limited(limit_bytes: int, *args: str, cwd=None) -> subprocess.CompletedProcess:
-    """The CLI in a subprocess whose files may not grow past `limit_bytes` (RLIMIT_FSIZE):
-    writes beyond it fail with EFBIG, as on a full disk."""
-    def limit():
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
-
-    return subprocess.run([sys.executable, "-m", "mechgrok.cli", *args], capture_output=True, text=True,
-                          preexec_fn=limit, cwd=cwd, env=dict(os.environ, COLUMNS="200"))
 
 
 def partials(folder) -> list:
@@ -63,7 +50,7 @@ def whole(tmp_path_factory):
 @pytest.mark.slow
 def test_full_disk_during_record_keeps_every_committed_snapshot_and_resume_matches(tmp_path, whole):
     out = tmp_path / "t.h5"
-    proc = run_limited(700_000, "record", *SMALL, "--out", str(out), "--quiet")
+    proc = run_forked("record", *SMALL, "--out", str(out), "--quiet", limit_bytes=700_000)
     assert proc.returncode == 1, proc.stderr  # an error, not a signal
     assert_one_line_error(proc, "t.h5", "could not be written", "File too large", "--resume")
     ds = open_trajectory(out)
@@ -78,7 +65,7 @@ def test_full_disk_during_record_keeps_every_committed_snapshot_and_resume_match
 
 @pytest.mark.slow
 def test_full_disk_before_the_first_snapshot_leaves_nothing(tmp_path):
-    proc = run_limited(60_000, "record", *SMALL, "--out", str(tmp_path / "t.h5"), "--quiet")
+    proc = run_forked("record", *SMALL, "--out", str(tmp_path / "t.h5"), "--quiet", limit_bytes=60_000)
     assert_one_line_error(proc, "t.h5", "could not be written")
     assert os.listdir(tmp_path) == []
 
@@ -88,7 +75,7 @@ def test_a_forced_run_that_fails_keeps_the_old_file(tmp_path, whole):
     out = tmp_path / "t.h5"
     out.write_bytes(whole.read_bytes())
     before = out.read_bytes()
-    proc = run_limited(60_000, "record", *SMALL, "--seed", "1", "--out", str(out), "--force", "--quiet")
+    proc = run_forked("record", *SMALL, "--seed", "1", "--out", str(out), "--force", "--quiet", limit_bytes=60_000)
     assert_one_line_error(proc, "could not be written")
     assert out.read_bytes() == before and partials(tmp_path) == []
 
@@ -104,7 +91,7 @@ def test_analyze_and_report_under_a_file_size_limit_fail_in_one_line_and_leave_n
         run_cli("analyze", str(trajectory), "--quiet", check=True)
     args = [str(trajectory), "--quiet"] if command == "analyze" else [str(trajectory), "--html", "--out", str(tmp_path / "r.html")]
     before = set(os.listdir(tmp_path))
-    proc = run_limited(limit, command, *args)
+    proc = run_forked(command, *args, limit_bytes=limit)
     assert_one_line_error(proc, "could not be written")
     assert set(os.listdir(tmp_path)) == before
 
@@ -167,9 +154,8 @@ def test_the_analysis_cache_is_keyed_on_the_trajectory_not_its_time_or_name(tmp_
 def test_concurrent_analyze_of_one_file_both_succeed(tmp_path, whole):
     trajectory = tmp_path / "t.h5"
     trajectory.write_bytes(whole.read_bytes())
-    command = [sys.executable, "-m", "mechgrok.cli", "analyze", str(trajectory), "--force", "--quiet", "--chunk-steps", "2"]
-    procs = [subprocess.Popen(command, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    errors = [proc.communicate()[1] for proc in procs]
+    procs = [ForkedCli("analyze", str(trajectory), "--force", "--quiet", "--chunk-steps", "2") for _ in range(2)]
+    errors = [proc.wait().stderr for proc in procs]
     assert [proc.returncode for proc in procs] == [0, 0], errors
     assert partials(tmp_path) == []
     with xr.open_dataset(tmp_path / "t.analysis.h5", engine="h5netcdf") as result:
@@ -181,7 +167,7 @@ def test_concurrent_analyze_of_one_file_both_succeed(tmp_path, whole):
 @pytest.mark.slow
 def test_a_long_lived_reader_always_sees_the_committed_snapshots_of_a_live_recording(tmp_path):
     out = tmp_path / "live.h5"
-    proc = subprocess.Popen([sys.executable, "-m", "mechgrok.cli", "record", *ENDLESS, "--out", str(out), "--quiet"])
+    proc = ForkedCli("record", *ENDLESS, "--out", str(out), "--quiet")
     try:
         while not out.exists() and proc.poll() is None:
             time.sleep(0.02)
@@ -224,13 +210,12 @@ def test_unwritten_entries_read_as_fill_values_not_data(tmp_path, whole):
 @pytest.mark.slow
 def test_sigterm_during_record_says_how_to_resume(tmp_path):
     out = tmp_path / "t.h5"
-    proc = subprocess.Popen([sys.executable, "-m", "mechgrok.cli", "record", *ENDLESS, "--out", str(out), "--quiet"],
-                            stderr=subprocess.PIPE, text=True)
+    proc = ForkedCli("record", *ENDLESS, "--out", str(out), "--quiet")
     while not out.exists() and proc.poll() is None:
         time.sleep(0.02)
     time.sleep(0.5)
     proc.send_signal(signal.SIGTERM)
-    stderr = proc.communicate()[1]
+    stderr = proc.wait().stderr
     assert proc.returncode == 130 and "Traceback" not in stderr, stderr
     lines = [line for line in stderr.splitlines() if line.startswith("Error")]
     assert len(lines) == 1 and "interrupted" in lines[0] and "--resume" in lines[0], stderr
