@@ -12,7 +12,7 @@ axes (e.g. step, neuron) are batch axes. Definitions follow ../shared/reference/
 """
 from __future__ import annotations
 
-import warnings
+import functools
 
 import numpy as np
 
@@ -26,9 +26,33 @@ def wrap_angle(angle: np.ndarray) -> np.ndarray:
     return (np.asarray(angle) + np.pi) % (2 * np.pi) - np.pi
 
 
+DFT_BY_MATRIX_MAX_P = 512  # up to this p the DFT is two real matrix products; beyond it the FFT wins
+
+
 def spectrum(rows: np.ndarray) -> np.ndarray:
-    """Complex DFT F[..., k] = sum_x w[..., x] exp(-2 pi i k x / p), k = 0..p-1."""
-    return np.fft.fft(rows, axis=-1)
+    """Complex DFT F[..., k] = sum_x w[..., x] exp(-2 pi i k x / p), k = 0..p-1, complex128.
+    For the moduli studied (p <= DFT_BY_MATRIX_MAX_P) it is two real matrix products with
+    the cos/sin table: ~3.5x faster than numpy's FFT, which takes Bluestein's detour for
+    prime p, and equal to numpy.fft.fft to ~1e-13 relative."""
+    rows = np.asarray(rows, dtype=np.float64)
+    p = rows.shape[-1]
+    if p > DFT_BY_MATRIX_MAX_P:
+        return np.fft.fft(rows, axis=-1)
+    cos, sin = _dft_table(p)
+    F = np.empty(rows.shape, np.complex128)
+    F.real = rows @ cos
+    F.imag = rows @ sin
+    F.imag *= -1
+    return F
+
+
+@functools.lru_cache(maxsize=8)
+def _dft_table(p: int) -> tuple[np.ndarray, np.ndarray]:
+    """cos and sin of 2 pi k x / p as (x, k) matrices, from (k x mod p) so that each angle
+    is reduced exactly before rounding."""
+    x = np.arange(p)
+    angle = 2 * np.pi * (np.outer(x, x) % p) / p
+    return np.cos(angle), np.sin(angle)
 
 
 def dominant_frequency(F: np.ndarray) -> np.ndarray:
@@ -92,11 +116,19 @@ def square_levels(rows: np.ndarray, theta: np.ndarray) -> tuple[np.ndarray, np.n
     where cos(theta) >= 0 (high level) and where cos(theta) < 0 (low level); NaN for a half
     with no token (only at frequency 0)."""
     positive = np.cos(theta) >= 0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN half of a frequency-0 row
-        high = np.nanmedian(np.where(positive, rows, np.nan), axis=-1)
-        low = np.nanmedian(np.where(positive, np.nan, rows), axis=-1)
-    return high, low
+    return _median_where(rows, positive), _median_where(rows, ~positive)
+
+
+def _median_where(rows: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """numpy.nanmedian of each row's entries where `mask` (last axis), NaN where none: by one
+    sort (nanmedian's per-row handling cost ~6x more on (step, neuron) batches)."""
+    mask = mask & ~np.isnan(rows)
+    count = mask.sum(-1)
+    ordered = np.sort(np.where(mask, rows, np.inf), axis=-1)  # the masked-in entries first, in order
+    lower = np.take_along_axis(ordered, (np.maximum(count, 1) - 1)[..., None] // 2, -1)[..., 0]
+    upper = np.take_along_axis(ordered, np.minimum(count // 2, rows.shape[-1] - 1)[..., None], -1)[..., 0]
+    with np.errstate(invalid="ignore"):  # (inf + inf where count is 0, replaced by NaN)
+        return np.where(count > 0, (lower + upper) / 2, np.nan)
 
 
 def ideal_square(theta: np.ndarray, high: np.ndarray, low: np.ndarray) -> np.ndarray:

@@ -16,6 +16,8 @@ Convention check:
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .activations import activate
@@ -27,6 +29,9 @@ SHUFFLE_DRAWS = 16  # permutations behind the shuffled control's mean and 95th p
 SHUFFLE_QUANTILE = 0.95
 COSINE_BATCH_BYTES = 64 * 2**20  # memory for the per-frequency sums of the cosine read-outs scored at a time
 SCREEN_CLASSES = 12  # classes tried first when screening (about 1 in 13 pairs of a shuffled control survives)
+# A read-out scored below this at one snapshot is screened at the next (the shuffled draws always
+# are): screening pays when most pairs are wrong and gives the same accuracy either way.
+SCREEN_BELOW_ACCURACY = 0.5
 
 
 def square(theta: np.ndarray) -> np.ndarray:
@@ -110,9 +115,8 @@ def cosine_readout_accuracies(hidden: np.ndarray, freq: np.ndarray, phases: np.n
     rows = hidden[first_row:first_row + order.size] if contiguous else hidden[order]  # grouped by frequency
     cos_part = np.cos(phases[:, order]).astype(np.float32)
     sin_part = np.sin(phases[:, order]).astype(np.float32)
-    classes = 2 * np.pi * np.outer(frequencies, np.arange(p)) / p
-    basis = np.stack([np.cos(classes), np.sin(classes)], axis=1).reshape(-1, p).astype(np.float32)  # (2K, p)
-    scorer = _ScreenedScorer(basis, labels) if screen.any() else None
+    basis = _class_basis(frequencies, p)
+    scorer = _screened_scorer(tuple(frequencies.tolist()), p, sign) if screen.any() else None
     accuracies = np.empty(n_variants)
     largest = int(np.clip(COSINE_BATCH_BYTES // (2 * frequencies.size * hidden.shape[1] * 4), 1, n_variants))
     batch_size = -(-n_variants // -(-n_variants // largest))  # batches of even size: each one reads every row once
@@ -131,6 +135,20 @@ def cosine_readout_accuracies(hidden: np.ndarray, freq: np.ndarray, phases: np.n
             accuracies[first + v] = (scorer.accuracy(coefficients) if screen[first + v] else
                                      _credit(coefficients.T @ basis, labels, exact_ties=False))
     return accuracies
+
+
+def _class_basis(frequencies: np.ndarray, p: int) -> np.ndarray:
+    """cos and sin of 2 pi k c / p for each frequency k (rows cos k1, sin k1, cos k2, ...) over
+    the classes c (columns): (2K, p) float32."""
+    classes = 2 * np.pi * np.outer(frequencies, np.arange(p)) / p
+    return np.stack([np.cos(classes), np.sin(classes)], axis=1).reshape(-1, p).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=4)
+def _screened_scorer(frequencies: tuple[int, ...], p: int, sign: int) -> "_ScreenedScorer":
+    """One scorer per set of frequencies in use: read-outs and snapshots that share the set
+    share its tables (the label columns are (2K, p^2), ~4 MB at p = 97)."""
+    return _ScreenedScorer(_class_basis(np.array(frequencies), p), law_labels(p, sign))
 
 
 class _ScreenedScorer:
@@ -186,21 +204,27 @@ def ideal_accuracies(freq: np.ndarray, phase_a: np.ndarray, phase_b: np.ndarray,
     steps = np.arange(freq.shape[0]) if steps is None else np.asarray(steps)
     names = [v for v in IDEAL_VARIANTS if v != "own" or own is not None]
     result = {name: np.full(freq.shape[0], np.nan) for name in names}
+    screen = {"sq_cos": False, "phase_sum": False, "cos_cos": False, "own": True}  # until a snapshot says otherwise
     for row, step in enumerate(steps):
         used = (freq[row] > 0) & np.isfinite(phase_a[row]) & np.isfinite(phase_b[row]) & np.isfinite(phase_out[row])
         if used.any():
             scores = _ideal_snapshot(freq[row], phase_a[row], phase_b[row], phase_out[row], used, p,
-                                     shuffled_phases(phase_out[row], used, step, shuffle_draws, shuffle_seed), sign)
+                                     shuffled_phases(phase_out[row], used, step, shuffle_draws, shuffle_seed), sign, screen)
             for name, value in scores.items():
                 result[name][row] = value
         if own is not None:
             result["own"][row] = _own_snapshot(freq[row], phase_a[row], *(own[k][row] for k in
-                                               ("freq_b", "freq_out", "phase_b_own", "phase_out_own")), p, sign)
+                                               ("freq_b", "freq_out", "phase_b_own", "phase_out_own")), p, sign,
+                                               screen["own"])
+        for name in screen:
+            if name in result and np.isfinite(result[name][row]):
+                screen[name] = bool(result[name][row] < SCREEN_BELOW_ACCURACY)
     return result
 
 
-def _ideal_snapshot(freq, phase_a, phase_b, phase_out, used, p, shuffled, sign) -> dict[str, float]:
-    """The paper-convention variants of one snapshot (neuron,) arrays; `shuffled` (draw, neuron)."""
+def _ideal_snapshot(freq, phase_a, phase_b, phase_out, used, p, shuffled, sign, screen: dict[str, bool]) -> dict[str, float]:
+    """The paper-convention variants of one snapshot (neuron,) arrays; `shuffled` (draw,
+    neuron); `screen` says which cosine read-outs to screen (the draws always are)."""
     order = np.argsort(np.where(used, freq, 0), kind="stable")  # neurons by frequency: no copies when scoring
     freq, phase_a, phase_b, phase_out, used, shuffled = (x[..., order] for x in (freq, phase_a, phase_b, phase_out, used, shuffled))
     freq = np.where(used, freq, 0)
@@ -211,19 +235,20 @@ def _ideal_snapshot(freq, phase_a, phase_b, phase_out, used, p, shuffled, sign) 
     theta_a, theta_b = angle(phase_a), angle(phase_b)
     square_hidden = square_hidden_units(theta_a, theta_b)
     cosine_variants = np.concatenate([np.stack([phase_out, phase_a + sign * phase_b]), shuffled])
-    screen = np.arange(len(cosine_variants)) >= 2  # the draws are mostly wrong: screening pays
-    cosine = cosine_readout_accuracies(square_hidden, freq, np.where(used, cosine_variants, 0.0), p, sign, screen)
+    screened = np.array([screen["sq_cos"], screen["phase_sum"]] + [True] * len(shuffled))
+    cosine = cosine_readout_accuracies(square_hidden, freq, np.where(used, cosine_variants, 0.0), p, sign, screened)
     sq_cos, phase_sum, draws = cosine[0], cosine[1], cosine[2:]
     (sq_sq,) = readout_accuracies(square_hidden, [np.where(used[:, None], square(angle(phase_out)), 0.0)],
                                   integer_logits=[True], sign=sign)
     (cos_cos,) = cosine_readout_accuracies(hidden_units(np.cos(theta_a), np.cos(theta_b)), freq,
-                                           np.where(used, phase_out, 0.0)[None], p, sign)
+                                           np.where(used, phase_out, 0.0)[None], p, sign, screen["cos_cos"])
     return dict(sq_cos=sq_cos, phase_sum=phase_sum, sq_sq=sq_sq, cos_cos=cos_cos,
                 shuffled=draws.mean(), shuffled_hi=np.quantile(draws, SHUFFLE_QUANTILE))
 
 
-def _own_snapshot(freq_a, phase_a, freq_b, freq_out, phase_b, phase_out, p, sign) -> float:
-    """Sq->Cos of one snapshot with W_a, W_b, W_out each at its own frequency and phase."""
+def _own_snapshot(freq_a, phase_a, freq_b, freq_out, phase_b, phase_out, p, sign, screen: bool) -> float:
+    """Sq->Cos of one snapshot with W_a, W_b, W_out each at its own frequency and phase
+    (`screen`: screen the read-out)."""
     used = ((freq_a > 0) & (freq_b > 0) & (freq_out > 0)
             & np.isfinite(phase_a) & np.isfinite(phase_b) & np.isfinite(phase_out))
     if not used.any():
@@ -237,5 +262,6 @@ def _own_snapshot(freq_a, phase_a, freq_b, freq_out, phase_b, phase_out, p, sign
         return wave_angle(np.where(used, freq, 0), np.where(used, phase, 0.0), p)
 
     hidden = square_hidden_units(angle(freq_a, phase_a), angle(freq_b, phase_b))
-    (accuracy,) = cosine_readout_accuracies(hidden, np.where(used, freq_out, 0), np.where(used, phase_out, 0.0)[None], p, sign)
+    (accuracy,) = cosine_readout_accuracies(hidden, np.where(used, freq_out, 0), np.where(used, phase_out, 0.0)[None], p, sign,
+                                            screen)
     return accuracy

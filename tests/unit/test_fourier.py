@@ -21,6 +21,38 @@ def test_cosine_rows_give_their_frequency_phase_and_amplitude(p, data, phi, amp,
     assert fourier.periodicity(F)[0] == pytest.approx((p - 1) / 2, rel=1e-9)
 
 
+@pytest.mark.parametrize("p", [3, 11, 12, 97, fourier.DFT_BY_MATRIX_MAX_P + 1])
+def test_spectrum_is_numpys_fft(p):
+    rows = np.random.default_rng(p).normal(size=(3, 4, p))
+    rows[0, 0] = np.nan  # a diverged row stays NaN, as in the FFT
+    rows[0, 1] = 2.5  # a constant row
+    expected = np.fft.fft(rows, axis=-1)
+    F = fourier.spectrum(rows.astype(np.float32) if p == 11 else rows)
+    if p == 11:
+        expected = np.fft.fft(rows.astype(np.float32).astype(np.float64), axis=-1)
+    assert F.dtype == np.complex128 and F.shape == rows.shape
+    assert np.isnan(F[0, 0]).all()
+    np.testing.assert_allclose(F[~np.isnan(rows[..., 0])], expected[~np.isnan(rows[..., 0])], rtol=0, atol=1e-12 * p)
+    assert fourier.dominant_frequency(F)[0, 1] == 0
+
+
+@settings(max_examples=100, deadline=None)
+@given(p=st.integers(1, 40), rows=st.integers(1, 5), seed=st.integers(0, 2**32 - 1))
+def test_square_levels_are_nanmedians_of_each_half(p, rows, seed):
+    import warnings
+
+    rng = np.random.default_rng(seed)
+    values = rng.normal(size=(rows, p)).round(1)  # rounded: ties, as in trained rows
+    values[rng.random((rows, p)) < 0.1] = np.nan
+    theta = rng.uniform(-np.pi, np.pi, size=(rows, p))
+    high, low = fourier.square_levels(values, theta)
+    positive = np.cos(theta) >= 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an empty half
+        np.testing.assert_array_equal(high, np.nanmedian(np.where(positive, values, np.nan), axis=-1))
+        np.testing.assert_array_equal(low, np.nanmedian(np.where(positive, np.nan, values), axis=-1))
+
+
 @given(angle=st.floats(-1e6, 1e6))
 def test_wrap_angle_lands_in_range_and_keeps_the_direction(angle):
     wrapped = fourier.wrap_angle(angle)

@@ -38,6 +38,29 @@ def test_screening_the_shuffled_draws_changes_no_accuracy(p):
     np.testing.assert_array_equal(cosine_readout_accuracies(hidden, freq, variants, p, screen=True), plain)
 
 
+def test_which_read_outs_are_screened_changes_no_accuracy(monkeypatch):
+    """ideal_accuracies screens a read-out that scored low at the previous snapshot: the same
+    accuracies whether it screens every read-out or none (snapshots from a learned law to noise)."""
+    import mechgrok.idealize as idealize
+
+    p, rng = 23, np.random.default_rng(5)
+    truth = planted_algorithm(p, kind="square")
+    rows = []
+    for noise in (0.0, 0.5, 3.0, 0.0):  # learned, blurred, random, learned again
+        rows.append({k: truth[k] + (rng.normal(0, noise, truth[k].shape) if k != "freq" else 0) for k in
+                     ("freq", "phase_a", "phase_b", "phase_out")})
+    stack = {k: np.stack([row[k] for row in rows]) for k in rows[0]}
+    own = dict(freq_b=stack["freq"], freq_out=stack["freq"], phase_b_own=stack["phase_b"], phase_out_own=stack["phase_out"])
+    results = []
+    for threshold in (-1.0, 2.0):  # never screen, always screen
+        monkeypatch.setattr(idealize, "SCREEN_BELOW_ACCURACY", threshold)
+        results.append(ideal_accuracies(stack["freq"], stack["phase_a"], stack["phase_b"], stack["phase_out"], p,
+                                        np.arange(4), shuffle_draws=8, own=own))
+    assert results[0]["sq_cos"][0] > 0.9 > results[0]["sq_cos"][2]
+    for name in results[0]:
+        np.testing.assert_array_equal(results[0][name], results[1][name], err_msg=name)
+
+
 def test_shuffle_draws_are_seeded_by_step_and_draw_not_by_batching():
     phase = np.linspace(-3, 3, 12)
     used = np.ones(12, bool)
