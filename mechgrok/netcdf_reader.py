@@ -114,11 +114,8 @@ class FastNetCDFBackend(BackendEntrypoint):
     def open_dataset(self, filename_or_obj, *, drop_variables=None, **decoders) -> xr.Dataset:
         f = h5py.File(filename_or_obj, "r")
         try:
-            raw = _raw_dataset(f)
-            if isinstance(filename_or_obj, (str, os.PathLike)):
-                for variable in raw.variables.values():
-                    variable.encoding["source"] = os.fspath(filename_or_obj)
-            ds = xr.decode_cf(raw, drop_variables=drop_variables, **decoders)
+            source = os.fspath(filename_or_obj) if isinstance(filename_or_obj, (str, os.PathLike)) else None
+            ds = xr.decode_cf(_raw_dataset(f, source), drop_variables=drop_variables, **decoders)
         except BaseException:
             f.close()
             raise
@@ -129,8 +126,9 @@ class FastNetCDFBackend(BackendEntrypoint):
         return False  # chosen by name only, never instead of xarray's own engines
 
 
-def _raw_dataset(f: h5py.File) -> xr.Dataset:
-    """The root group's variables, lazy and not yet CF-decoded."""
+def _raw_dataset(f: h5py.File, source: str | None) -> xr.Dataset:
+    """The root group's variables, lazy and not yet CF-decoded; `source` (the path) goes
+    into each lazy variable's encoding, as xarray's h5netcdf backend puts it."""
     datasets = {name: obj for name, obj in f.items() if isinstance(obj, h5py.Dataset)}
     dims = {}
     for name, dataset in datasets.items():
@@ -147,8 +145,13 @@ def _raw_dataset(f: h5py.File) -> xr.Dataset:
         if dataset.attrs.get("NAME", b"").startswith(PURE_DIMENSION):
             continue
         shape = tuple(sizes[dim] for dim in dims[name])
-        data = indexing.LazilyIndexedArray(_LazyVariable(dataset, shape))
-        variables[name] = xr.Variable(dims[name], data, _attributes(dataset.attrs), encoding=_encoding(dataset, dims[name], shape))
+        if h5py.check_string_dtype(dataset.dtype) is not None:  # text: small, read now, as str as xarray does
+            data = np.asarray(dataset.asstr()[()]).astype(str)
+            encoding = {"dtype": data.dtype}
+        else:
+            data = indexing.LazilyIndexedArray(_LazyVariable(dataset, shape))
+            encoding = _encoding(dataset, dims[name], shape) | ({"source": source} if source is not None else {})
+        variables[name] = xr.Variable(dims[name], data, _attributes(dataset.attrs), encoding=encoding)
     return xr.Dataset(variables, attrs=_attributes(f.attrs))
 
 

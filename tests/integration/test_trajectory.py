@@ -81,6 +81,14 @@ def test_our_netcdf_reader_matches_xarrays_h5netcdf_engine(recorded, tmp_path):
         f["W_a"].resize(f["W_a"].shape[0] + 1, axis=0)
     _assert_same_as_h5netcdf(torn)
     assert open_netcdf(torn).sizes["step"] == 14 and np.isnan(open_netcdf(torn).val_acc.values[-1])
+    other = tmp_path / "other.nc"  # what else netCDF holds: text, int fill values, times, scalars, attribute lists
+    xr.Dataset({"label": ("run", np.array(["clean", "noisy"], dtype=object)),
+                "count": ("run", np.array([3, -1]), {"_FillValue": -1}),
+                "when": ("run", np.array(["2026-01-01", "2026-02-01"], dtype="datetime64[ns]")),
+                "scale": ((), 2.5), "curve": (("step", "run"), np.arange(6.0).reshape(3, 2))},
+               coords={"run": [0, 1]}, attrs={"names": ["a", "b"], "one": [7]}).to_netcdf(
+        other, engine="h5netcdf", unlimited_dims=["step"])
+    _assert_same_as_h5netcdf(other)
 
 
 def test_no_bias_run_has_no_bias_variables(tmp_path, tiny_config):
