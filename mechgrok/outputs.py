@@ -100,7 +100,8 @@ def check_output(path: Path, role: str, inputs: Iterable[Path] = (), force: bool
         found = file_role(path)
         if found != role:
             what = f"it is a mechgrok {found}" if found else "nor any other mechgrok file"
-            raise OutputExistsError(f"{path} exists and is not a mechgrok {role} ({what}); refusing to overwrite it")
+            raise OutputExistsError(f"{path} exists and is not a mechgrok {role} ({what}); refusing to overwrite it: "
+                                    "move it away (a damaged file cannot show what it was) or give another --out")
         if not (force or replace_role):
             hint = ("pass --resume to continue it (record) or --force to replace it" if role == "trajectory"
                     else "pass --force to replace it")
