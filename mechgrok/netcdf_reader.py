@@ -57,12 +57,19 @@ class _LazyVariable(BackendArray):
         if self.dataset.shape == self.shape:
             return np.asarray(self.dataset[key])
         padding = [(0, full - stored) for full, stored in zip(self.shape, self.dataset.shape)]
-        padded = np.pad(self.dataset[()], padding, constant_values=self.dataset.fillvalue)
-        return padded[key] if all(isinstance(k, (slice, int, np.integer)) for k in key) else padded[np.ix_(*_as_index_arrays(key, self.shape))]
+        return _outer_index(np.pad(self.dataset[()], padding, constant_values=self.dataset.fillvalue), key)
 
 
-def _as_index_arrays(key: tuple, shape: tuple[int, ...]) -> list[np.ndarray]:
-    return [np.arange(size)[k] if not isinstance(k, np.ndarray) else k for k, size in zip(key, shape)]
+def _outer_index(array: np.ndarray, key: tuple) -> np.ndarray:
+    """array[key] with outer indexing (each index array picks along its own axis, integers
+    drop their axis), one axis at a time."""
+    dropped = []
+    for axis, index in enumerate(key):
+        if isinstance(index, (int, np.integer)):
+            index = np.array([index])
+            dropped.append(axis)
+        array = array[(slice(None),) * axis + (index,)]
+    return array.squeeze(axis=tuple(dropped)) if dropped else array
 
 
 def _attributes(attrs: h5py.AttributeManager) -> dict:

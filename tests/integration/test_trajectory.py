@@ -80,7 +80,10 @@ def test_our_netcdf_reader_matches_xarrays_h5netcdf_engine(recorded, tmp_path):
     with h5py.File(torn, "r+") as f:  # killed between two appends: W_a one entry longer than the rest
         f["W_a"].resize(f["W_a"].shape[0] + 1, axis=0)
     _assert_same_as_h5netcdf(torn)
-    assert open_netcdf(torn).sizes["step"] == 14 and np.isnan(open_netcdf(torn).val_acc.values[-1])
+    padded, whole = open_netcdf(torn), open_netcdf(torn).load()
+    assert padded.sizes["step"] == 14 and np.isnan(padded.val_acc.values[-1])
+    for pick in (dict(step=[0, -1], token=3), dict(step=-1, neuron=[2, 0]), dict(step=slice(1, None, 3), neuron=1)):
+        np.testing.assert_array_equal(padded.W_b.isel(pick).values, whole.W_b.isel(pick).values)  # W_b padded, W_a not
     other = tmp_path / "other.nc"  # what else netCDF holds: text, int fill values, times, scalars, attribute lists
     xr.Dataset({"label": ("run", np.array(["clean", "noisy"], dtype=object)),
                 "count": ("run", np.array([3, -1]), {"_FillValue": -1}),
