@@ -7,6 +7,7 @@ metrics of exactly those weights (training metrics come from the forward pass of
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -94,9 +95,15 @@ class _Batch:
     val_label: torch.Tensor
     hyper: dict[str, torch.Tensor] = field(default_factory=dict)
 
-    @property
+    # made once per batch of runs (a run leaving makes a new batch), not once per step
+    @functools.cached_property
     def minus_ones(self) -> torch.Tensor:
         return torch.full(self.train_label[..., None].shape, -1.0, device=self.train_label.device)
+
+    @functools.cached_property
+    def train_flat(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training pairs' rows in W_a and W_b, as flat_token_index gives them."""
+        return flat_token_index(self.train_a, self.modulus), flat_token_index(self.train_b, self.modulus)
 
     @property
     def params(self) -> MLPParams:
@@ -324,13 +331,12 @@ def train_ensemble(configs: list[RunConfig], states: list[RunState] | None = Non
     schedules = [set(snapshot_steps(c).tolist()) for c in configs]
     memory = [StoppingMemory(s.best_val_acc, s.best_val_step, s.saturation_step) for s in states]
     steps = [s.step for s in states]
-    p, bias = configs[0].modulus, configs[0].bias
+    bias = configs[0].bias
     latest: dict[int, dict[str, float]] = {}
 
     with torch.no_grad():
         while batch.runs:
-            a_flat, b_flat = flat_token_index(batch.train_a, p), flat_token_index(batch.train_b, p)
-            logits, grads = _forward_backward(batch, a_flat, b_flat, bias)
+            logits, grads = _forward_backward(batch, *batch.train_flat, bias)
             scheduled = [steps[run] in schedules[run] for run in batch.runs]
             checks = [is_check_step(configs[run], steps[run]) for run in batch.runs]
             unsaturated = [memory[run].saturation_step < 0 for run in batch.runs]
