@@ -135,7 +135,10 @@ APP_JS = r"""
   const wrap = (x) => x - 2 * Math.PI * Math.floor((x + Math.PI) / (2 * Math.PI));
   const layoutBase = { margin: { l: 55, r: 15, t: 35, b: 45 }, font: { size: 11 }, showlegend: true,
                        legend: { orientation: "h", y: -0.25 } };
-  const config = { displaylogo: false, responsive: true };
+  // three tools (save as PNG, zoom, reset; a double click resets too) leave the panels' titles clear
+  const config = { displaylogo: false, responsive: true,
+                   modeBarButtonsToRemove: ["zoomIn2d", "zoomOut2d", "autoScale2d", "pan2d", "select2d", "lasso2d",
+                                            "toggleSpikelines", "hoverClosestCartesian", "hoverCompareCartesian", "sendDataToCloud"] };
   const run = () => runs[state.run], data = () => decoded[state.run];
   const stepOf = (at) => run().steps[run().subset[at]];
   const cell = (values, at, i) => values[at * run().neurons + i];
@@ -203,7 +206,7 @@ APP_JS = r"""
     });
     const xTitle = r.generator ? "position i: token " + r.generator + "^i" : "token x";
     Plotly.react("mg-neuron", traces, Object.assign({}, layoutBase, {
-      title: { text: "neuron " + i + " at step " + stepOf(at).toLocaleString("en") + ": k = " + k + " (gray: ideal waves)" },
+      title: { text: "neuron " + i + ", step " + stepOf(at).toLocaleString("en") + ": k = " + k + " (gray: ideal)" },
       grid: { rows: 3, columns: 1, pattern: "independent", roworder: "top to bottom" }, height: 460,
       xaxis3: { title: xTitle }, yaxis: { title: "W_a" }, yaxis2: { title: "W_b" }, yaxis3: { title: "W_out" }, showlegend: false }), config);
     const fmt = (v, digits) => (Number.isFinite(v) ? v.toFixed(digits) : "undefined");
