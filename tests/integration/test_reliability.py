@@ -24,6 +24,16 @@ ENDLESS = ["--modulus", "23", "--width", "64", "--train-frac", "0.5", "--steps",
            "--noise", "0.3", "--stop-val-acc", "1.0"]
 
 
+def _wait_for_file(path, proc, timeout: float = 60) -> None:
+    """Until the recording `proc` has published `path` (or ended); a test fails, never hangs."""
+    deadline = time.monotonic() + timeout
+    while not path.exists() and proc.poll() is None:
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"{path} did not appear within {timeout} s")
+        time.sleep(0.02)
+
+
 def partials(folder) -> list:
     return [p for p in os.listdir(folder) if p.endswith(".partial")]
 
@@ -169,8 +179,7 @@ def test_a_long_lived_reader_always_sees_the_committed_snapshots_of_a_live_recor
     out = tmp_path / "live.h5"
     proc = ForkedCli("record", *ENDLESS, "--out", str(out), "--quiet")
     try:
-        while not out.exists() and proc.poll() is None:
-            time.sleep(0.02)
+        _wait_for_file(out, proc)
         held = open_trajectory(out)  # kept open the whole time: later opens must not share its stale view
         seen, reads = [], 0
         while proc.poll() is None and reads < 6:
@@ -211,8 +220,7 @@ def test_unwritten_entries_read_as_fill_values_not_data(tmp_path, whole):
 def test_sigterm_during_record_says_how_to_resume(tmp_path):
     out = tmp_path / "t.h5"
     proc = ForkedCli("record", *ENDLESS, "--out", str(out), "--quiet")
-    while not out.exists() and proc.poll() is None:
-        time.sleep(0.02)
+    _wait_for_file(out, proc)
     time.sleep(0.5)
     proc.send_signal(signal.SIGTERM)
     stderr = proc.wait().stderr
