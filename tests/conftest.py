@@ -5,6 +5,7 @@ import sys
 import tempfile
 import time
 import traceback
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,7 +74,11 @@ class ForkedCli:
         self._streams = (tempfile.TemporaryFile(), tempfile.TemporaryFile())
         self.returncode: int | None = None
         self.stdout = self.stderr = ""
-        self.pid = os.fork()
+        with warnings.catch_warnings():
+            # Python >= 3.12 warns on forking a process with threads (pytest-xdist's I/O
+            # threads here): the child only runs the CLI on its own streams and leaves by _exit
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.pid = os.fork()
         if self.pid == 0:
             self._run_in_child([str(a) for a in args], limit_bytes)
 
