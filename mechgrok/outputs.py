@@ -229,13 +229,15 @@ def reserve_space(fd: int, nbytes: int) -> None:
 
 def check_space(folder: Path, nbytes: int) -> None:
     """Raise OSError (EFBIG / ENOSPC) unless a new file of `nbytes` fits under the
-    file-size limit and in the free space of `folder`'s file system. HDF5 cannot recover
-    from a write that fails half-way, so HDF5 outputs are checked before they start."""
+    file-size limit and in the free space of `folder`'s file system (a folder not made yet:
+    its nearest existing ancestor's). HDF5 cannot recover from a write that fails half-way,
+    so HDF5 outputs are checked before they start."""
     import resource
 
     limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
     if limit != resource.RLIM_INFINITY and nbytes > limit:
         raise OSError(errno.EFBIG, os.strerror(errno.EFBIG))
+    folder = next(candidate for candidate in (Path(folder), *Path(folder).parents) if candidate.exists())
     stats = os.statvfs(folder)
     if stats.f_bavail * stats.f_frsize < nbytes:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

@@ -248,7 +248,7 @@ def report(trajectories: list[str | os.PathLike], out: str | os.PathLike | None 
     inputs = [*paths, *(default_analysis_path(path) for path in paths)]
     check_output(out_path, "report", inputs, force=force)
     try:  # before the analyses and figures: a full disk or a file-size limit fails at once, not after them
-        check_space(next(folder for folder in (out_path.parent, *out_path.parent.parents) if folder.exists()), PAGE_BYTES_AT_LEAST)
+        check_space(out_path.parent, PAGE_BYTES_AT_LEAST)
     except OSError as err:
         raise write_failure(out_path, err) from None
     runs = []
