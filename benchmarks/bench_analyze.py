@@ -25,6 +25,7 @@ import mechgrok
 from mechgrok.analysis import AnalysisParams, analyze_arrays, neuron_structure
 from mechgrok.idealize import square
 from mechgrok.operations import law_labels
+from revisions import alternated_outputs
 
 
 def bench_demo(folder: Path) -> None:
@@ -122,26 +123,15 @@ def bench_compare(trajectory: Path | None, before: str, repeats: int, folder: Pa
     alternating the two in fresh processes so that load drifts hit both alike."""
     if trajectory is None:
         trajectory = mechgrok.record(steps=3000, stop_val_acc=1.0, out=folder / "compare.h5")
-    worktree = folder / "before"
-    subprocess.run(["git", "worktree", "add", "--detach", str(worktree), before], check=True, capture_output=True)
-    try:
-        versions = {"before": str(worktree), "after": str(Path(__file__).resolve().parents[1])}
-        times: dict[str, list[float]] = {name: [] for name in versions}
-        n = 0
-        for _ in range(repeats):
-            for name, root in versions.items():
-                out = subprocess.run([sys.executable, "-c", ANALYZE_ONCE, root, str(trajectory)],
-                                     capture_output=True, text=True, check=True).stdout.split()
-                times[name].append(float(out[0]))
-                n = int(out[1])
-        medians = {name: float(np.median(values)) for name, values in times.items()}
-        print(f"{trajectory.name}: {n} snapshots; {repeats} alternated repeats, fresh processes")
-        for name, values in times.items():
-            print(f"  {name:6s} ({before if name == 'before' else 'this checkout'}): median {medians[name]:.2f} s = "
-                  f"{medians[name] / n * 1e3:.1f} ms/snapshot (runs: {', '.join(f'{v:.2f}' for v in values)})")
-        print(f"after / before = {medians['after'] / medians['before']:.2f}")
-    finally:
-        subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], check=False, capture_output=True)
+    outputs = alternated_outputs(before, folder, repeats, ANALYZE_ONCE, str(trajectory))
+    times = {name: [float(out[0]) for out in runs] for name, runs in outputs.items()}
+    n = int(outputs["after"][0][1])
+    medians = {name: float(np.median(values)) for name, values in times.items()}
+    print(f"{trajectory.name}: {n} snapshots; {repeats} alternated repeats, fresh processes")
+    for name, values in times.items():
+        print(f"  {name:6s} ({before if name == 'before' else 'this checkout'}): median {medians[name]:.2f} s = "
+              f"{medians[name] / n * 1e3:.1f} ms/snapshot (runs: {', '.join(f'{v:.2f}' for v in values)})")
+    print(f"after / before = {medians['after'] / medians['before']:.2f}")
 
 
 def main() -> None:

@@ -6,8 +6,12 @@
 2. Share of step time spent on the validation evaluations that stopping and snapshots need.
 3. Recording overhead: snapshots every 10 steps vs only the mandatory ones, written to disk.
 
+4. With `--before REV`, instead: the trainer of this checkout against that git revision's,
+   alternated in fresh processes (benchmarks/revisions.py), at the paper's setting, one run
+   or (`--models N`) an ensemble of N runs with noise 0, 0.05, ...
+
 Runs alternate A/B `--repeats` times and report medians, so machine noise hits both sides.
-Usage: python benchmarks/bench_record.py [--steps 1000] [--repeats 3] [--device cpu]
+Usage: python benchmarks/bench_record.py [--steps 1000] [--repeats 3] [--device cpu] [--before REV [--models N]]
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from mechgrok import record
 from mechgrok.config import RunConfig
 from mechgrok.task import make_task
 from mechgrok.train import train_ensemble
+from revisions import alternated_outputs
 
 
 def reference_loop_seconds(config: RunConfig) -> float:
@@ -87,6 +92,28 @@ def recording_seconds(config: RunConfig, folder: Path, name: str) -> float:
     return time.perf_counter() - start
 
 
+# argv: root, steps, device, threads, models (seeds 0.., noise 0, 0.05, ... like a noise sweep)
+TRAIN_ONCE = ("import sys, time, torch; sys.path.insert(0, sys.argv[1]); from mechgrok.config import RunConfig; "
+              "from mechgrok.train import train_ensemble; torch.set_num_threads(int(sys.argv[4])); "
+              "configs = [RunConfig(steps=int(sys.argv[2]), every=int(sys.argv[2]), stop_val_acc=1.0, device=sys.argv[3], "
+              "seed=m, noise=0.05 * m) for m in range(int(sys.argv[5]))]; "
+              "t = time.perf_counter(); [None for _ in train_ensemble(configs)]; print(time.perf_counter() - t)")
+
+
+def compare_trainers(before: str, steps: int, models: int, repeats: int, device: str, folder: Path) -> None:
+    """Model-steps/s of train_ensemble at the paper's setting (an ensemble of `models` runs),
+    this checkout against `before`."""
+    threads = str(torch.get_num_threads())
+    outputs = alternated_outputs(before, folder, repeats, TRAIN_ONCE, str(steps), device, threads, str(models))
+    rates = {name: [steps * models / float(out[0]) for out in runs] for name, runs in outputs.items()}
+    print(f"paper setting, {models} model(s), {steps} steps, {threads} threads, device {device}; "
+          f"{repeats} alternated repeats, fresh processes")
+    for name, values in rates.items():
+        print(f"  {name:6s} ({before if name == 'before' else 'this checkout'}): median {statistics.median(values):.1f} "
+              f"model-steps/s (runs: {', '.join(f'{v:.1f}' for v in values)})")
+    print(f"after / before speed = {statistics.median(rates['after']) / statistics.median(rates['before']):.3f}")
+
+
 def mm_peak_gflops(device: torch.device, n: int = 2048) -> float:
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     for _ in range(3):
@@ -110,7 +137,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--before", default=None, help="compare the trainer with this git revision's instead")
+    parser.add_argument("--models", type=int, default=1, help="with --before: runs in the ensemble")
     args = parser.parse_args()
+    if args.before is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            compare_trainers(args.before, args.steps, args.models, args.repeats, args.device, Path(tmp))
+        return
     base = RunConfig(steps=args.steps, every=args.steps, stop_val_acc=1.0, device=args.device)  # paper's setting
     device = torch.device(args.device)
     n_train = make_task(base.modulus, base.train_frac, 0.0, 0).train_a.size

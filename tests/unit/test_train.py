@@ -6,8 +6,9 @@ import torch
 from conftest import GROKKING
 
 from mechgrok.config import ACTIVATIONS, RunConfig
-from mechgrok.model import MLPParams, flat_token_index, forward, init_params
+from mechgrok.model import MLPParams, activate, init_params
 from mechgrok.task import make_task
+import mechgrok.train as train_module
 from mechgrok.train import (
     _adamw_update, _forward_backward, _stack_batch, correct_predictions, evaluate, initial_state,
     snapshot_steps, train_ensemble,
@@ -26,12 +27,13 @@ def test_hand_written_backward_matches_autograd(bias, activation):
     configs, batch = _batch(RunConfig(modulus=13, width=8, train_frac=0.5, noise=0.2, bias=bias, activation=activation),
                             seeds=(0, 1))
     p = 13
-    a_flat, b_flat = flat_token_index(batch.train_a, p), flat_token_index(batch.train_b, p)
-    logits, grad = _forward_backward(batch, a_flat, b_flat, bias)
+    logits, grad = _forward_backward(batch, bias)
 
     flat = batch.flat_params.clone().requires_grad_(True)
     params = MLPParams.from_flat(flat, p, 8)
-    ref_logits = forward(params, a_flat, b_flat, activation)  # torch's own gelu/silu and their autograd derivatives
+    models = torch.arange(2)[:, None]
+    pre = params.W_a[models, batch.train_a] + params.W_b[models, batch.train_b] + params.b_in
+    ref_logits = activate(activation, pre) @ params.W_out + params.b_out  # torch's own gelu/silu and their autograd derivatives
     loss = torch.nn.functional.cross_entropy(ref_logits.reshape(-1, p), batch.train_label.reshape(-1), reduction="none")
     loss.view(2, -1).mean(1).sum().backward()
     torch.testing.assert_close(logits, ref_logits.detach())
@@ -108,6 +110,26 @@ def test_ensemble_matches_runs_recorded_alone():
             for name in a.weights:
                 np.testing.assert_allclose(a.weights[name], b.weights[name], rtol=1e-4, atol=1e-6)
     assert max(s.step for s in together if s.run == 2) == 120
+
+
+@pytest.mark.parametrize("models_per_group", [1, 2])
+def test_ensemble_trained_in_groups_is_bit_identical_to_one_pass(monkeypatch, models_per_group):
+    """On a CPU a large ensemble runs its step a few models at a time; each model's floats
+    must not depend on that, including after a run leaves the batch (run 2 stops at 120)."""
+    base = RunConfig(modulus=13, width=16, train_frac=0.5, steps=200, every=20, stop_val_acc=1.0)
+    configs = [dataclasses.replace(base, seed=0), dataclasses.replace(base, seed=1, noise=0.2, lr=2e-3),
+               dataclasses.replace(base, seed=2, steps=120), dataclasses.replace(base, seed=3, weight_decay=0.3)]
+    one_pass = list(train_ensemble(configs))
+    n_pairs = make_task(13, 0.5, 0.0, 0).train_a.size
+    monkeypatch.setattr(train_module, "CPU_GROUP_ACTIVATION_BYTES", models_per_group * n_pairs * 16 * 4)
+    _, batch = _batch(base, seeds=range(4))
+    assert [len(group.runs) for group in batch.groups] == [models_per_group] * (4 // models_per_group)
+    grouped = list(train_ensemble(configs))
+    assert [(s.run, s.step) for s in grouped] == [(s.run, s.step) for s in one_pass]
+    for a, b in zip(grouped, one_pass):
+        assert a.metrics == b.metrics
+        for name in a.weights:
+            assert np.array_equal(a.weights[name], b.weights[name])
 
 
 def test_saturation_and_stopping_are_marked():
