@@ -92,19 +92,20 @@ def recording_seconds(config: RunConfig, folder: Path, name: str) -> float:
     return time.perf_counter() - start
 
 
-# argv: root, steps, device, threads, models (seeds 0.., noise 0, 0.05, ... like a noise sweep)
-TRAIN_ONCE = ("import sys, time, torch; sys.path.insert(0, sys.argv[1]); from mechgrok.config import RunConfig; "
-              "from mechgrok.train import train_ensemble; torch.set_num_threads(int(sys.argv[4])); "
+# argv: root, steps, device, threads, models (seeds 0.., noise 0, 0.05, ... like a noise sweep), folder
+TRAIN_ONCE = ("import sys, time; sys.path.insert(0, sys.argv[1]); from pathlib import Path; "
+              "from mechgrok.config import RunConfig; from mechgrok.recorder import record_runs; "
               "configs = [RunConfig(steps=int(sys.argv[2]), every=int(sys.argv[2]), stop_val_acc=1.0, device=sys.argv[3], "
               "seed=m, noise=0.05 * m) for m in range(int(sys.argv[5]))]; "
-              "t = time.perf_counter(); [None for _ in train_ensemble(configs)]; print(time.perf_counter() - t)")
+              "outs = [Path(sys.argv[6]) / f'run{m}.h5' for m in range(len(configs))]; t = time.perf_counter(); "
+              "record_runs(configs, outs, force=True, threads=int(sys.argv[4])); print(time.perf_counter() - t)")
 
 
 def compare_trainers(before: str, steps: int, models: int, repeats: int, device: str, folder: Path) -> None:
-    """Model-steps/s of train_ensemble at the paper's setting (an ensemble of `models` runs),
-    this checkout against `before`."""
+    """Model-steps/s of recording at the paper's setting (an ensemble of `models` runs, as a
+    sweep records them, snapshots at the ends only), this checkout against `before`."""
     threads = str(torch.get_num_threads())
-    outputs = alternated_outputs(before, folder, repeats, TRAIN_ONCE, str(steps), device, threads, str(models))
+    outputs = alternated_outputs(before, folder, repeats, TRAIN_ONCE, str(steps), device, threads, str(models), str(folder))
     rates = {name: [steps * models / float(out[0]) for out in runs] for name, runs in outputs.items()}
     print(f"paper setting, {models} model(s), {steps} steps, {threads} threads, device {device}; "
           f"{repeats} alternated repeats, fresh processes")

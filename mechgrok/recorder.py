@@ -13,6 +13,7 @@ import numpy as np
 from .errors import TrajectoryError
 from .operations import operands
 from .task import make_task, train_pairs_per_class
+from .allocator import heap_kept_for_reuse
 from .threads import choose_threads, torch_threads, training_flop_per_step
 from .config import RunConfig, check_fits_in_memory
 from .outputs import check_output
@@ -126,7 +127,7 @@ def record_runs(configs: list[RunConfig], outs: list[Path], resume: bool = False
             first = active_configs[0]
             n_train = train_pairs_per_class(first.modulus, first.train_frac, first.operation) * operands(first.operation, first.modulus).size
             count = choose_threads(training_flop_per_step(first.modulus, first.width, n_train, len(writers)), threads)
-            with torch_threads(count):
+            with torch_threads(count), heap_kept_for_reuse():
                 _train_into(writers, active_configs, start, last_checkpoint, on_step)
     finally:
         errors = []
