@@ -13,7 +13,7 @@ import numpy as np
 from .errors import TrajectoryError
 from .operations import operands
 from .task import make_task, train_pairs_per_class
-from .allocator import heap_kept_for_reuse
+from .allocator import keep_freed_memory
 from .threads import choose_threads, torch_threads, training_flop_per_step
 from .config import RunConfig, check_fits_in_memory
 from .outputs import check_output
@@ -94,7 +94,8 @@ def record_runs(configs: list[RunConfig], outs: list[Path], resume: bool = False
     trajectories (each new file replaces its old one once its first snapshot is on disk).
     Neither: an existing file is an error. Every option and output is checked before any
     file is touched. `compression`: deflate the weights of new files. `threads`: torch threads
-    for training (default: threads.choose_threads from the step's size and the free cores)."""
+    for training (default: threads.choose_threads from the step's size and the free cores).
+    Training keeps freed memory for reuse for the rest of the process (allocator.py)."""
     outs = [Path(out) for out in outs]
     if configs:
         check_fits_in_memory(configs[0], len(configs))
@@ -127,7 +128,8 @@ def record_runs(configs: list[RunConfig], outs: list[Path], resume: bool = False
             first = active_configs[0]
             n_train = train_pairs_per_class(first.modulus, first.train_frac, first.operation) * operands(first.operation, first.modulus).size
             count = choose_threads(training_flop_per_step(first.modulus, first.width, n_train, len(writers)), threads)
-            with torch_threads(count), heap_kept_for_reuse():
+            keep_freed_memory()
+            with torch_threads(count):
                 _train_into(writers, active_configs, start, last_checkpoint, on_step)
     finally:
         errors = []

@@ -1,5 +1,5 @@
-"""heap_kept_for_reuse: freed blocks are reused while it is on, and glibc's thresholds come
-back after it (checked in a forked child, so this test process's malloc is left alone)."""
+"""keep_freed_memory: a freed block is reused instead of mapped afresh (checked in a forked
+child, so this test process's malloc is left alone)."""
 import ctypes
 import json
 import os
@@ -9,7 +9,7 @@ import pytest
 
 from mechgrok import allocator
 
-BLOCK = 20 * 2**20  # below MMAP_BYTES: served by the heap while kept; by a fresh mapping otherwise
+BLOCK = 20 * 2**20  # below MMAP_BYTES: served by the heap once kept; by a fresh mapping at glibc's start
 
 
 def _faults_per_block(libc: ctypes.CDLL, cycles: int = 8) -> float:
@@ -30,28 +30,24 @@ def _faults_per_block(libc: ctypes.CDLL, cycles: int = 8) -> float:
 
 
 @pytest.mark.skipif(allocator._glibc() is None, reason="glibc's mallopt is not available here")
-def test_freed_memory_is_reused_while_training_and_returned_after():
+def test_freed_memory_is_kept_for_reuse():
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: measure, report, leave without running the parent's cleanup
         try:
             libc = allocator._glibc()
-            with allocator.heap_kept_for_reuse():
-                kept = _faults_per_block(libc)
-            after = _faults_per_block(libc)
-            os.write(write_end, json.dumps([kept, after]).encode())
+            libc.mallopt(allocator.M_TRIM_THRESHOLD, 128 * 2**10)  # glibc's starting thresholds, fixed
+            libc.mallopt(allocator.M_MMAP_THRESHOLD, 128 * 2**10)
+            at_start = _faults_per_block(libc)
+            allocator.keep_freed_memory()
+            kept = _faults_per_block(libc)
+            os.write(write_end, json.dumps([at_start, kept]).encode())
         finally:
             os._exit(0)
     os.close(write_end)
     with os.fdopen(read_end) as pipe:
-        kept, after = json.loads(pipe.read())
+        at_start, kept = json.loads(pipe.read())
     os.waitpid(pid, 0)
     pages = BLOCK / resource.getpagesize()
+    assert at_start > 0.9 * pages  # each block a fresh mapping: every page faults in
     assert kept < 0.01 * pages  # the freed block is reused: no new pages
-    assert after > 0.9 * pages  # thresholds back at 128 KiB: each block is a fresh mapping again
-
-
-def test_does_nothing_without_glibc(monkeypatch):
-    monkeypatch.setattr(allocator, "_glibc", lambda: None)
-    with allocator.heap_kept_for_reuse():
-        pass
