@@ -22,8 +22,8 @@ from .task import TaskSplit, make_task
 
 # On a CPU an ensemble's step runs over a few models at a time, so that a group's hidden
 # activations (models x training pairs x width float32) stay near this size and in cache: a
-# 19-run ensemble at the paper's setting ran 122 model-steps/s as one group against ~195
-# for one run. On a GPU the whole ensemble is one group (its kernels want the whole batch).
+# 19-run ensemble at the paper's setting ran 96.5 model-steps/s as one group and 214 in groups
+# of two (benchmarks/README.md, Session 6). On a GPU the whole ensemble is one group.
 CPU_GROUP_ACTIVATION_BYTES = 6 * 2**20
 PATIENCE_MIN_GAIN = 1e-4  # the paper: stop when best val acc has not improved by this for `patience` steps
 ADAM_EPS = 1e-8
