@@ -296,7 +296,7 @@ class RecordProgress:
     It appears with the first step, so a run refused before training prints no bar."""
 
     def __init__(self, total_steps: int, stop_if_interrupted: Callable[..., None]):
-        columns = [TextColumn("[bold]record"), BarColumn(), TextColumn("step {task.completed:,.0f}/{task.total:,.0f}"),
+        columns = [TextColumn("[bold]record"), BarColumn(bar_width=20), TextColumn("step {task.completed:,.0f}/{task.total:,.0f}"),
                    TextColumn("{task.fields[status]}"), TimeElapsedColumn()]
         self._progress = Progress(*columns, console=console)
         self._total = total_steps
@@ -318,8 +318,10 @@ class RecordProgress:
         if self._first is None:
             self._first = (now, step)
         rate = (step - self._first[1]) / max(now - self._first[0], 1e-9)
-        m = latest.get(min(steps), {})
-        status = (f"loss {m.get('train_loss', float('nan')):.3g}  train {m.get('train_acc', float('nan')):.3f}  "
+        first = min(steps)
+        m = latest.get(first, {})
+        run = f"run {first} of {len(steps)}: " if len(steps) > 1 else ""  # an ensemble: its first run's metrics
+        status = (f"{run}loss {m.get('train_loss', float('nan')):.3g}  train {m.get('train_acc', float('nan')):.3f}  "
                   f"val {m.get('val_acc', float('nan')):.3f}  {rate:,.0f} steps/s")
         self._progress.update(self._bar, completed=step, status=status)
 
