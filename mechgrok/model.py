@@ -3,8 +3,8 @@ dimension M, so one run is an ensemble of one. Forward and the activations' deri
 training lives in train.py.
 
 Neuron i of model m reads W_a[m, a, i] + W_b[m, b, i] + b_in[m, 0, i] (the two-hot input
-realised as two rows of one table summed per pair), applies the activation (ReLU in the paper; config.ACTIVATIONS,
-defined as in activations.py) and writes logits h @ W_out[m] + b_out[m].
+realised as two rows of one table summed per pair), applies the activation (ReLU in the
+paper; config.ACTIVATIONS, defined as in activations.py) and writes logits h @ W_out[m] + b_out[m].
 Shapes: W_a, W_b (M, p, H); b_in (M, 1, H); W_out (M, H, p); b_out (M, 1, p).
 """
 from __future__ import annotations
@@ -90,7 +90,8 @@ def input_table(params: MLPParams) -> torch.Tensor:
 def hidden_preactivation(params: MLPParams, rows: torch.Tensor) -> torch.Tensor:
     """W_a[a] + W_b[b] + b_in as (M, N, H), for `pair_rows` indices: each pair's two rows
     summed by one embedding_bag pass (bit-identical to two gathers and an add, 30% faster)."""
-    return torch.nn.functional.embedding_bag(rows, input_table(params), mode="sum").view(params.W_a.shape[0], -1, params.W_a.shape[2])
+    M, _, H = params.W_a.shape
+    return torch.nn.functional.embedding_bag(rows, input_table(params), mode="sum").view(M, -1, H)
 
 
 def logits_from_hidden(params: MLPParams, hidden: torch.Tensor) -> torch.Tensor:

@@ -247,6 +247,7 @@ def _forward_backward(batch: _Batch, bias: bool) -> tuple[torch.Tensor, torch.Te
     d_logits = torch.softmax(logits, -1)
     d_logits.scatter_add_(-1, batch.train_label[..., None], batch.minus_ones)
     d_logits.mul_(1.0 / n_pairs)
+    # as (d_logits^T hidden)^T: the same sums in the same order, and a faster GEMM on CPU
     grad_W_out = _bmm(d_logits.transpose(1, 2), hidden, batch.precision).transpose(1, 2)
     d_pre = activation_backward(batch.activation, _bmm(d_logits, params.W_out.transpose(1, 2), batch.precision), pre, hidden)
     # the input table's gradient: each pair adds its d_pre to its a row and its b row (index_add
