@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 import mechgrok
-from mechgrok.analysis import AnalysisParams, analyze_arrays, neuron_structure
-from mechgrok.idealize import square
+from mechgrok.analysis.pipeline import AnalysisParams, analyze_arrays, neuron_structure
+from mechgrok.analysis.idealize import square
 from mechgrok.operations import law_labels
 from revisions import alternated_outputs
 
@@ -89,8 +89,8 @@ def bench_memory(gigabytes: float, folder: Path) -> None:
     read that process's peak resident memory."""
     from mechgrok.config import RunConfig
     from mechgrok.task import make_task
-    from mechgrok.trajectory_writer import TrajectoryWriter
-    from mechgrok.train import initial_state, Snapshot
+    from mechgrok.store.writer import TrajectoryWriter
+    from mechgrok.recording.train import initial_state, Snapshot
 
     config = RunConfig(steps=10**7, every=1, stop_val_acc=1.0)
     path = folder / "big.h5"

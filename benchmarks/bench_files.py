@@ -21,7 +21,7 @@ import numpy as np
 import xarray as xr
 
 import mechgrok
-from mechgrok.analysis import COMPRESSION
+from mechgrok.analysis.pipeline import COMPRESSION
 from mechgrok.config import RunConfig
 
 

@@ -19,7 +19,7 @@ import torch
 
 IMPORT = """
 import sys, threading, time
-from mechgrok.importing import import_checkpoints
+from mechgrok.ingest.checkpoints import import_checkpoints
 
 peak_anonymous = [0]
 def sample():  # anonymous memory (heap), apart from the file-backed pages of the mmap (page cache)

@@ -1,4 +1,4 @@
-"""Start-up costs: `import mechgrok.analysis` (must not load torch) and `mechgrok --help`,
+"""Start-up costs: `import mechgrok.analysis.pipeline` (must not load torch) and `mechgrok --help`,
 each in fresh interpreters, medians of --repeats.
 
   python benchmarks/bench_imports.py [--repeats 5]
@@ -10,7 +10,7 @@ import statistics
 import subprocess
 import sys
 
-IMPORT_ANALYSIS = ("import time, sys; t = time.perf_counter(); import mechgrok.analysis; "
+IMPORT_ANALYSIS = ("import time, sys; t = time.perf_counter(); import mechgrok.analysis.pipeline; "
                    "print(time.perf_counter() - t, 'torch' in sys.modules)")
 HELP = ("import time, sys; t = time.perf_counter(); sys.argv = ['mechgrok', '--help']\n"
         "from mechgrok.cli import main\n"
@@ -29,7 +29,7 @@ def main() -> None:
     args = parser.parse_args()
     imports = [fresh(IMPORT_ANALYSIS, "stdout") for _ in range(args.repeats)]
     helps = [fresh(HELP, "stderr") for _ in range(args.repeats)]
-    print(f"import mechgrok.analysis: {statistics.median(float(r[0]) for r in imports):.2f} s, "
+    print(f"import mechgrok.analysis.pipeline: {statistics.median(float(r[0]) for r in imports):.2f} s, "
           f"torch imported: {imports[0][1]}")
     print(f"mechgrok --help: {statistics.median(float(r[0]) for r in helps):.2f} s, "
           f"xarray imported: {helps[0][1]}, torch imported: {helps[0][2]}")

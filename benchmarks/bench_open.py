@@ -1,4 +1,4 @@
-"""Opening and lazily reading mechgrok's files: its reader (mechgrok/netcdf_reader.py, h5py
+"""Opening and lazily reading mechgrok's files: its reader (mechgrok/store/netcdf_reader.py, h5py
 straight into xarray) against xarray's h5netcdf engine, alternated in one process.
 
   python benchmarks/bench_open.py TRAJECTORY [--repeats 20]
@@ -16,8 +16,8 @@ from pathlib import Path
 import xarray as xr
 
 import mechgrok
-from mechgrok.analysis import default_analysis_path
-from mechgrok.netcdf_reader import open_netcdf
+from mechgrok.analysis.pipeline import default_analysis_path
+from mechgrok.store.netcdf_reader import open_netcdf
 
 
 def _seconds(action, repeats: int) -> float:

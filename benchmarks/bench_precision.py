@@ -25,8 +25,8 @@ import mechgrok
 from mechgrok.config import RunConfig
 from mechgrok.operations import operands
 from mechgrok.task import train_pairs_per_class
-from mechgrok.threads import choose_threads, torch_threads, training_flop_per_step
-from mechgrok.train import train_ensemble
+from mechgrok.recording.threads import choose_threads, torch_threads, training_flop_per_step
+from mechgrok.recording.train import train_ensemble
 
 PAPER_NOISE_LEVELS = 19
 

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import torch
 
-import mechgrok.train as train_module
+import mechgrok.recording.train as train_module
 from mechgrok import record
 from mechgrok.config import RunConfig
 from mechgrok.task import make_task
-from mechgrok.train import train_ensemble
+from mechgrok.recording.train import train_ensemble
 from revisions import alternated_outputs
 
 
@@ -94,7 +94,7 @@ def recording_seconds(config: RunConfig, folder: Path, name: str) -> float:
 
 # argv: root, steps, device, threads, models (seeds 0.., noise 0, 0.05, ... like a noise sweep), folder
 TRAIN_ONCE = ("import sys, time; sys.path.insert(0, sys.argv[1]); from pathlib import Path; "
-              "from mechgrok.config import RunConfig; from mechgrok.recorder import record_runs; "
+              "from mechgrok.config import RunConfig; from mechgrok.recording.runs import record_runs; "
               "configs = [RunConfig(steps=int(sys.argv[2]), every=int(sys.argv[2]), stop_val_acc=1.0, device=sys.argv[3], "
               "seed=m, noise=0.05 * m) for m in range(int(sys.argv[5]))]; "
               "outs = [Path(sys.argv[6]) / f'run{m}.h5' for m in range(len(configs))]; t = time.perf_counter(); "

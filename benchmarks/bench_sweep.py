@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 
 from mechgrok.config import RunConfig
-from mechgrok.recorder import record
-from mechgrok.sweep import record_sweep
+from mechgrok.recording.runs import record
+from mechgrok.sweep.grid import record_sweep
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Recording under contention: the same recording quiet and beside a CPU-bound competitor
 process, with torch's default threads (one per core) and with mechgrok's choice
-(mechgrok.threads), each in a fresh process, in one invocation.
+(mechgrok.recording.threads), each in a fresh process, in one invocation.
 
   python benchmarks/bench_threads.py [--modulus 23 --width 32 --steps 300] [--repeats 3]
 

@@ -19,8 +19,8 @@ import numpy as np
 
 import mechgrok
 from mechgrok.paper import paper_row
-from mechgrok.sweep_index import resolve_trajectories
-from mechgrok.sweep_summary import GROUP_OPTIONS, TABLE2_COLUMNS, group_by_options, run_numbers, summarize_seeds
+from mechgrok.sweep.index import resolve_trajectories
+from mechgrok.sweep.summary import GROUP_OPTIONS, TABLE2_COLUMNS, group_by_options, run_numbers, summarize_seeds
 
 HEADLINE_EXTRA = ("waveform_family", "waveform_binarization", "saturation_step", "structure_step", "structure_step_own",
                   "grok_step", "lead_steps_own", "ideal_acc_shuffled_hi_final", "restricted_loss_final", "excluded_loss_final")

@@ -1,32 +1,40 @@
-"""mechgrok: record, analyze and report how the Fourier algorithm forms inside grokking
-ReLU MLPs on modular addition (Swaroop 2026, arXiv 2603.23784).
+"""mechgrok: record, analyze and report how algorithms form inside networks trained on
+modular arithmetic, snapshot by snapshot (Swaroop 2026, arXiv 2603.23784).
 
 The public API is imported on first use, so that `mechgrok --help` waits for neither torch
-nor xarray. The `ds.mechgrok` accessor is registered by mechgrok.trajectory, through which
-every Dataset mechgrok returns is opened (`import mechgrok.accessor` registers it alone)."""
+nor xarray. Datasets opened through `mechgrok.open_trajectory` or returned by
+`mechgrok.analyze` carry the `ds.mechgrok` accessor (registered by mechgrok.analysis)."""
+
 from __future__ import annotations
 
-import importlib
+from importlib import import_module as _import_module
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
+from importlib.metadata import version as _version
+from typing import Any
 
-__version__ = "0.1.0"
+try:
+    __version__ = _version("mechgrok")
+except _PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
 
 _PUBLIC = {
     "RunConfig": "mechgrok.config",
-    "record": "mechgrok.recorder",
-    "Recorder": "mechgrok.loop_recorder",
-    "open_trajectory": "mechgrok.trajectory",
-    "analyze": "mechgrok.analysis",
-    "AnalysisParams": "mechgrok.analysis",
+    "record": "mechgrok.recording.runs",
+    "Recorder": "mechgrok.ingest.recorder",
+    "open_trajectory": "mechgrok.analysis",
+    "analyze": "mechgrok.analysis.pipeline",
+    "AnalysisParams": "mechgrok.analysis.pipeline",
     "report": "mechgrok.reporting",
+    "MechgrokError": "mechgrok.errors",
 }
 __all__ = sorted(_PUBLIC)
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_PUBLIC))
+    return sorted([*_PUBLIC, "__version__"])
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name in _PUBLIC:
-        return getattr(importlib.import_module(_PUBLIC[name]), name)
+        return getattr(_import_module(_PUBLIC[name]), name)
     raise AttributeError(f"module 'mechgrok' has no attribute {name!r}")

@@ -15,27 +15,32 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .config import ACTIVATIONS, OPERATIONS, PRECISIONS, RunConfig
-from .paper import NOISE_LEVELS as PAPER_NOISE_LEVELS
+from mechgrok.config import ACTIVATIONS, OPERATIONS, PRECISIONS, RunConfig
+from mechgrok.paper import NOISE_LEVELS as PAPER_NOISE_LEVELS
 
 console = Console(stderr=True)
 DEFAULTS = RunConfig()
 
 
 def one_line_errors(command):
-    """Turn library errors into click's one-line 'Error: ...' and exit status 1: the one
-    place where exceptions become messages."""
+    """Turn mechgrok's errors (MechgrokError: bad input, files, resources) and the operating
+    system's (OSError: permissions, full disks) into click's one-line 'Error: ...' and exit
+    status 1, with options spelled as flags: the one place where exceptions become messages.
+    Anything else is a bug in mechgrok and keeps its traceback."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        from mechgrok.errors import MechgrokError
+
         try:
             return command(*args, **kwargs)
-        except (ValueError, OSError) as err:
-            from .outputs import is_write_failure
+        except (MechgrokError, OSError) as err:
+            from mechgrok.store.outputs import is_write_failure
 
             if is_write_failure(err):  # the process ends with this message: keep h5py's teardown quiet
                 sys.unraisablehook = _quiet_after_write_failures
-            raise click.ClickException(str(err).splitlines()[0] if str(err) else type(err).__name__) from None
+            text = err.render(cli=True) if isinstance(err, MechgrokError) else str(err)
+            raise click.ClickException(text.splitlines()[0] if text else type(err).__name__) from None
 
     return wrapper
 
@@ -49,7 +54,7 @@ class OptionValue(click.ParamType):
         self.name = kind.__name__
 
     def convert(self, value, param, ctx):
-        from .config import OPTION_LIMITS
+        from mechgrok.config import OPTION_LIMITS
 
         try:
             number = self.kind(value) if self.kind is float or not isinstance(value, str) else int(value.strip())
@@ -105,7 +110,7 @@ class NumberList(click.ParamType):
 
 
 def parse_betas(ctx, param, value: str) -> tuple[float, float]:
-    from .config import BETA_LIMIT
+    from mechgrok.config import BETA_LIMIT
 
     try:
         betas = tuple(float(v) for v in value.split(","))
@@ -125,7 +130,7 @@ def main() -> None:
 def _quiet_after_write_failures(unraisable, default=sys.unraisablehook) -> None:
     """After a failed write has been reported in one line, h5py objects of that file raise
     again as they are freed ("Can't decrement id ref count (file write failed ...)"): not news."""
-    from .outputs import is_write_failure
+    from mechgrok.store.outputs import is_write_failure
 
     if unraisable.exc_value is not None and is_write_failure(unraisable.exc_value):
         return
@@ -190,9 +195,9 @@ def record(out: Path | None, resume: bool, force: bool, compress: bool, threads:
     accept."""
     if resume and force:
         raise click.UsageError("--resume and --force exclude each other")
-    from .recorder import DEFAULT_TRAJECTORY_DIR, default_trajectory_name, record_runs
-    from .sweep import expand_grid
-    from .trajectory import read_config
+    from mechgrok.recording.runs import DEFAULT_TRAJECTORY_DIR, default_trajectory_name, record_runs
+    from mechgrok.sweep.grid import expand_grid
+    from mechgrok.store.reader import read_config
 
     grid = expand_grid(dict(options, every=every if every is not None else 0))
     if len(grid) > 1 or scheduler is not None:
@@ -262,9 +267,10 @@ def resume_hint_on_interrupt():
 def _record_sweep(grid: list[RunConfig], out: Path | None, resume: bool, force: bool, compress: bool, quiet: bool,
                   scheduler: str | None, max_ensemble: int | None, threads: int | None,
                   stop_if_interrupted: Callable[..., None]) -> None:
-    from .sweep import default_sweep_folder, ensemble_groups, record_sweep
-    from .sweep_index import INDEX_NAME
-    from .trajectory import is_complete
+    from mechgrok.sweep.grid import default_sweep_folder, ensemble_groups, record_sweep
+    from mechgrok.sweep.index import INDEX_NAME
+    from mechgrok.recording.stopping import is_complete
+    from mechgrok.store.reader import recorded_progress
 
     folder = out if out is not None else default_sweep_folder(grid)
     if folder.exists() and not folder.is_dir():
@@ -284,7 +290,7 @@ def _record_sweep(grid: list[RunConfig], out: Path | None, resume: bool, force: 
     for error in errors:
         console.print(f"[red]failed[/red] {error}")
     if not quiet:
-        done = sum(path.is_file() and is_complete(path) for path in paths)
+        done = sum(path.is_file() and is_complete(recorded_progress(path)) for path in paths)
         console.print(f"[green]wrote[/green] {done} of {len(paths)} trajectories and {folder / INDEX_NAME} "
                       f"({time.perf_counter() - started:.0f} s)")
     if errors:
@@ -334,13 +340,13 @@ class RecordProgress:
 
 
 def _print_summary(path: Path, seconds: float) -> None:
-    from .trajectory import open_trajectory
+    from mechgrok.store.reader import open_trajectory
 
     with open_trajectory(path) as ds:
         n, final, saturation = ds.sizes["step"], int(ds.attrs["final_step"]), int(ds.attrs["saturation_step"])
         val_acc = float(ds.val_acc[-1]) if n else float("nan")
         reason = ds.attrs["stop_reason"]
-    from .accessor import format_number
+    from mechgrok.analysis.accessor import format_number
 
     console.print(f"[green]wrote[/green] {path}: {n} snapshots, final step {final:,}, val acc {format_number(val_acc, 4)}, "
                   f"saturation step {saturation if saturation >= 0 else 'not reached'}, stopped: {reason} ({seconds:.0f} s)")
@@ -371,10 +377,10 @@ def analyze(trajectories: tuple[Path, ...], out: Path | None, threshold: float |
     TRAJECTORIES are files, sweep folders or sweep index.json files. Writes
     <trajectory>.analysis.h5 (dims step, neuron) beside each and prints a summary; a
     current analysis is reused unless --force."""
-    from .analysis import analyze as run_analysis, default_analysis_path
-    from .config import modulus_caveat
-    from .sweep_index import resolve_trajectories
-    from .trajectory import attr_int
+    from mechgrok.analysis.pipeline import analyze as run_analysis, default_analysis_path
+    from mechgrok.config import modulus_caveat
+    from mechgrok.sweep.index import resolve_trajectories
+    from mechgrok.store.reader import attr_int
 
     paths = resolve_trajectories(list(trajectories))
     if out is not None and len(paths) > 1:
@@ -398,7 +404,7 @@ def summary_table(result, title: str):
     """A rich table of an analysis's headline numbers."""
     from rich.table import Table
 
-    from .accessor import CONVENTION_NOTE, HEADLINE_ROWS, format_lead, format_number, format_step as step, format_waveform
+    from mechgrok.analysis.accessor import CONVENTION_NOTE, HEADLINE_ROWS, format_lead, format_number, format_step as step, format_waveform
 
     head = result.mechgrok.headline()
 
@@ -433,16 +439,16 @@ def report(trajectories: tuple[Path, ...], as_html: bool, out: Path | None, png_
 
     TRAJECTORIES are files, sweep folders or sweep index.json files; each is analyzed
     unless a current analysis sits beside it."""
-    from .sweep_index import resolve_trajectories
+    from mechgrok.sweep.index import resolve_trajectories
 
     paths = resolve_trajectories(list(trajectories))
     if not as_html:
-        from .analysis import analyze as run_analysis
+        from mechgrok.analysis.pipeline import analyze as run_analysis
 
         for path in paths:
             console.print(summary_table(run_analysis(path), title=str(path)))
         return
-    from .reporting import report as write_report
+    from mechgrok.reporting import report as write_report
 
     started = time.perf_counter()
     path = write_report(paths, out=out, png_dir=png_dir, force=force)
@@ -471,7 +477,7 @@ def import_run(source: Path, out: Path, modulus: int | None, keys: tuple[str, ..
     checkpoints.json manifest of steps and sha256 sums), or one file holding a list of
     state_dicts with their steps or a {step: state_dict} dict. Two-hot MLP layouts are
     found from parameter shapes; analyze and report then work on --out unchanged."""
-    from .importing import import_checkpoints
+    from mechgrok.ingest.checkpoints import import_checkpoints
 
     roles = {}
     for item in keys:

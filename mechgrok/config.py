@@ -5,6 +5,8 @@ types and the trajectory reader all check against it. Pure Python: no torch, no 
 """
 from __future__ import annotations
 
+from mechgrok.errors import InvalidOptionError, ResourceError
+
 import math
 import os
 from dataclasses import dataclass
@@ -99,9 +101,9 @@ def check_operation(operation: str, modulus: int) -> None:
     """ValueError unless `operation` is known and, for mul and div, the modulus is prime (the
     nonzero residues form a group, cyclic with a generator, only then)."""
     if operation not in OPERATIONS:
-        raise ValueError(f"unknown operation {operation!r}; use one of {', '.join(OPERATIONS)}")
+        raise InvalidOptionError(f"unknown operation {operation!r}; use one of {', '.join(OPERATIONS)}")
     if operation in ("mul", "div") and not is_prime(modulus):
-        raise ValueError(f"operation {operation} needs a prime modulus: at p = {modulus} some nonzero residues have no "
+        raise InvalidOptionError(f"operation {operation} needs a prime modulus: at p = {modulus} some nonzero residues have no "
                          "inverse and there is no generator for the discrete-log order")
 
 
@@ -109,7 +111,7 @@ def check_option(name: str, value: float) -> None:
     """Raise ValueError naming the option unless `value` is within OPTION_LIMITS[name]."""
     limit = OPTION_LIMITS[name]
     if not limit.admits(float(value)):
-        raise ValueError(f"{name} must be {limit.describe()}, got {value!r}")
+        raise InvalidOptionError(f"{name} must be {limit.describe()}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -143,14 +145,14 @@ class RunConfig:
             if not (name == "stop_val_acc" and self.stop_val_acc is None):  # None: train the full --steps
                 check_option(name, getattr(self, name))
         if self.activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {self.activation!r}; use one of {', '.join(ACTIVATIONS)}")
+            raise InvalidOptionError(f"unknown activation {self.activation!r}; use one of {', '.join(ACTIVATIONS)}")
         check_operation(self.operation, self.modulus)
         if self.precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {self.precision!r}; use one of {', '.join(PRECISIONS)}")
+            raise InvalidOptionError(f"unknown precision {self.precision!r}; use one of {', '.join(PRECISIONS)}")
         if len(self.betas) != 2 or not all(BETA_LIMIT.admits(float(b)) for b in self.betas):
-            raise ValueError(f"betas must be two numbers {BETA_LIMIT.describe()}, got {self.betas}")
+            raise InvalidOptionError(f"betas must be two numbers {BETA_LIMIT.describe()}, got {self.betas}")
         if self.lr * self.weight_decay >= 1:
-            raise ValueError(f"lr x weight_decay must be < 1 (AdamW multiplies the weights by 1 - lr x weight_decay "
+            raise InvalidOptionError(f"lr x weight_decay must be < 1 (AdamW multiplies the weights by 1 - lr x weight_decay "
                              f"each step), got {self.lr:g} x {self.weight_decay:g}")
         check_device(self.device)
 
@@ -177,15 +179,17 @@ def physical_memory_bytes() -> int | None:
 
 
 def check_fits_in_memory(config: RunConfig, n_models: int = 1) -> None:
-    """Raise ValueError, naming the estimate and the options that drive it, when training
+    """Raise ResourceError, naming the estimate and the options that drive it, when training
     would need more than 90% of this machine's memory."""
     total = physical_memory_bytes()
     need = estimated_memory_bytes(config, n_models)
     if total is not None and need > 0.9 * total:
         runs = f"{n_models} runs of " if n_models > 1 else ""
-        raise ValueError(f"{runs}modulus {config.modulus}, width {config.width}, train_frac {config.train_frac:g} needs "
-                         f"~{format_bytes(need)} of memory, more than this machine's {format_bytes(total)}; "
-                         "lower --modulus, --width or --train-frac" + (" or --max-ensemble" if n_models > 1 else ""))
+        raise ResourceError(
+            f"{runs}modulus {config.modulus}, width {config.width}, train_frac {config.train_frac:g} needs "
+            f"~{format_bytes(need)} of memory, more than this machine's {format_bytes(total)}",
+            remedy="lower {modulus}, {width} or {train_frac}" + (" or use {max_ensemble}" if n_models > 1 else ""),
+        )
 
 
 def format_bytes(n: float) -> str:
@@ -206,8 +210,8 @@ def check_device(device: str) -> None:
     try:
         dev = torch.device(device)
     except RuntimeError as err:
-        raise ValueError(f"unknown device {device!r}") from err
+        raise InvalidOptionError(f"unknown device {device!r}") from err
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but CUDA is not available here")
+        raise InvalidOptionError(f"device {device!r} asked for, but CUDA is not available here")
     if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"unsupported device {device!r}: use cpu or cuda")
+        raise InvalidOptionError(f"unsupported device {device!r}: use cpu or cuda")

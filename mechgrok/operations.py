@@ -12,11 +12,13 @@ positions and the phase law is phi_out = phi_a + phi_b (add, mul) or phi_a - phi
 """
 from __future__ import annotations
 
+from mechgrok.errors import InvalidOptionError
+
 from dataclasses import dataclass
 
 import numpy as np
 
-from .config import check_operation
+from mechgrok.config import check_operation
 
 
 def operate(operation: str, a: np.ndarray, b: np.ndarray, p: int) -> np.ndarray:
@@ -61,7 +63,7 @@ def primitive_root(p: int) -> int:
     for g in range(2, p):
         if all(pow(g, (p - 1) // q, p) != 1 for q in factors):
             return g
-    raise ValueError(f"{p} is not prime")
+    raise InvalidOptionError(f"{p} is not prime")
 
 
 @dataclass(frozen=True)

@@ -3,12 +3,14 @@ operations.OPERATIONS; the paper's is +), a train/validation split stratified by
 and label noise on the training set. Pure numpy, no I/O."""
 from __future__ import annotations
 
+from mechgrok.errors import InvalidOptionError
+
 from dataclasses import dataclass
 
 import numpy as np
 
-from .config import check_option
-from .operations import operands, second_operand
+from mechgrok.config import check_option
+from mechgrok.operations import operands, second_operand
 
 
 @dataclass(frozen=True)
@@ -33,11 +35,11 @@ def train_pairs_per_class(modulus: int, train_frac: float, operation: str = "add
     outside config.OPTION_LIMITS or when that leaves the training or validation set empty."""
     check_option("modulus", modulus)
     if not 0.0 < train_frac < 1.0:
-        raise ValueError(f"train_frac must lie in (0, 1), got {train_frac}")
+        raise InvalidOptionError(f"train_frac must lie in (0, 1), got {train_frac}")
     m = operands(operation, modulus).size
     per_class = int(round(train_frac * m))
     if not 1 <= per_class <= m - 1:
-        raise ValueError(
+        raise InvalidOptionError(
             f"train_frac {train_frac} gives {per_class} of {m} pairs per answer class; "
             "both the training and the validation set need at least one"
         )
@@ -50,7 +52,7 @@ def make_task(modulus: int, train_frac: float, noise: float, seed: int, operatio
     training labels, each by an answer drawn uniformly from the m - 1 wrong ones. Validation
     labels stay clean. Pairs are ordered by (b, a)."""
     if not 0.0 <= noise < 1.0:
-        raise ValueError(f"noise must lie in [0, 1), got {noise}")
+        raise InvalidOptionError(f"noise must lie in [0, 1), got {noise}")
     per_class = train_pairs_per_class(modulus, train_frac, operation)
     rng = np.random.default_rng(seed)
     p = modulus

@@ -9,16 +9,16 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from ..accessor import HEADLINE_ROWS, format_lead, format_number, format_step, format_waveform
-from ..config import SATURATION_TRAIN_ACC
-from ..analysis import analyze, default_analysis_path
-from ..outputs import atomic_output, check_output, check_space, write_failure, write_text
-from ..trajectory import open_trajectory
+from mechgrok.analysis.accessor import HEADLINE_ROWS, format_lead, format_number, format_step, format_waveform
+from mechgrok.config import SATURATION_TRAIN_ACC
+from mechgrok.analysis.pipeline import analyze, default_analysis_path
+from mechgrok.store.outputs import atomic_output, check_output, check_space, write_failure, write_text
+from mechgrok.store.reader import open_trajectory
 from . import figures
-from .explorer import explorer_data, explorer_section, snapshots_per_run
-from .webpage import cards_html, figure_html, figure_png, page, table_html
-from ..paper import FIG5, paper_row
-from ..sweep_summary import TABLE2_COLUMNS, group_by_options, run_numbers, summarize_seeds, varying_options
+from mechgrok.reporting.explorer import explorer_data, explorer_section, snapshots_per_run
+from mechgrok.reporting.webpage import cards_html, figure_html, figure_png, page, table_html
+from mechgrok.paper import FIG5, paper_row
+from mechgrok.sweep.summary import TABLE2_COLUMNS, group_by_options, run_numbers, summarize_seeds, varying_options
 
 DEFAULT_REPORT_DIR = Path("reports")
 

@@ -19,7 +19,7 @@ import json
 import numpy as np
 import xarray as xr
 
-from ..analysis import trajectory_group, weights_in_group_order
+from mechgrok.analysis.pipeline import trajectory_group, weights_in_group_order
 
 MAX_SNAPSHOTS = 80  # snapshots carried per run for the scatter, neuron panel and heatmap
 WEIGHT_BUDGET_BYTES = 12_000_000  # int8 weight rows of all runs together (base64 adds a third)

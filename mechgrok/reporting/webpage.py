@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 
 from matplotlib.figure import Figure
 
-from .explorer import EXPLORER_CSS
+from mechgrok.reporting.explorer import EXPLORER_CSS
 
 FIGURE_SOFTWARE = "mechgrok"  # PNG tEXt "Software": how outputs.file_role knows our figures
 

@@ -7,7 +7,7 @@ import xarray as xr
 
 import mechgrok
 from conftest import GROKKING, assert_one_line_error, run_cli
-from mechgrok.analysis import MIN_NEURONS_FOR_STATS
+from mechgrok.analysis.pipeline import MIN_NEURONS_FOR_STATS
 from mechgrok.config import RunConfig
 from contract import CONTRACT_STEP
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import ForkedCli, assert_one_line_error, run_cli
-from mechgrok.trajectory import attr_int, open_trajectory
+from mechgrok.store.reader import attr_int, open_trajectory
 
 # long enough (a few seconds) that the kill lands mid-recording
 KILLABLE = ["--modulus", "23", "--width", "64", "--train-frac", "0.5", "--steps", "4000", "--every", "20",

@@ -10,7 +10,7 @@ import torch
 
 import mechgrok
 from conftest import ForkedCli, assert_one_line_error, run_cli
-from mechgrok.trajectory import open_trajectory
+from mechgrok.store.reader import open_trajectory
 
 P, H, STEPS = 13, 16, (0, 20, 40, 60)
 

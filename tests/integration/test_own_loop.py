@@ -9,8 +9,8 @@ import torch
 
 import mechgrok
 from mechgrok.errors import OutputExistsError
-from mechgrok.layouts import LayoutError
-from mechgrok.trajectory import open_trajectory
+from mechgrok.ingest.layouts import LayoutError
+from mechgrok.store.reader import open_trajectory
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

@@ -13,9 +13,9 @@ import xarray as xr
 
 import mechgrok
 from conftest import ForkedCli, assert_one_line_error, run_cli, run_forked
-from mechgrok.errors import OutputExistsError, TrajectoryError
-from mechgrok.sweep_index import resolve_trajectories
-from mechgrok.trajectory import open_trajectory
+from mechgrok.errors import FileBusyError, OutputExistsError, TrajectoryError
+from mechgrok.sweep.index import resolve_trajectories
+from mechgrok.store.reader import open_trajectory
 
 SMALL = ["--modulus", "23", "--width", "64", "--train-frac", "0.5", "--steps", "300", "--every", "10", "--stop-val-acc", "1.0"]
 # noisy labels keep validation below 1.0, so this runs to its step cap (a minute or more): a
@@ -189,7 +189,7 @@ def test_a_long_lived_reader_always_sees_the_committed_snapshots_of_a_live_recor
                 assert np.isfinite(ds.W_a.isel(step=-1).values).all()
                 seen, reads = steps, reads + 1
             if reads == 3:
-                with pytest.raises(TrajectoryError, match="another process is recording"):
+                with pytest.raises(FileBusyError, match="another process is recording"):
                     mechgrok.record(out=out, resume=True, modulus=23, width=64, train_frac=0.5, steps=200_000, every=20,
                                     noise=0.3, stop_val_acc=1.0)
             time.sleep(0.1)

@@ -7,9 +7,9 @@ import mechgrok
 from conftest import assert_one_line_error, run_cli
 from mechgrok.config import RunConfig
 from mechgrok.paper import NOISE_LEVELS
-from mechgrok.sweep import ensemble_groups, expand_grid, record_sweep
-from mechgrok.sweep_index import resolve_trajectories
-from mechgrok.trajectory import open_trajectory
+from mechgrok.sweep.grid import ensemble_groups, expand_grid, record_sweep
+from mechgrok.sweep.index import resolve_trajectories
+from mechgrok.store.reader import open_trajectory
 
 GRID = ["--modulus", "13", "--width", "16", "--train-frac", "0.5", "--steps", "40", "--every", "10"]
 
@@ -57,7 +57,7 @@ def test_a_failing_ensemble_does_not_stop_the_others(tmp_path):
     other_shape = RunConfig(modulus=11, width=8, train_frac=0.5, steps=20, every=10)
     folder = tmp_path / "sw"
     folder.mkdir()
-    from mechgrok.recorder import default_trajectory_name
+    from mechgrok.recording.runs import default_trajectory_name
 
     blocker = folder / default_trajectory_name(other_shape)
     blocker.mkdir()  # a directory where that run's file should go: its ensemble fails

@@ -7,9 +7,9 @@ import xarray as xr
 
 import mechgrok
 from mechgrok.config import RunConfig
-from mechgrok.errors import OutputExistsError, TrajectoryError
-from mechgrok.netcdf_reader import open_netcdf
-from mechgrok.trajectory import open_trajectory
+from mechgrok.errors import OutputExistsError, ResumeError, TrajectoryError
+from mechgrok.store.netcdf_reader import open_netcdf
+from mechgrok.store.reader import open_trajectory
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def test_file_opens_in_xarray_with_named_dims(recorded, tiny_config):
 
 
 def test_weights_on_file_are_the_models_rows(recorded, tiny_config):
-    from mechgrok.train import train_ensemble
+    from mechgrok.recording.train import train_ensemble
 
     last = list(train_ensemble([tiny_config]))[-1]
     ds = open_trajectory(recorded)
@@ -126,7 +126,7 @@ def test_a_half_written_snapshot_is_dropped_and_resume_matches(tmp_path, tiny_co
 
 
 def test_resume_refuses_a_different_config(recorded, tiny_config):
-    with pytest.raises(TrajectoryError, match="different config.*noise"):
+    with pytest.raises(ResumeError, match="different config.*noise"):
         mechgrok.record(dataclasses.replace(tiny_config, noise=0.1), out=recorded, resume=True)
 
 
@@ -161,9 +161,9 @@ def test_bad_files_raise_one_line_errors_naming_the_file(tmp_path, recorded):
 
 
 def test_resume_from_an_earlier_checkpoint_regenerates_without_rewriting(tmp_path, tiny_config, monkeypatch):
-    import mechgrok.recorder
+    import mechgrok.recording.runs
 
-    monkeypatch.setattr(mechgrok.recorder, "CHECKPOINT_SECONDS", 1e9)  # checkpoints only at step 0 and the final step
+    monkeypatch.setattr(mechgrok.recording.runs, "CHECKPOINT_SECONDS", 1e9)  # checkpoints only at step 0 and the final step
     full = mechgrok.record(tiny_config, out=tmp_path / "full.h5")
     cut = tmp_path / "cut.h5"
     cut.write_bytes(full.read_bytes())
@@ -189,12 +189,12 @@ def test_resume_with_options_that_end_before_the_file_is_refused_and_untouched(t
     path = mechgrok.record(config, out=tmp_path / "r.h5")
     _as_if_killed(path)
     before = path.read_bytes()
-    with pytest.raises(TrajectoryError, match="--steps 20 is below the last step on file"):
+    with pytest.raises(ResumeError, match="steps 20 is below the last step on file"):
         mechgrok.record(dataclasses.replace(config, steps=20), out=path, resume=True)
     reached = float(open_trajectory(path).val_acc.sel(step=20))
-    with pytest.raises(TrajectoryError, match="would have stopped the run at step"):
+    with pytest.raises(ResumeError, match="would have stopped the run at step"):
         mechgrok.record(dataclasses.replace(config, stop_val_acc=reached), out=path, resume=True)
-    with pytest.raises(TrajectoryError, match=r"--patience 1 would have stopped the run at step \d+, before"):
+    with pytest.raises(ResumeError, match=r"patience 1 would have stopped the run at step \d+, before"):
         mechgrok.record(dataclasses.replace(config, patience=1), out=path, resume=True)
     assert path.read_bytes() == before
 

@@ -7,13 +7,13 @@ import sys
 
 import pytest
 
-from mechgrok import allocator
+from mechgrok.recording import allocator
 
 BLOCK = 20 * 2**20  # below MMAP_BYTES: served by the heap once kept; by a fresh mapping at glibc's start
 
 MEASURE = f"""
 import ctypes, json, resource
-from mechgrok import allocator
+from mechgrok.recording import allocator
 
 libc = allocator._glibc()
 libc.malloc.restype = ctypes.c_void_p

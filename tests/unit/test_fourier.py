@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mechgrok import fourier
+from mechgrok.analysis import fourier
 from planted import planted_rows
 
 primes = st.sampled_from([3, 5, 7, 11, 13, 17, 23, 29, 31, 97])

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch  # a dependency: a skip would hide a broken install
 
-from mechgrok.layouts import LayoutError, curves_from_parameters
+from mechgrok.ingest.layouts import LayoutError, curves_from_parameters
 
 P, H = 11, 8
 
@@ -67,7 +67,7 @@ def test_a_shared_input_weight_named_by_keys(planted):
 
 @pytest.mark.parametrize("name", ["relu", "gelu", "silu", "quadratic", "identity"])
 def test_activations_match_torch(name):
-    from mechgrok.activations import activate
+    from mechgrok.models.activations import activate
 
     x = np.linspace(-6, 6, 2001, dtype=np.float32)
     expected = {"relu": torch.relu, "gelu": torch.nn.functional.gelu, "silu": torch.nn.functional.silu,

@@ -7,11 +7,11 @@ CODE = """
 import sys
 from click.testing import CliRunner
 from mechgrok.cli import main
-import mechgrok.trajectory, mechgrok.analysis
+import mechgrok.store.reader, mechgrok.analysis.pipeline
 for command in ("analyze", "report"):  # each command's own imports run before it meets the missing file
     result = CliRunner().invoke(main, [command, "missing.h5", "--html"][:3 if command == "report" else 2])
     assert result.exit_code == 1 and "missing.h5" in result.output, result.output
-print(sorted(m for m in ("torch", "mechgrok.train", "mechgrok.recorder", "mechgrok.sweep") if m in sys.modules))
+print(sorted(m for m in ("torch", "mechgrok.recording.train", "mechgrok.recording.runs", "mechgrok.sweep.grid") if m in sys.modules))
 """
 
 

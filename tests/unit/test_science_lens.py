@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 import mechgrok
-from mechgrok.fourier import wave_angle
-from mechgrok.idealize import (cosine_readout_accuracies, hidden_units, ideal_accuracies, readout_accuracies,
+from mechgrok.analysis.fourier import wave_angle
+from mechgrok.analysis.idealize import (cosine_readout_accuracies, hidden_units, ideal_accuracies, readout_accuracies,
                                shuffled_phases, square, square_hidden_units)
-from mechgrok.progress import (KeyProjection, check_key_frequencies, cross_entropy, key_directions, key_frequencies,
+from mechgrok.analysis.progress import (KeyProjection, check_key_frequencies, cross_entropy, key_directions, key_frequencies,
                                losses_from_hidden)
 from planted import as_dataset, planted_algorithm
 
@@ -41,7 +41,7 @@ def test_screening_the_shuffled_draws_changes_no_accuracy(p):
 def test_which_read_outs_are_screened_changes_no_accuracy(monkeypatch):
     """ideal_accuracies screens a read-out that scored low at the previous snapshot: the same
     accuracies whether it screens every read-out or none (snapshots from a learned law to noise)."""
-    import mechgrok.idealize as idealize
+    import mechgrok.analysis.idealize as idealize
 
     p, rng = 23, np.random.default_rng(5)
     truth = planted_algorithm(p, kind="square")

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 import mechgrok
-from mechgrok.bootstrap import seed_summary
-from mechgrok.sweep_summary import group_by_options, run_numbers, summarize_seeds, varying_options
+from mechgrok.sweep.bootstrap import seed_summary
+from mechgrok.sweep.summary import group_by_options, run_numbers, summarize_seeds, varying_options
 from planted import as_dataset, planted_algorithm
 
 

@@ -6,10 +6,10 @@ import torch
 from conftest import GROKKING
 
 from mechgrok.config import ACTIVATIONS, RunConfig
-from mechgrok.model import MLPParams, activate, init_params
+from mechgrok.models.mlp import MLPParams, activate, init_params
 from mechgrok.task import make_task
-import mechgrok.train as train_module
-from mechgrok.train import (
+import mechgrok.recording.train as train_module
+from mechgrok.recording.train import (
     _adamw_update, _forward_backward, _stack_batch, correct_predictions, evaluate, initial_state,
     snapshot_steps, train_ensemble,
 )
@@ -170,7 +170,7 @@ def test_config_rejects_impossible_values():
 
 
 def test_the_stopping_rule_as_a_pure_function():
-    from mechgrok.train import StoppingMemory, is_check_step, stopping_decision
+    from mechgrok.recording.train import StoppingMemory, is_check_step, stopping_decision
 
     config = RunConfig(modulus=11, steps=1000, stop_val_acc=0.9, patience=300, eval_every=100)
     assert [is_check_step(config, s) for s in (0, 50, 100, 999, 1000)] == [True, False, True, False, True]

@@ -4,6 +4,8 @@ recording of 100 steps took 20 s instead of 1 s beside one busy process. So the 
 chosen from the work per step and the cores other processes leave free, and can be given."""
 from __future__ import annotations
 
+from mechgrok.errors import InvalidOptionError
+
 import contextlib
 import os
 import time
@@ -49,7 +51,7 @@ def choose_threads(flop_per_step: float, requested: int | None = None) -> int:
     """`requested`, else 1 for small steps and the free cores for large ones."""
     if requested is not None:
         if requested < 1:
-            raise ValueError(f"threads must be >= 1, got {requested}")
+            raise InvalidOptionError(f"threads must be >= 1, got {requested}")
         return requested
     return 1 if flop_per_step < PARALLEL_FLOP_PER_STEP else free_cores()
 

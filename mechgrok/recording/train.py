@@ -15,17 +15,19 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from .config import SATURATION_TRAIN_ACC, RunConfig
-from .model import (PARAM_NAMES, MLPParams, activate, activation_backward, forward, hidden_preactivation, init_params,
+from mechgrok.config import SATURATION_TRAIN_ACC, RunConfig
+from mechgrok.models.mlp import (PARAM_NAMES, MLPParams, activate, activation_backward, forward, hidden_preactivation, init_params,
                     pair_rows)
-from .task import TaskSplit, make_task
+from mechgrok.recording.stopping import StoppingMemory, is_check_step, stopping_decision
+from mechgrok.store.slots import Checkpoint, SavedState
+from mechgrok.store.writer import TrajectoryWriter
+from mechgrok.task import TaskSplit, make_task
 
 # On a CPU an ensemble's step runs over a few models at a time, so that a group's hidden
 # activations (models x training pairs x width float32) stay near this size and in cache: a
 # 19-run ensemble at the paper's setting ran 96.5 model-steps/s as one group and 214 in groups
 # of two (benchmarks/README.md, Session 6). On a GPU the whole ensemble is one group.
 CPU_GROUP_ACTIVATION_BYTES = 6 * 2**20
-PATIENCE_MIN_GAIN = 1e-4  # the paper: stop when best val acc has not improved by this for `patience` steps
 ADAM_EPS = 1e-8
 
 
@@ -75,6 +77,37 @@ class Snapshot:
     is_saturation: bool = False
     is_final: bool = False
     stop_reason: str = ""
+
+
+def state_from_saved(saved: SavedState, config: RunConfig) -> RunState:
+    """The RunState a trajectory's latest checkpoint (store.slots.SavedState) continues from."""
+    w = saved.weights
+    tensors = {"W_a": w["W_a"].T, "W_b": w["W_b"].T, "W_out": w["W_out"],
+               "b_in": w["b_in"].reshape(1, -1), "b_out": w["b_out"].reshape(1, -1)}
+    params = MLPParams(*(torch.from_numpy(np.ascontiguousarray(tensors[name], dtype=np.float32))[None]
+                         for name in PARAM_NAMES))
+    cp = saved.checkpoint
+
+    def moments(flat: np.ndarray) -> MLPParams:
+        return MLPParams.from_flat(torch.from_numpy(flat[None].copy()), config.modulus, config.width)
+
+    return RunState(saved.step, params, moments(cp.adam_m), moments(cp.adam_v), cp.best_val_acc, cp.best_val_step,
+                    cp.saturation_step)
+
+
+def append_snapshot(writer: TrajectoryWriter, snapshot: Snapshot, checkpoint: bool) -> None:
+    """Write one snapshot of a mechgrok run (and, with `checkpoint`, its optimizer state).
+    Training keeps W_a, W_b as (token, neuron); the file stores (neuron, token)."""
+    w = snapshot.weights
+    curves = {"W_a": w["W_a"].T, "W_b": w["W_b"].T, "W_out": w["W_out"]}
+    if writer.bias:
+        curves.update(b_in=w["b_in"].reshape(-1), b_out=w["b_out"].reshape(-1))
+    state = snapshot.state
+    saved = (Checkpoint(state.adam_m.flat()[0].numpy(), state.adam_v.flat()[0].numpy(), state.best_val_acc,
+                        state.best_val_step, state.saturation_step) if checkpoint else None)
+    writer.write_snapshot(snapshot.step, curves, snapshot.metrics, checkpoint=saved,
+                          saturation=snapshot.is_saturation,
+                          final_reason=snapshot.stop_reason if snapshot.is_final else None)
 
 
 _PER_MODEL_TENSORS = ("flat_params", "flat_m", "flat_v", "train_a", "train_b", "train_label", "train_label_true",
@@ -286,39 +319,6 @@ def _state_of(batch: _Batch, row: int, step: int, memory: StoppingMemory) -> Run
         return MLPParams.from_flat(flat[row:row + 1].to("cpu", copy=True), batch.modulus, batch.width)
 
     return RunState(step, one(batch.flat_params), one(batch.flat_m), one(batch.flat_v), **dataclasses.asdict(memory))
-
-
-@dataclass(frozen=True)
-class StoppingMemory:
-    """What the paper's stopping rule remembers of one run: the best validation accuracy
-    (gains below PATIENCE_MIN_GAIN do not count), the step it was reached, and the
-    saturation step (first step with training accuracy >= SATURATION_TRAIN_ACC; -1 before)."""
-
-    best_val_acc: float = -1.0
-    best_val_step: int = 0
-    saturation_step: int = -1
-
-
-def is_check_step(config: RunConfig, step: int) -> bool:
-    """The stopping rule is checked every `eval_every` steps and at the step cap."""
-    return step % config.eval_every == 0 or step >= config.steps
-
-
-def stopping_decision(config: RunConfig, memory: StoppingMemory, step: int, val_acc: float) -> tuple[str, StoppingMemory]:
-    """The paper's stopping rule at a check step: (stop reason or "", updated memory). Stops
-    when validation accuracy reaches stop_val_acc, when the best validation accuracy has not
-    gained PATIENCE_MIN_GAIN for `patience` steps, or at the step cap, in that order. With
-    stop_val_acc None (--stop-val-acc off) only the step cap stops the run."""
-    if val_acc >= memory.best_val_acc + PATIENCE_MIN_GAIN:
-        memory = dataclasses.replace(memory, best_val_acc=val_acc, best_val_step=step)
-    early_stop = config.stop_val_acc is not None
-    if early_stop and val_acc >= config.stop_val_acc:
-        return f"validation accuracy {val_acc:.4f} >= {config.stop_val_acc}", memory
-    if early_stop and step - memory.best_val_step >= config.patience:
-        return f"no validation gain for {config.patience} steps", memory
-    if step >= config.steps:
-        return f"step cap {config.steps} reached", memory
-    return "", memory
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,9 @@ import json
 import os
 from pathlib import Path
 
-from .config import RunConfig
-from .errors import TrajectoryError
-from .outputs import write_text
+from mechgrok.config import RunConfig
+from mechgrok.errors import InputNotFoundError, SweepIndexError
+from mechgrok.store.outputs import write_text
 
 INDEX_NAME = "index.json"
 
@@ -33,7 +33,7 @@ def write_index(folder: Path, configs: list[RunConfig], paths: list[Path]) -> Pa
 
 
 def _read_index(index: Path) -> list[dict]:
-    """The runs of a sweep index; TrajectoryError for a file that is not one, an index with
+    """The runs of a sweep index; SweepIndexError for a file that is not one, an index with
     no runs, or a run path that leaves the index's folder."""
     try:
         data = json.loads(index.read_text())
@@ -42,13 +42,13 @@ def _read_index(index: Path) -> list[dict]:
         runs = list(data["runs"])
         names = [str(run["path"]) for run in runs]
     except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as err:
-        raise TrajectoryError(f"{index}: not a mechgrok sweep index ({err})") from None
+        raise SweepIndexError(f"{index}: not a mechgrok sweep index ({err})") from None
     if not runs:
-        raise TrajectoryError(f"{index}: the sweep index lists no runs")
+        raise SweepIndexError(f"{index}: the sweep index lists no runs")
     folder = index.parent.resolve()
     for name in names:
         if Path(name).is_absolute() or (folder / name).resolve().parent != folder:
-            raise TrajectoryError(f"{index}: run path {name!r} is not a file inside the sweep folder")
+            raise SweepIndexError(f"{index}: run path {name!r} is not a file inside the sweep folder")
     return runs
 
 
@@ -59,7 +59,7 @@ def resolve_trajectories(paths: list[str | os.PathLike]) -> list[Path]:
         index = given / INDEX_NAME if given.is_dir() else given
         if index.suffix == ".json" or given.is_dir():
             if not index.exists():
-                raise FileNotFoundError(f"{given}: no sweep index ({INDEX_NAME}) found")
+                raise InputNotFoundError(f"{given}: no sweep index ({INDEX_NAME}) found")
             out += [index.parent / run["path"] for run in _read_index(index)]
         else:
             out.append(given)

@@ -22,13 +22,15 @@ from __future__ import annotations
 
 from typing import Mapping
 
+from mechgrok.errors import CheckpointImportError
+
 import numpy as np
 
 ROLES = ("input", "input_b", "embedding", "output", "b_in", "b_out")
 CURVES = ("W_a", "W_b", "W_out", "b_in", "b_out")
 
 
-class LayoutError(ValueError):
+class LayoutError(CheckpointImportError):
     """The parameters do not look like a two-hot MLP, or their roles are ambiguous."""
 
 

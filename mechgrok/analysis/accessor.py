@@ -14,9 +14,9 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from . import fourier
-from .idealize import square
-from .operations import GroupView, group_view
+from mechgrok.analysis import fourier
+from mechgrok.analysis.idealize import square
+from mechgrok.operations import GroupView, group_view
 
 # (label, variable, decimals) of the headline table that `mechgrok analyze` and reports show
 HEADLINE_ROWS = (("validation accuracy (real model)", "val_acc", 4), ("Sq->Cos idealized", "ideal_acc", 3),
@@ -161,7 +161,7 @@ class MechgrokAccessor:
 
     def analyze(self, **options) -> xr.Dataset:
         """mechgrok.analyze on this Dataset (see its docstring for options)."""
-        from .analysis import analyze
+        from mechgrok.analysis.pipeline import analyze
 
         return analyze(self._ds, **options)
 

@@ -18,6 +18,8 @@ Checkpoints are read one at a time (a single file through torch.load's mmap), wi
 """
 from __future__ import annotations
 
+from mechgrok.errors import CheckpointImportError, InputNotFoundError, InvalidOptionError
+
 import hashlib
 import json
 import os
@@ -28,11 +30,10 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from .activations import check_activation
-from .config import OPERATIONS, check_operation
-from .errors import TrajectoryError
-from .layouts import LayoutError, curves_from_parameters
-from .trajectory_writer import TrajectoryWriter
+from mechgrok.models.activations import check_activation
+from mechgrok.config import OPERATIONS, check_operation
+from mechgrok.ingest.layouts import LayoutError, curves_from_parameters
+from mechgrok.store.writer import TrajectoryWriter
 
 TORCH_SUFFIXES = (".pt", ".pth")
 STATE_KEYS = ("model", "state_dict", "net")
@@ -42,10 +43,6 @@ LIST_KEYS = (("checkpoints", "checkpoint_epochs"), ("state_dicts", "epochs"), ("
 LIST_METRICS = {"train_losses": "train_loss", "test_losses": "val_loss"}
 MODULUS_KEYS = ("p", "modulus", "P", "prime")
 SPLIT_KEY = "train_indices"  # TransformerLens demo: indices a * p + b of the training pairs
-
-
-class CheckpointImportError(TrajectoryError):
-    """A source that cannot be imported (names the file and the problem)."""
 
 
 def import_checkpoints(source: str | os.PathLike, out: str | os.PathLike, modulus: int | None = None,
@@ -59,10 +56,10 @@ def import_checkpoints(source: str | os.PathLike, out: str | os.PathLike, modulu
     the task it was trained on (config.OPERATIONS; the analysis reads its law)."""
     check_activation(activation)
     if operation not in OPERATIONS:
-        raise ValueError(f"unknown operation {operation!r}; use one of {', '.join(OPERATIONS)}")
+        raise InvalidOptionError(f"unknown operation {operation!r}; use one of {', '.join(OPERATIONS)}")
     source, out = Path(source), Path(out)
     if not os.path.lexists(source):
-        raise FileNotFoundError(f"{source}: no such file or folder")
+        raise InputNotFoundError(f"{source}: no such file or folder")
     entries, container, config_modulus, train_indices = _entries(source, trust_pickle)
     modulus = modulus if modulus is not None else config_modulus
     steps = [step for step, _, _ in entries]
@@ -255,8 +252,10 @@ def _load_torch(path: Path, trust_pickle: bool, mmap: bool = False):
         return torch.load(path, map_location="cpu", weights_only=not trust_pickle, mmap=mmap)
     except pickle.UnpicklingError as err:
         if not trust_pickle and "Unsupported global" in str(err):  # a class or function to import and run
-            raise CheckpointImportError(f"{path}: holds Python objects that loading would have to run as code; nothing was "
-                               "loaded (pass --trust-pickle if you trust its source)") from None
+            raise CheckpointImportError(
+                f"{path}: holds Python objects that loading would have to run as code; nothing was loaded",
+                remedy="pass {trust_pickle} if you trust its source",
+            ) from None
         detail = next((line.strip() for line in str(err).splitlines() if "Unsupported" in line), str(err).splitlines()[0])
         raise CheckpointImportError(f"{path}: not a readable torch checkpoint ({detail})") from None
     except RuntimeError as err:

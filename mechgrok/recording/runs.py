@@ -10,16 +10,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import TrajectoryError
-from .operations import operands
-from .task import make_task, train_pairs_per_class
-from .allocator import keep_freed_memory
-from .threads import choose_threads, torch_threads, training_flop_per_step
-from .config import RunConfig, check_fits_in_memory
-from .outputs import check_output
-from .train import ProgressCallback, Snapshot, initial_state, train_ensemble
-from .trajectory import is_complete, read_config, recorded_progress
-from .trajectory_writer import TrajectoryWriter
+from mechgrok.errors import ResumeError
+from mechgrok.operations import operands
+from mechgrok.task import make_task, train_pairs_per_class
+from mechgrok.recording.allocator import keep_freed_memory
+from mechgrok.recording.threads import choose_threads, torch_threads, training_flop_per_step
+from mechgrok.config import RunConfig, check_fits_in_memory
+from mechgrok.store.outputs import check_output
+from mechgrok.recording.train import ProgressCallback, Snapshot, append_snapshot, initial_state, state_from_saved, train_ensemble
+from mechgrok.recording.stopping import earliest_stop_on_file, is_complete
+from mechgrok.store.reader import read_config, recorded_progress
+from mechgrok.store.writer import TrajectoryWriter
 
 DEFAULT_TRAJECTORY_DIR = Path("trajectories")
 # Options that only decide when to stop or what to keep: a resumed run may change them.
@@ -55,34 +56,22 @@ def config_differences(recorded: RunConfig, requested: RunConfig) -> list[str]:
 
 
 def check_resume_options(path: Path, recorded: RunConfig, requested: RunConfig) -> None:
-    """Refuse (TrajectoryError, file untouched) to resume `path` with options that differ in
-    anything but the step cap and stopping rule, or that would have ended the run before
-    the last snapshot on file: a lower step cap, or a validation threshold that a snapshot
-    at an earlier stopping check already reached. (Other earlier stops show up when the
-    resume retrains from its checkpoint; `record_runs` refuses those too.)"""
+    """Refuse (ResumeError, file untouched) to resume `path` with options that differ in
+    anything but the step cap and stopping rule, or whose stopping rule would have ended the
+    run before the last snapshot on file (stopping.earliest_stop_on_file). Other earlier
+    stops show up when the resume retrains from its checkpoint; `record_runs` refuses those too."""
     differences = config_differences(recorded, requested)
     if differences:
-        raise TrajectoryError(f"{path}: cannot resume with a different config ({'; '.join(differences)})")
+        raise ResumeError(f"{path}: cannot resume with a different config ({'; '.join(differences)})")
     progress = recorded_progress(path)
-    last = progress.last_step
-    if requested.steps < last:
-        raise TrajectoryError(f"{path}: --steps {requested.steps} is below the last step on file ({last:,}); "
-                              "the file is unchanged (use --force to re-record it)")
-    if requested.stop_val_acc is None:  # off: no early stop can have been due
-        return
-    checks = (progress.steps % requested.eval_every == 0) & (progress.steps < last)
-    reached = np.flatnonzero(checks & (progress.val_acc >= requested.stop_val_acc))
-    if reached.size:
-        raise TrajectoryError(f"{path}: --stop-val-acc {requested.stop_val_acc:g} would have stopped the run at step "
-                              f"{int(progress.steps[reached[0]]):,}, before the last step on file ({last:,}); "
-                              "the file is unchanged (use --force to re-record it)")
-    if progress.best_val_step >= 0:
-        # no gain since best_val_step up to the checkpoint: the new patience stops at the first check >= best + patience
-        due = progress.best_val_step + requested.patience
-        stop = -(-due // requested.eval_every) * requested.eval_every
-        if stop <= progress.checkpoint_step and stop < last:
-            raise TrajectoryError(f"{path}: --patience {requested.patience} would have stopped the run at step {stop:,}, "
-                                  f"before the last step on file ({last:,}); the file is unchanged (use --force to re-record it)")
+    stop = earliest_stop_on_file(requested, progress)
+    if stop is not None:
+        step, option = stop
+        value, last = getattr(requested, option), progress.last_step
+        consequence = (f"is below the last step on file ({last:,})" if option == "steps" else
+                       f"would have stopped the run at step {step:,}, before the last step on file ({last:,})")
+        raise ResumeError(f"{path}: {{{option}}} {value:g} {consequence}; the file is unchanged",
+                          remedy="use {force} to re-record it")
 
 
 def record_runs(configs: list[RunConfig], outs: list[Path], resume: bool = False, force: bool = False,
@@ -103,7 +92,7 @@ def record_runs(configs: list[RunConfig], outs: list[Path], resume: bool = False
     for config, out in zip(configs, outs):
         if resume and out.exists():
             check_resume_options(out, read_config(out), config)
-            plans.append("skip" if is_complete(out, config) else "resume")
+            plans.append("skip" if is_complete(recorded_progress(out), config) else "resume")
         else:
             check_output(out, "trajectory", force=force)
             plans.append("create")
@@ -113,7 +102,8 @@ def record_runs(configs: list[RunConfig], outs: list[Path], resume: bool = False
             if plan == "skip":
                 continue
             if plan == "resume":
-                writer, state = TrajectoryWriter.reopen(out)
+                writer, saved = TrajectoryWriter.reopen(out)
+                state = None if saved is None else state_from_saved(saved, config)
                 writer.update_config(config)
             else:
                 task = make_task(config.modulus, config.train_frac, config.noise, config.seed, config.operation)
@@ -158,18 +148,18 @@ def _train_into(writers: list, configs: list[RunConfig], start: list, last_check
                       or now - last_checkpoint[snapshot.run] >= CHECKPOINT_SECONDS)
         if checkpoint:
             last_checkpoint[snapshot.run] = now
-        writer.append(snapshot, checkpoint=checkpoint)
+        append_snapshot(writer, snapshot, checkpoint)
 
 
 def _end_resumed_run(writer: TrajectoryWriter, snapshot: Snapshot) -> None:
     """A resumed run's new stopping rule ends it at a step already on file: true only at the
     last one; earlier would leave snapshots past the final step, so it is refused."""
     if snapshot.step == writer.last_step:
-        writer.end_at_last_snapshot(snapshot)
+        writer.end_at_last_snapshot(snapshot.step, snapshot.stop_reason)
         return
-    raise TrajectoryError(f"{writer.path}: with these options the run stops at step {snapshot.step:,} "
-                          f"({snapshot.stop_reason}), before the last step on file ({writer.last_step:,}); "
-                          "the file is unchanged (use --force to re-record it)")
+    raise ResumeError(f"{writer.path}: with these options the run stops at step {snapshot.step:,} "
+                      f"({snapshot.stop_reason}), before the last step on file ({writer.last_step:,}); "
+                      "the file is unchanged", remedy="use {force} to re-record it")
 
 
 def record(config: RunConfig | None = None, out: str | os.PathLike | None = None, resume: bool = False,

@@ -22,15 +22,15 @@ import numpy as np
 import xarray as xr
 from threadpoolctl import threadpool_limits
 
-from . import fourier
-from .config import ANALYSIS_LIMITS, MIN_MODULUS, SATURATION_TRAIN_ACC, check_option
-from .errors import OutputExistsError, TrajectoryError
-from .outputs import atomic_output, check_space, same_file
-from .idealize import IDEAL_VARIANTS, SHUFFLE_DRAWS, ideal_accuracies
-from .netcdf_reader import open_netcdf
-from .operations import GroupView, group_view, operate
-from .progress import KEY_FREQS_RULE, check_key_frequencies, key_frequencies, real_model_measures
-from .trajectory import attr_float, attr_int, open_trajectory, trajectory_identity
+from mechgrok.analysis import fourier
+from mechgrok.config import ANALYSIS_LIMITS, MIN_MODULUS, SATURATION_TRAIN_ACC, check_option
+from mechgrok.errors import OutputExistsError, TrajectoryError
+from mechgrok.store.outputs import atomic_output, check_space, same_file
+from mechgrok.analysis.idealize import IDEAL_VARIANTS, SHUFFLE_DRAWS, ideal_accuracies
+from mechgrok.store.netcdf_reader import open_netcdf
+from mechgrok.operations import GroupView, group_view, operate
+from mechgrok.analysis.progress import KEY_FREQS_RULE, check_key_frequencies, key_frequencies, real_model_measures
+from mechgrok.store.reader import attr_float, attr_int, open_trajectory, trajectory_identity
 
 ANALYSIS_FORMAT_VERSION = 4  # 2: keyed on the trajectory's run_id, CF attributes, compressed; 3: ipr_*;
 # 4: ideal_acc_own, shuffled control over draws (+ _hi), progress measures, lead_steps absent when undefined
@@ -361,7 +361,7 @@ def analyze_dataset(ds: xr.Dataset, params: AnalysisParams = AnalysisParams(), s
                    and all(np.isfinite(ds[name].values).all() for name in ("val_acc", "train_acc_true")))
     bounds = [(start, min(start + params.chunk_steps, n_steps)) for start in range(0, n_steps, params.chunk_steps)]
     if scheduler is not None and path is not None:
-        from .distributed import map_on_cluster
+        from mechgrok.sweep.distributed import map_on_cluster
 
         chunks = map_on_cluster(scheduler, _chunk_from_file, [(path, a, b, params, not has_metrics) for a, b in bounds])
     else:

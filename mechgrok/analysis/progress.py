@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .idealize import hidden_units, readout_accuracies
-from .operations import law_labels
+from mechgrok.analysis.idealize import hidden_units, readout_accuracies
+from mechgrok.operations import law_labels
 
 KEY_FREQS_RULE = "dominant frequencies of W_a among the structured neurons at the last snapshot"
 

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterator
 
+from mechgrok.errors import SchedulerError
+
 
 def connect(scheduler: str):
     """A dask.distributed Client: `scheduler` is an address (tcp://host:port) or "local",
-    which starts a LocalCluster on this machine. Raises OSError naming the address if none answers."""
+    which starts a LocalCluster on this machine. Raises SchedulerError naming the address if none answers."""
     from dask.distributed import Client, LocalCluster
 
     if scheduler == "local":
@@ -14,7 +16,7 @@ def connect(scheduler: str):
     try:
         return Client(scheduler, timeout="10s")
     except (OSError, TimeoutError) as err:
-        raise OSError(f"no dask scheduler answers at {scheduler} ({err})") from None
+        raise SchedulerError(f"no dask scheduler answers at {scheduler} ({err})") from None
 
 
 def map_on_cluster(scheduler: str, function: Callable[..., Any], argument_tuples: list[tuple]) -> Iterator[Any]:

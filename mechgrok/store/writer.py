@@ -1,4 +1,4 @@
-"""Writing trajectories: create, append, commit, resume (the format is trajectory.py's).
+"""Writing trajectories: create, append, commit, resume (the format is reader.py's; no torch).
 
 Each snapshot's bytes are reserved, its data written and flushed, and only then is it
 committed (`step` written, `n_snapshots` raised, flushed again): a reader, or a recording
@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import importlib.metadata
 import os
 import uuid
 from datetime import datetime, timezone
@@ -20,23 +21,29 @@ from pathlib import Path
 
 import h5netcdf
 import numpy as np
-import torch
 
-from .config import RunConfig
-from .errors import OutputWriteError, TrajectoryError
-from .model import PARAM_NAMES, MLPParams
-from .outputs import (check_output, check_space, is_write_failure, partial_path, publish, reserve_space,
+from mechgrok.config import RunConfig
+from mechgrok.errors import FileBusyError, OutputWriteError, TrajectoryError
+from mechgrok.store.outputs import (check_output, check_space, is_write_failure, partial_path, publish, reserve_space,
                       write_failure)
-from .task import TaskSplit
-from .train import RunState, Snapshot
-from .trajectory import (FORMAT_VERSION, METRIC_NAMES, STEP_FILL, VARIABLE_ATTRS, WEIGHT_NAMES, attr_int,
+from mechgrok.store.slots import Checkpoint, SavedState, create_slots, latest_slot, read_slot, write_slot
+from mechgrok.task import TaskSplit
+from mechgrok.store.reader import (FORMAT_VERSION, METRIC_NAMES, STEP_FILL, VARIABLE_ATTRS, WEIGHT_NAMES, attr_int,
                          check_trajectory_file, config_from_attrs)
 
 
 def _mechgrok_version() -> str:
-    from . import __version__
+    from mechgrok import __version__
 
     return __version__
+
+
+def _torch_version() -> str:
+    """The installed torch's version, from its metadata: writing a file must not import torch."""
+    try:
+        return importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        return "none"
 
 
 def _config_attrs(config: RunConfig) -> dict:
@@ -140,7 +147,7 @@ class TrajectoryWriter:
         return cls(f, path, config, lock, publish_from=partial, replace=path.exists())
 
     @classmethod
-    def reopen(cls, path: str | os.PathLike) -> tuple["TrajectoryWriter", RunState | None]:
+    def reopen(cls, path: str | os.PathLike) -> tuple["TrajectoryWriter", SavedState | None]:
         """Open an unfinished trajectory to continue it. Returns the writer and the state at its
         latest checkpoint (None when it has no snapshot yet); drops a half-written snapshot."""
         path = Path(path)
@@ -164,26 +171,19 @@ class TrajectoryWriter:
             raise
         return writer, state
 
-    def _read_latest_state(self) -> RunState:
+    def _read_latest_state(self) -> SavedState:
         f, cfg = self._file, self.config
-        slots = f["resume"].variables
         committed = np.asarray(f.variables["step"][: self.n_snapshots])
-        slot_steps = np.asarray(slots["slot_step"][:])
-        usable = [(step, slot) for slot, step in enumerate(slot_steps) if step >= 0 and step in committed]
-        if not usable:
+        latest = latest_slot(np.asarray(f["resume"].variables["slot_step"][:]), committed)
+        if latest is None:
             raise TrajectoryError(f"{self.path}: no optimizer checkpoint among its snapshots; cannot resume")
-        step, slot = max(usable)
+        step, slot = latest
         index = int(np.flatnonzero(committed == step)[0])
         self._checkpoints = slot + 1
         weights = {name: np.asarray(f.variables[name][index]) for name in WEIGHT_NAMES}
-        zeros = {"b_in": np.zeros(cfg.width, np.float32), "b_out": np.zeros(cfg.modulus, np.float32)}
-        for name in ("b_in", "b_out"):
-            weights[name] = np.asarray(f.variables[name][index]) if cfg.bias else zeros[name]
-        params = _params_from_snapshot(weights)
-        m = MLPParams.from_flat(torch.from_numpy(np.asarray(slots["adam_m"][slot])[None].copy()), cfg.modulus, cfg.width)
-        v = MLPParams.from_flat(torch.from_numpy(np.asarray(slots["adam_v"][slot])[None].copy()), cfg.modulus, cfg.width)
-        best_val_acc, best_val_step, saturation_step = slots["memory"][slot]
-        return RunState(int(step), params, m, v, float(best_val_acc), int(best_val_step), int(saturation_step))
+        for name, size in (("b_in", cfg.width), ("b_out", cfg.modulus)):
+            weights[name] = np.asarray(f.variables[name][index]) if cfg.bias else np.zeros(size, np.float32)
+        return SavedState(step, index, weights, read_slot(f["resume"].variables, slot))
 
     def update_config(self, config: RunConfig) -> None:
         """A changed stopping rule or step cap for a resumed run: written, and a run that had
@@ -197,17 +197,8 @@ class TrajectoryWriter:
             self._file.attrs.update(dict(final_step=-1, stop_reason=""))
             self._pending_config = None
 
-    def append(self, snapshot: Snapshot, checkpoint: bool = True) -> None:
-        """Write one snapshot of a mechgrok run (and, with `checkpoint`, its optimizer state);
-        see write_snapshot."""
-        curves = {name: _to_neuron_token(name, snapshot.weights[name]) for name in WEIGHT_NAMES}
-        if self.bias:
-            curves.update(b_in=snapshot.weights["b_in"].reshape(-1), b_out=snapshot.weights["b_out"].reshape(-1))
-        self.write_snapshot(snapshot.step, curves, snapshot.metrics, checkpoint=snapshot if checkpoint else None,
-                            saturation=snapshot.is_saturation, final_reason=snapshot.stop_reason if snapshot.is_final else None)
-
     def write_snapshot(self, step: int, curves: dict[str, np.ndarray], metrics: dict[str, float] | None = None,
-                       checkpoint: Snapshot | None = None, saturation: bool = False, final_reason: str | None = None) -> None:
+                       checkpoint: Checkpoint | None = None, saturation: bool = False, final_reason: str | None = None) -> None:
         """Write one snapshot after the last on file, then commit it: the data is flushed to
         disk before `step` and `n_snapshots` name it. `curves`: W_a, W_b, W_out (neuron,
         token), and b_in, b_out where the file has biases; `metrics` missing from the dict
@@ -226,7 +217,7 @@ class TrajectoryWriter:
             for name in METRIC_NAMES:
                 data[name][i] = metrics.get(name, np.nan)
             if checkpoint is not None:
-                self._write_checkpoint(checkpoint)
+                self._write_checkpoint(step, checkpoint)
             self._flush()
             data["step"][i] = step  # the commit: step names the snapshot, n_snapshots counts it
             if saturation:
@@ -256,13 +247,13 @@ class TrajectoryWriter:
             self._mark_final(self.last_step, reason)
             self._flush()
 
-    def end_at_last_snapshot(self, snapshot: Snapshot) -> None:
+    def end_at_last_snapshot(self, step: int, reason: str) -> None:
         """A resumed run whose stopping rule ends it at the last step on file: mark it final."""
-        if snapshot.step != self.last_step or not snapshot.is_final:
-            raise ValueError(f"{self.path}: step {snapshot.step} is not the final snapshot at the last step on file")
+        if step != self.last_step:
+            raise ValueError(f"{self.path}: step {step} is not the last step on file ({self.last_step})")
         with self._write_failures_reported():
             self._apply_pending_config()
-        self.finish(snapshot.stop_reason)
+        self.finish(reason)
 
     @contextlib.contextmanager
     def _write_failures_reported(self):
@@ -278,9 +269,9 @@ class TrajectoryWriter:
         reason = write_failure(self.path, err)
         if self._publish_from is not None:
             return OutputWriteError(f"{reason}; nothing was kept")
-        advice = ("free space, then `mechgrok record --resume` continues the run" if self.config is not None
+        advice = ("free space, then resume the run ({resume})" if self.config is not None
                   else "free space and record the rest into a new file")
-        return OutputWriteError(f"{reason} after {self.n_snapshots} snapshots, which are intact; {advice}")
+        return OutputWriteError(f"{reason} after {self.n_snapshots} snapshots, which are intact", remedy=advice)
 
     def _reserve(self) -> None:
         """Make sure the next snapshot's bytes can be written before HDF5 writes any of them
@@ -296,16 +287,9 @@ class TrajectoryWriter:
         self._file.attrs["final_step"] = step
         self._file.attrs["stop_reason"] = reason
 
-    def _write_checkpoint(self, snapshot: Snapshot) -> None:
-        """Optimizer state into the older of the two slots. The slot is marked invalid and
-        flushed first, so a kill mid-write can never leave a slot whose tag names new data."""
-        state, slot, resume = snapshot.state, self._checkpoints % 2, self._resume
-        resume["slot_step"][slot] = -1
-        self._flush()
-        resume["adam_m"][slot] = state.adam_m.flat()[0].numpy()
-        resume["adam_v"][slot] = state.adam_v.flat()[0].numpy()
-        resume["memory"][slot] = [state.best_val_acc, state.best_val_step, state.saturation_step]
-        resume["slot_step"][slot] = snapshot.step
+    def _write_checkpoint(self, step: int, checkpoint: Checkpoint) -> None:
+        """Optimizer state into the older of the two slots (slots.write_slot)."""
+        write_slot(self._resume, self._checkpoints % 2, step, checkpoint, self._flush)
         self._checkpoints += 1
 
     def _flush(self) -> None:
@@ -357,7 +341,7 @@ def _write_common_schema(f: h5netcdf.File, p: int, H: int, bias: bool, compressi
     f.attrs.update(dict(
         saturation_step=-1, final_step=-1, stop_reason="", n_snapshots=0,
         format_version=FORMAT_VERSION, mechgrok_version=_mechgrok_version(),
-        torch_version=str(torch.__version__), created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        torch_version=_torch_version(), created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         run_id=uuid.uuid4().hex, compression="gzip" if compression else "none",
         Conventions="CF-1.8",
         title="mechgrok trajectory: weight snapshots of an MLP trained on (a + b) mod p",
@@ -375,15 +359,7 @@ def _write_run_schema(f: h5netcdf.File, config: RunConfig, task: TaskSplit) -> N
     noised = f.create_variable("train_noised", ("train_pair",), np.int8, data=task.train_noised.astype(np.int8))
     noised.attrs.update(flag_values=np.array([0, 1], np.int8), flag_meanings="clean noised")
     _describe(f)
-    n_flat = 2 * p * H + H + H * p + p
-    resume = f.create_group("resume")
-    resume.dimensions = {"slot": 2, "flat_param": n_flat, "memory_field": 3}
-    resume.create_variable("slot_step", ("slot",), np.int64, data=np.full(2, -1))
-    # written now so that their space is allocated before any snapshot (see TrajectoryWriter._reserve)
-    resume.create_variable("adam_m", ("slot", "flat_param"), np.float32, data=np.zeros((2, n_flat), np.float32))
-    resume.create_variable("adam_v", ("slot", "flat_param"), np.float32, data=np.zeros((2, n_flat), np.float32))
-    resume.create_variable("memory", ("slot", "memory_field"), np.float64, data=np.zeros((2, 3)))
-    resume.attrs["memory_fields"] = "best_val_acc best_val_step saturation_step"
+    create_slots(f.create_group("resume"), 2 * p * H + H + H * p + p)
     f.attrs.update(_config_attrs(config))
 
 
@@ -410,31 +386,17 @@ def _close_quietly(f: h5netcdf.File | None) -> None:
 
 
 def _lock_for_writing(file: Path, name: Path) -> int:
-    """An fd of `file` holding an exclusive POSIX record lock, or TrajectoryError when
+    """An fd of `file` holding an exclusive POSIX record lock, or FileBusyError when
     another process is writing `name`."""
     fd = os.open(file, os.O_RDWR)
     try:
         fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         os.close(fd)
-        raise TrajectoryError(f"{name}: another process is recording into it; wait for it to end") from None
+        raise FileBusyError(f"{name}: another process is recording into it", remedy="wait for it to end") from None
     return fd
 
 
 def _unlock(fd: int | None) -> None:
     if fd is not None:
         os.close(fd)  # closing the descriptor releases its lock
-
-
-
-def _to_neuron_token(name: str, weight: np.ndarray) -> np.ndarray:
-    """Training layout -> file layout: W_a, W_b are (p, H) in training, (neuron, token) on file."""
-    return weight.T if name in ("W_a", "W_b") else weight
-
-
-def _params_from_snapshot(weights: dict[str, np.ndarray]) -> MLPParams:
-    tensors = {
-        "W_a": weights["W_a"].T, "W_b": weights["W_b"].T, "W_out": weights["W_out"],
-        "b_in": weights["b_in"].reshape(1, -1), "b_out": weights["b_out"].reshape(1, -1),
-    }
-    return MLPParams(*(torch.from_numpy(np.ascontiguousarray(tensors[name], dtype=np.float32))[None] for name in PARAM_NAMES))

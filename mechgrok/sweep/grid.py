@@ -3,9 +3,11 @@ dask.distributed cluster, with a small JSON index that analyze and report accept
 
 A sweep folder holds one trajectory per run (named by `default_trajectory_name`) and
 `index.json`: {"format": "mechgrok-sweep", "version": 1, "runs": [{"path": <file name>,
-"config": {RunConfig fields}}, ...]} (mechgrok.sweep_index).
+"config": {RunConfig fields}}, ...]} (mechgrok.sweep.index).
 """
 from __future__ import annotations
+
+from mechgrok.errors import InvalidOptionError
 
 import dataclasses
 import itertools
@@ -13,14 +15,14 @@ import os
 import traceback
 from pathlib import Path
 
-from .config import RunConfig, check_fits_in_memory
-from .errors import OutputExistsError
-from .outputs import check_output
-from .recorder import default_trajectory_name, record_runs
-from .operations import operands
-from .task import train_pairs_per_class
-from .sweep_index import write_index
-from .train import ProgressCallback
+from mechgrok.config import RunConfig, check_fits_in_memory
+from mechgrok.errors import OutputExistsError
+from mechgrok.store.outputs import check_output
+from mechgrok.recording.runs import default_trajectory_name, record_runs
+from mechgrok.operations import operands
+from mechgrok.task import train_pairs_per_class
+from mechgrok.sweep.index import write_index
+from mechgrok.recording.train import ProgressCallback
 
 def expand_grid(options: dict[str, object]) -> list[RunConfig]:
     """One RunConfig per combination of the list-valued options (others, tuples such as
@@ -60,10 +62,10 @@ def check_distinct_names(configs: list[RunConfig], paths: list[Path]) -> None:
         if path in seen:
             other = seen[path]
             if other == config:
-                raise ValueError("the grid has duplicate runs (same options twice)")
+                raise InvalidOptionError("the grid has duplicate runs (same options twice)")
             differing = [f"{f.name} {getattr(other, f.name)!r} and {getattr(config, f.name)!r}"
                          for f in dataclasses.fields(config) if getattr(other, f.name) != getattr(config, f.name)]
-            raise ValueError(f"runs with {'; '.join(differing)} would share the file {path.name}; "
+            raise InvalidOptionError(f"runs with {'; '.join(differing)} would share the file {path.name}; "
                              "use values that differ in their first 6 significant digits")
         seen[path] = config
 
@@ -104,8 +106,10 @@ def record_sweep(configs: list[RunConfig], folder: str | os.PathLike, resume: bo
     if not (resume or force):
         existing = [p for p in paths if p.exists()]
         if existing:
-            raise OutputExistsError(f"{existing[0]} exists ({len(existing)} of the sweep's files do); "
-                                    "pass --resume to continue or skip them, or --force to overwrite")
+            raise OutputExistsError(
+                f"{existing[0]} exists ({len(existing)} of the sweep's files do)",
+                remedy="pass {resume} to continue or skip them, or {force} to overwrite",
+            )
     if folder.exists() and not folder.is_dir():
         raise OutputExistsError(f"{folder}: a sweep needs a folder, and this is a file")
     for path in paths:  # nothing is written unless every run may be
@@ -121,7 +125,7 @@ def record_sweep(configs: list[RunConfig], folder: str | os.PathLike, resume: bo
     if scheduler is None:
         results = [_record_group(*args, on_step=on_step) for args in arguments]
     else:
-        from .distributed import map_on_cluster
+        from mechgrok.sweep.distributed import map_on_cluster
 
         results = list(map_on_cluster(scheduler, _record_group, arguments))
     errors = []

@@ -12,17 +12,19 @@ under its name with the first snapshot. Parameters are mapped by layouts.curves_
 """
 from __future__ import annotations
 
+from mechgrok.errors import InvalidOptionError
+
 import os
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 
-from .activations import check_activation
-from .config import OPERATIONS
-from .layouts import LayoutError, curves_from_parameters
-from .trajectory import METRIC_NAMES
-from .trajectory_writer import TrajectoryWriter
+from mechgrok.models.activations import check_activation
+from mechgrok.config import OPERATIONS
+from mechgrok.ingest.layouts import LayoutError, curves_from_parameters
+from mechgrok.store.reader import METRIC_NAMES
+from mechgrok.store.writer import TrajectoryWriter
 
 
 class Recorder:
@@ -43,7 +45,7 @@ class Recorder:
         self._attrs = {**dict(attrs or {}), "origin": "mechgrok.Recorder (the user's training loop)",
                        "activation": check_activation(activation), "operation": operation}
         if operation not in OPERATIONS:
-            raise ValueError(f"unknown operation {operation!r}; use one of {', '.join(OPERATIONS)}")
+            raise InvalidOptionError(f"unknown operation {operation!r}; use one of {', '.join(OPERATIONS)}")
         self._keys = dict(keys or {})
         self._force, self._compression = force, compression
         self._writer: TrajectoryWriter | None = None
@@ -56,7 +58,7 @@ class Recorder:
         train_acc, train_acc_true, val_loss, val_acc); those not given are stored as NaN."""
         unknown = set(metrics or {}) - set(METRIC_NAMES)
         if unknown:
-            raise ValueError(f"unknown metric(s) {sorted(unknown)}; use {', '.join(METRIC_NAMES)}")
+            raise InvalidOptionError(f"unknown metric(s) {sorted(unknown)}; use {', '.join(METRIC_NAMES)}")
         parameters = source.state_dict() if hasattr(source, "state_dict") else source
         curves = curves_from_parameters(parameters, self.modulus, self._keys)
         shapes = {name: value.shape for name, value in curves.items()}

@@ -6,15 +6,17 @@ form, erf to ~1.5e-7 by Abramowitz & Stegun 7.1.26), silu(x) = x sigmoid(x), qua
 """
 from __future__ import annotations
 
+from mechgrok.errors import InvalidOptionError
+
 import numpy as np
 
-from .config import ACTIVATIONS
+from mechgrok.config import ACTIVATIONS
 
 
 def check_activation(name: str) -> str:
     """`name` if mechgrok knows it, else ValueError listing the known ones."""
     if name not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; use one of {', '.join(ACTIVATIONS)}")
+        raise InvalidOptionError(f"unknown activation {name!r}; use one of {', '.join(ACTIVATIONS)}")
     return name
 
 

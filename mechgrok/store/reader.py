@@ -36,11 +36,11 @@ import h5py
 import numpy as np
 import xarray as xr
 
-from . import accessor  # noqa: F401  registers `ds.mechgrok` on the Datasets this module returns
-from .config import RunConfig
-from .errors import TrajectoryError
-from .netcdf_reader import dimension_names, open_netcdf
-from .outputs import check_readable_input
+from mechgrok.config import RunConfig
+from mechgrok.errors import TrajectoryError
+from mechgrok.store.netcdf_reader import dimension_names, open_netcdf
+from mechgrok.store.outputs import check_readable_input
+from mechgrok.store.slots import latest_slot, read_slot
 
 FORMAT_VERSION = 2
 METRIC_NAMES = ("train_loss", "train_acc", "train_acc_true", "val_loss", "val_acc")
@@ -207,27 +207,13 @@ def recorded_progress(path: str | os.PathLike) -> RecordedProgress:
     with open(path, "rb") as handle, h5py.File(handle, "r") as f:
         n = attr_int(f.attrs["n_snapshots"])
         steps = np.asarray(f["step"][:n])
-        slot_steps = np.asarray(f["resume"]["slot_step"][:]) if "resume" in f else np.full(2, -1)
-        usable = [(step, slot) for slot, step in enumerate(slot_steps) if step >= 0 and step in steps]
         checkpoint_step, best_val_step = -1, -1
-        if usable:
-            checkpoint_step, slot = max(usable)
-            best_val_step = int(f["resume"]["memory"][slot][1])
+        latest = latest_slot(np.asarray(f["resume"]["slot_step"][:]), steps) if "resume" in f else None
+        if latest is not None:
+            checkpoint_step, slot = latest
+            best_val_step = read_slot(f["resume"], slot).best_val_step
         return RecordedProgress(steps, np.asarray(f["val_acc"][:n]), attr_int(f.attrs.get("final_step", -1)),
                                 int(checkpoint_step), best_val_step)
-
-
-def is_complete(path: str | os.PathLike, config: RunConfig | None = None) -> bool:
-    """True when the trajectory's recording has ended (it holds its final snapshot) and,
-    given `config`, that config's step cap and stopping rule would have ended it too."""
-    progress = recorded_progress(path)
-    final = progress.final_step
-    if final < 0 or config is None:
-        return final >= 0
-    if config.stop_val_acc is None:  # off: only the step cap ends the run
-        return final >= config.steps
-    return (final >= config.steps or float(progress.val_acc[-1]) >= config.stop_val_acc
-            or final - progress.best_val_step >= config.patience)
 
 
 def open_trajectory(path: str | os.PathLike, chunks: dict | None = None) -> xr.Dataset:

@@ -20,9 +20,9 @@ import functools
 
 import numpy as np
 
-from .activations import activate
-from .fourier import wave_angle
-from .operations import law_labels
+from mechgrok.models.activations import activate
+from mechgrok.analysis.fourier import wave_angle
+from mechgrok.operations import law_labels
 
 IDEAL_VARIANTS = ("sq_cos", "sq_sq", "cos_cos", "phase_sum", "shuffled", "shuffled_hi", "own")
 SHUFFLE_DRAWS = 16  # permutations behind the shuffled control's mean and 95th percentile

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .errors import OutputExistsError, OutputWriteError, TrajectoryError
+from mechgrok.errors import InputNotFoundError, OutputExistsError, OutputWriteError, TrajectoryError
 
 ROLES = ("trajectory", "analysis", "report", "figure", "sweep index")
 REPORT_MARKER = '<meta name="generator" content="mechgrok'
@@ -93,19 +93,21 @@ def check_output(path: Path, role: str, inputs: Iterable[Path] = (), force: bool
             raise OutputExistsError(f"{path} is an input of this command; refusing to write over it")
     blocking = next((folder for folder in Path(path).parents if folder.exists() and not folder.is_dir()), None)
     if blocking is not None:
-        raise OutputExistsError(f"{path}: {blocking} is a file, not a folder; give another --out")
+        raise OutputExistsError(f"{path}: {blocking} is a file, not a folder", remedy="give {out}")
     if os.path.lexists(path):
         if path.is_dir():
             raise OutputExistsError(f"{path} is a folder; give a file name")
         found = file_role(path)
         if found != role:
             what = f"it is a mechgrok {found}" if found else "nor any other mechgrok file"
-            raise OutputExistsError(f"{path} exists and is not a mechgrok {role} ({what}); refusing to overwrite it: "
-                                    "move it away (a damaged file cannot show what it was) or give another --out")
+            raise OutputExistsError(
+                f"{path} exists and is not a mechgrok {role} ({what}); refusing to overwrite it",
+                remedy="move it away (a damaged file cannot show what it was) or give {out}",
+            )
         if not (force or replace_role):
-            hint = ("pass --resume to continue it (record) or --force to replace it" if role == "trajectory"
-                    else "pass --force to replace it")
-            raise OutputExistsError(f"{path} exists; {hint}")
+            hint = ("pass {resume} to continue it (record) or {force} to replace it" if role == "trajectory"
+                    else "pass {force} to replace it")
+            raise OutputExistsError(f"{path} exists", remedy=hint)
 
 
 def partial_path(path: Path) -> Path:
@@ -189,14 +191,14 @@ def _remove(path: Path) -> None:
 
 
 def check_readable_input(path: Path) -> None:
-    """Raise FileNotFoundError/TrajectoryError with a one-line reason for paths that cannot
+    """Raise InputNotFoundError/TrajectoryError with a one-line reason for paths that cannot
     be opened at all (missing, a folder, a symlink loop, no permission)."""
     try:
         os.stat(path)
     except FileNotFoundError:
         if os.path.islink(path):
             raise TrajectoryError(f"{path}: a broken symbolic link") from None
-        raise FileNotFoundError(f"{path}: no such file") from None
+        raise InputNotFoundError(f"{path}: no such file") from None
     except OSError as err:
         raise TrajectoryError(f"{path}: cannot be read ({os.strerror(err.errno) if err.errno else err})") from None
     if path.is_dir():

@@ -1,0 +1,5 @@
+"""`python -m mechgrok`: the command line."""
+
+from mechgrok.cli import main
+
+main()

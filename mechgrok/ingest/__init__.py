@@ -1,0 +1,1 @@
+"""Runs trained elsewhere: `mechgrok import` of checkpoint files and the loop Recorder."""
