@@ -10,6 +10,7 @@
 Usage: python benchmarks/bench_analyze.py demo|loop|memory|compare [--trajectory PATH] [--gigabytes 2]
        [--before REV] [--repeats 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,12 @@ def bench_demo(folder: Path) -> None:
     start = time.perf_counter()
     result = mechgrok.analyze(path, save=False)
     analysis = time.perf_counter() - start
-    print(f"demo (record --train-frac 0.5 --stop-val-acc 0.99): {result.sizes['step']} snapshots, final step {int(result.step[-1])}")
-    print(f"recording {recording:.1f} s, analysis {analysis:.1f} s: analysis/recording = {analysis / recording:.2f}")
+    print(
+        f"demo (record --train-frac 0.5 --stop-val-acc 0.99): {result.sizes['step']} snapshots, final step {int(result.step[-1])}"
+    )
+    print(
+        f"recording {recording:.1f} s, analysis {analysis:.1f} s: analysis/recording = {analysis / recording:.2f}"
+    )
 
 
 def _loop_reference(W_a, W_b, W_out, params: AnalysisParams) -> dict:
@@ -49,8 +54,15 @@ def _loop_reference(W_a, W_b, W_out, params: AnalysisParams) -> dict:
     for s in range(W_a.shape[0]):
         rows = []
         for i in range(W_a.shape[1]):
-            rows.append(neuron_structure(W_a[s, i][None], W_b[s, i][None], W_out[s, i][None],
-                                         params.threshold, params.threshold_low))
+            rows.append(
+                neuron_structure(
+                    W_a[s, i][None],
+                    W_b[s, i][None],
+                    W_out[s, i][None],
+                    params.threshold,
+                    params.threshold_low,
+                )
+            )
         logits = np.zeros((p * p, p))
         x = np.arange(p)
         for i, r in enumerate(rows):
@@ -71,17 +83,26 @@ def bench_loop(trajectory: Path | None, folder: Path) -> None:
     ds = mechgrok.open_trajectory(trajectory).isel(step=slice(-8, None))
     W = [ds[name].values.astype(np.float64) for name in ("W_a", "W_b", "W_out")]
     params = AnalysisParams().resolved(ds.sizes["token"])
-    analyze_arrays(*W, params, real_accuracy=False, steps=ds.step.values)  # warm-up: allocations, FFT plans
+    analyze_arrays(
+        *W, params, real_accuracy=False, steps=ds.step.values
+    )  # warm-up: allocations, FFT plans
     start = time.perf_counter()
     fast = analyze_arrays(*W, params, real_accuracy=False, steps=ds.step.values)
     vectorized = time.perf_counter() - start
     start = time.perf_counter()
     slow = _loop_reference(*W, params)
     loop = time.perf_counter() - start
-    assert np.allclose(fast["ideal_acc"], slow["ideal_acc"], atol=1e-3), (fast["ideal_acc"], slow["ideal_acc"])
+    assert np.allclose(fast["ideal_acc"], slow["ideal_acc"], atol=1e-3), (
+        fast["ideal_acc"],
+        slow["ideal_acc"],
+    )
     n = W[0].shape[0]
-    print(f"{n} snapshots of p={ds.sizes['token']}, {ds.sizes['neuron']} neurons (same results, checked)")
-    print(f"vectorized {vectorized / n * 1e3:.0f} ms/snapshot, per-neuron loop {loop / n * 1e3:.0f} ms/snapshot: {loop / vectorized:.1f}x")
+    print(
+        f"{n} snapshots of p={ds.sizes['token']}, {ds.sizes['neuron']} neurons (same results, checked)"
+    )
+    print(
+        f"vectorized {vectorized / n * 1e3:.0f} ms/snapshot, per-neuron loop {loop / n * 1e3:.0f} ms/snapshot: {loop / vectorized:.1f}x"
+    )
 
 
 def bench_memory(gigabytes: float, folder: Path) -> None:
@@ -98,24 +119,38 @@ def bench_memory(gigabytes: float, folder: Path) -> None:
     n = int(gigabytes * 1e9 / per_snapshot) + 1
     state = initial_state(config)
     rng = np.random.default_rng(0)
-    with TrajectoryWriter.create(path, config, make_task(config.modulus, config.train_frac, 0, 0)) as writer:
+    with TrajectoryWriter.create(
+        path, config, make_task(config.modulus, config.train_frac, 0, 0)
+    ) as writer:
         for step in range(n):
-            weights = {name: rng.standard_normal(t[0].shape).astype(np.float32) * 0.1
-                       for name, t in zip(("W_a", "W_b", "b_in", "W_out", "b_out"), state.params.tensors())}
-            metrics = dict(train_loss=1.0, train_acc=0.5, train_acc_true=0.5, val_loss=1.0, val_acc=0.1)
+            weights = {
+                name: rng.standard_normal(t[0].shape).astype(np.float32) * 0.1
+                for name, t in zip(("W_a", "W_b", "b_in", "W_out", "b_out"), state.params.tensors())
+            }
+            metrics = dict(
+                train_loss=1.0, train_acc=0.5, train_acc_true=0.5, val_loss=1.0, val_acc=0.1
+            )
             writer.append(Snapshot(0, step, weights, metrics, state), checkpoint=step == 0)
     size = path.stat().st_size
-    code = ("import resource, time, mechgrok; t = time.perf_counter(); "
-            f"mechgrok.analyze({str(path)!r}).close(); "
-            "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
-    seconds, peak_kb = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    code = (
+        "import resource, time, mechgrok; t = time.perf_counter(); "
+        f"mechgrok.analyze({str(path)!r}).close(); "
+        "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    )
+    seconds, peak_kb = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
     peak = int(peak_kb) * 1024
-    print(f"trajectory {size / 1e9:.2f} GB ({n} snapshots); analysis {float(seconds):.0f} s, "
-          f"peak RSS {peak / 1e6:.0f} MB = {peak / size:.1%} of the file")
+    print(
+        f"trajectory {size / 1e9:.2f} GB ({n} snapshots); analysis {float(seconds):.0f} s, "
+        f"peak RSS {peak / 1e6:.0f} MB = {peak / size:.1%} of the file"
+    )
 
 
-ANALYZE_ONCE = ("import sys, time; sys.path.insert(0, sys.argv[1]); import mechgrok; t = time.perf_counter(); "
-                "r = mechgrok.analyze(sys.argv[2], save=False); print(time.perf_counter() - t, r.sizes['step'])")
+ANALYZE_ONCE = (
+    "import sys, time; sys.path.insert(0, sys.argv[1]); import mechgrok; t = time.perf_counter(); "
+    "r = mechgrok.analyze(sys.argv[2], save=False); print(time.perf_counter() - t, r.sizes['step'])"
+)
 
 
 def bench_compare(trajectory: Path | None, before: str, repeats: int, folder: Path) -> None:
@@ -129,23 +164,34 @@ def bench_compare(trajectory: Path | None, before: str, repeats: int, folder: Pa
     medians = {name: float(np.median(values)) for name, values in times.items()}
     print(f"{trajectory.name}: {n} snapshots; {repeats} alternated repeats, fresh processes")
     for name, values in times.items():
-        print(f"  {name:6s} ({before if name == 'before' else 'this checkout'}): median {medians[name]:.2f} s = "
-              f"{medians[name] / n * 1e3:.1f} ms/snapshot (runs: {', '.join(f'{v:.2f}' for v in values)})")
+        print(
+            f"  {name:6s} ({before if name == 'before' else 'this checkout'}): median {medians[name]:.2f} s = "
+            f"{medians[name] / n * 1e3:.1f} ms/snapshot (runs: {', '.join(f'{v:.2f}' for v in values)})"
+        )
     print(f"after / before = {medians['after'] / medians['before']:.2f}")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("which", choices=["demo", "loop", "memory", "compare"])
     parser.add_argument("--trajectory", type=Path, default=None)
     parser.add_argument("--gigabytes", type=float, default=2.0)
-    parser.add_argument("--before", default="HEAD~1", help="compare: the git revision to measure against")
+    parser.add_argument(
+        "--before", default="HEAD~1", help="compare: the git revision to measure against"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=".") as tmp:
-        {"demo": lambda: bench_demo(Path(tmp)), "loop": lambda: bench_loop(args.trajectory, Path(tmp)),
-         "memory": lambda: bench_memory(args.gigabytes, Path(tmp)),
-         "compare": lambda: bench_compare(args.trajectory, args.before, args.repeats, Path(tmp).resolve())}[args.which]()
+        {
+            "demo": lambda: bench_demo(Path(tmp)),
+            "loop": lambda: bench_loop(args.trajectory, Path(tmp)),
+            "memory": lambda: bench_memory(args.gigabytes, Path(tmp)),
+            "compare": lambda: bench_compare(
+                args.trajectory, args.before, args.repeats, Path(tmp).resolve()
+            ),
+        }[args.which]()
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ of about --megabytes of two-hot MLP state_dicts, then imports it and a tiny one 
 processes, reporting snapshots/s, MB/s and the peak resident memory (VmHWM) of each.
 Goal (issue 10): extra memory over the tiny import at most 25% of the file size.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,21 +42,34 @@ print(seconds, hwm, peak_anonymous[0])
 
 def save_list_file(path: Path, n: int, p: int, H: int) -> None:
     generator = torch.Generator().manual_seed(0)
-    states = [{"0.weight": torch.randn(H, 2 * p, generator=generator), "0.bias": torch.randn(H, generator=generator),
-               "2.weight": torch.randn(p, H, generator=generator), "2.bias": torch.randn(p, generator=generator)}
-              for _ in range(n)]
+    states = [
+        {
+            "0.weight": torch.randn(H, 2 * p, generator=generator),
+            "0.bias": torch.randn(H, generator=generator),
+            "2.weight": torch.randn(p, H, generator=generator),
+            "2.bias": torch.randn(p, generator=generator),
+        }
+        for _ in range(n)
+    ]
     torch.save({"checkpoints": states, "checkpoint_epochs": list(range(0, 10 * n, 10))}, path)
 
 
 def import_in_fresh_process(source: Path, out: Path) -> tuple[float, int, int]:
     """(seconds, peak RSS, peak anonymous RSS) of importing `source` in a fresh interpreter."""
-    result = subprocess.run([sys.executable, "-c", IMPORT, str(source), str(out)], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", IMPORT, str(source), str(out)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     seconds, peak, anonymous = result.stdout.split()
     return float(seconds), int(peak), int(anonymous)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--megabytes", type=float, default=700)
     parser.add_argument("--modulus", type=int, default=97)
     parser.add_argument("--width", type=int, default=256)
@@ -72,12 +86,18 @@ def main() -> None:
     seconds, peak, anonymous = import_in_fresh_process(big, folder / "big.h5")
     extra = peak - tiny_peak
     print(f"list file: {n} checkpoints (p = {p}, width {H}), {size / 1e6:.0f} MB")
-    print(f"import: {seconds:.1f} s, {n / seconds:.0f} snapshots/s, {size / 1e6 / seconds:.0f} MB/s")
-    print(f"peak RSS {peak / 1e6:.0f} MB vs {tiny_peak / 1e6:.0f} MB for a 2-checkpoint file: "
-          f"extra {extra / 1e6:.0f} MB = {extra / size:.0%} of the file (goal <= 25%)")
-    print(f"of which anonymous (heap) memory: {(anonymous - tiny_anonymous) / 1e6:.0f} MB = "
-          f"{(anonymous - tiny_anonymous) / size:.0%} of the file; the rest is the mmap's file-backed pages, "
-          "which the kernel can drop")
+    print(
+        f"import: {seconds:.1f} s, {n / seconds:.0f} snapshots/s, {size / 1e6 / seconds:.0f} MB/s"
+    )
+    print(
+        f"peak RSS {peak / 1e6:.0f} MB vs {tiny_peak / 1e6:.0f} MB for a 2-checkpoint file: "
+        f"extra {extra / 1e6:.0f} MB = {extra / size:.0%} of the file (goal <= 25%)"
+    )
+    print(
+        f"of which anonymous (heap) memory: {(anonymous - tiny_anonymous) / 1e6:.0f} MB = "
+        f"{(anonymous - tiny_anonymous) / size:.0%} of the file; the rest is the mmap's file-backed pages, "
+        "which the kernel can drop"
+    )
 
 
 if __name__ == "__main__":

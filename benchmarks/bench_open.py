@@ -6,6 +6,7 @@ straight into xarray) against xarray's h5netcdf engine, alternated in one proces
 For the trajectory and its analysis (made next to it if missing): the time to open, and to
 open and read one snapshot's W_a (one lazy read), medians of the repeats, and the ratio.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,14 +31,19 @@ def _seconds(action, repeats: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("trajectory", type=Path)
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args()
     analysis = default_analysis_path(args.trajectory)
     if not analysis.exists():
         mechgrok.analyze(args.trajectory)
-    readers = {"mechgrok": open_netcdf, "h5netcdf": lambda path: xr.open_dataset(path, engine="h5netcdf")}
+    readers = {
+        "mechgrok": open_netcdf,
+        "h5netcdf": lambda path: xr.open_dataset(path, engine="h5netcdf"),
+    }
 
     def open_only(reader, path):
         reader(path).close()
@@ -46,15 +52,25 @@ def main() -> None:
         with reader(path) as ds:
             ds[name].isel(step=ds.sizes["step"] // 2).values
 
-    for label, path, name in (("trajectory", args.trajectory, "W_a"), ("analysis", analysis, "phase_a")):
+    for label, path, name in (
+        ("trajectory", args.trajectory, "W_a"),
+        ("analysis", analysis, "phase_a"),
+    ):
         print(f"{label} {path.name}:")
-        for task, action in (("open", open_only), (f"open + read one snapshot of {name}", lambda r, p: open_and_read(r, p, name))):
+        for task, action in (
+            ("open", open_only),
+            (f"open + read one snapshot of {name}", lambda r, p: open_and_read(r, p, name)),
+        ):
             times = {}
             for _ in range(2):  # alternated: load drifts hit both readers alike
                 for reader_name, reader in readers.items():
-                    times.setdefault(reader_name, []).append(_seconds(lambda: action(reader, path), args.repeats // 2))
+                    times.setdefault(reader_name, []).append(
+                        _seconds(lambda: action(reader, path), args.repeats // 2)
+                    )
             ours, theirs = (statistics.median(times[k]) for k in ("mechgrok", "h5netcdf"))
-            print(f"  {task:40s} mechgrok {ours * 1e3:6.1f} ms, h5netcdf engine {theirs * 1e3:6.1f} ms: {theirs / ours:.1f}x faster")
+            print(
+                f"  {task:40s} mechgrok {ours * 1e3:6.1f} ms, h5netcdf engine {theirs * 1e3:6.1f} ms: {theirs / ours:.1f}x faster"
+            )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@
 Usage: python benchmarks/bench_precision.py speed|science [--device cpu|cuda] [--steps N]
        [--folder DIR] [--json PATH]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,8 +53,12 @@ def _sync(device: str) -> None:
 def training_rate(config: RunConfig, n_models: int, steps: int) -> float:
     """Steps/s of an ensemble of `n_models` copies of `config` (seeds 0..n-1) over `steps`
     steps after 20 warm-up steps, snapshots only at the first and last step."""
-    configs = [dataclasses.replace(config, seed=seed, steps=steps + 20, every=steps + 20, stop_val_acc=None)
-               for seed in range(n_models)]
+    configs = [
+        dataclasses.replace(
+            config, seed=seed, steps=steps + 20, every=steps + 20, stop_val_acc=None
+        )
+        for seed in range(n_models)
+    ]
     started = None
     for snapshot in train_ensemble(configs):
         if snapshot.step == 0 and snapshot.run == n_models - 1:
@@ -65,25 +70,41 @@ def training_rate(config: RunConfig, n_models: int, steps: int) -> float:
 
 def bench_speed(device: str, steps: int) -> dict:
     size = 8192 if device.startswith("cuda") else 1024
-    result = {"device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
-              "matmul_size": size,
-              "peak_fp32_gflops": matmul_peak(device, torch.float32, size),
-              "peak_bf16_gflops": matmul_peak(device, torch.bfloat16, size, repeats=10 if device != "cpu" else 2)}
+    result = {
+        "device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
+        "matmul_size": size,
+        "peak_fp32_gflops": matmul_peak(device, torch.float32, size),
+        "peak_bf16_gflops": matmul_peak(
+            device, torch.bfloat16, size, repeats=10 if device != "cpu" else 2
+        ),
+    }
     paper = RunConfig(device=device)
-    n_train = train_pairs_per_class(paper.modulus, paper.train_frac, paper.operation) * operands(paper.operation, paper.modulus).size
-    gemm_flop = 3 * 2 * n_train * paper.width * paper.modulus  # forward logits, grad W_out, grad hidden
+    n_train = (
+        train_pairs_per_class(paper.modulus, paper.train_frac, paper.operation)
+        * operands(paper.operation, paper.modulus).size
+    )
+    gemm_flop = (
+        3 * 2 * n_train * paper.width * paper.modulus
+    )  # forward logits, grad W_out, grad hidden
     for n_models in (1, PAPER_NOISE_LEVELS):
-        threads = choose_threads(training_flop_per_step(paper.modulus, paper.width, n_train, n_models), None)
+        threads = choose_threads(
+            training_flop_per_step(paper.modulus, paper.width, n_train, n_models), None
+        )
         with torch_threads(threads):
             for precision in ("fp32", "bf16"):
-                rate = training_rate(dataclasses.replace(paper, precision=precision), n_models, steps)
+                rate = training_rate(
+                    dataclasses.replace(paper, precision=precision), n_models, steps
+                )
                 result[f"{precision}_x{n_models}_steps_per_s"] = rate
                 result[f"{precision}_x{n_models}_gemm_gflops"] = rate * n_models * gemm_flop / 1e9
     return result
 
 
 def bench_science(device: str, folder: Path) -> dict:
-    runs = {"paper default": {}, "demo (--train-frac 0.5)": {"train_frac": 0.5, "stop_val_acc": 0.99}}
+    runs = {
+        "paper default": {},
+        "demo (--train-frac 0.5)": {"train_frac": 0.5, "stop_val_acc": 0.99},
+    }
     table = {}
     for name, options in runs.items():
         for precision in ("fp32", "bf16"):
@@ -94,19 +115,39 @@ def bench_science(device: str, folder: Path) -> dict:
             seconds = time.perf_counter() - start
             head = mechgrok.analyze(out).mechgrok.headline()
             table[f"{name}, {precision}"] = {
-                "record_s": seconds, "final_step": head["final_step"], "grok_step": head["grok_step"],
-                "structure_step": head["structure_step"], "saturation_step": head["saturation_step"],
-                **{key: head.get(f"{key}_final") for key in ("val_acc", "ideal_acc", "ideal_acc_sq_sq", "ideal_acc_cos_cos",
-                                                             "r_structured", "ideal_acc_shuffled")}}
+                "record_s": seconds,
+                "final_step": head["final_step"],
+                "grok_step": head["grok_step"],
+                "structure_step": head["structure_step"],
+                "saturation_step": head["saturation_step"],
+                **{
+                    key: head.get(f"{key}_final")
+                    for key in (
+                        "val_acc",
+                        "ideal_acc",
+                        "ideal_acc_sq_sq",
+                        "ideal_acc_cos_cos",
+                        "r_structured",
+                        "ideal_acc_shuffled",
+                    )
+                },
+            }
     return table
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("which", choices=["speed", "science"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--steps", type=int, default=200, help="speed: timed steps per measurement")
-    parser.add_argument("--folder", type=Path, default=None, help="science: where the trajectories go (default: a temporary folder)")
+    parser.add_argument(
+        "--folder",
+        type=Path,
+        default=None,
+        help="science: where the trajectories go (default: a temporary folder)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
     if args.which == "speed":

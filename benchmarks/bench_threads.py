@@ -6,6 +6,7 @@ process, with torch's default threads (one per core) and with mechgrok's choice
 
 Check `uptime` first: the 'quiet' rows assume nothing else runs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,19 +36,36 @@ def _spin(stop) -> None:
 
 def _timed(args, folder: str, threads: str) -> float:
     out = os.path.join(folder, f"run_{threads}.h5")
-    proc = subprocess.run([sys.executable, "-c", RECORD, str(args.modulus), str(args.width), str(args.steps), out, threads],
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            RECORD,
+            str(args.modulus),
+            str(args.width),
+            str(args.steps),
+            out,
+            threads,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return float(proc.stdout.split()[-1])
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--modulus", type=int, default=23)
     parser.add_argument("--width", type=int, default=32)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; p = {args.modulus}, width {args.width}, {args.steps} steps")
+    print(
+        f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; p = {args.modulus}, width {args.width}, {args.steps} steps"
+    )
     results: dict[tuple[str, str], list[float]] = {}
     with tempfile.TemporaryDirectory() as folder:
         for condition in ("quiet", "beside a busy process"):
@@ -60,16 +78,22 @@ def main() -> None:
             try:
                 for _ in range(args.repeats):
                     for threads in ("default", "chosen"):
-                        results.setdefault((condition, threads), []).append(_timed(args, folder, threads))
+                        results.setdefault((condition, threads), []).append(
+                            _timed(args, folder, threads)
+                        )
             finally:
                 if competitor is not None:
                     stop.set()
                     competitor.join()
     for (condition, threads), values in results.items():
         label = "torch default threads" if threads == "default" else "mechgrok's choice"
-        print(f"{condition:22s} {label:22s} median {statistics.median(values):6.2f} s  (runs: {', '.join(f'{v:.2f}' for v in values)})")
+        print(
+            f"{condition:22s} {label:22s} median {statistics.median(values):6.2f} s  (runs: {', '.join(f'{v:.2f}' for v in values)})"
+        )
     for threads in ("default", "chosen"):
-        ratio = statistics.median(results[("beside a busy process", threads)]) / statistics.median(results[("quiet", threads)])
+        ratio = statistics.median(results[("beside a busy process", threads)]) / statistics.median(
+            results[("quiet", threads)]
+        )
         print(f"slowdown beside a busy process, {threads}: {ratio:.2f}x")
 
 

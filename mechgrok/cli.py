@@ -1,4 +1,5 @@
 """The `mechgrok` command line: parse, validate, call the API, print with rich."""
+
 from __future__ import annotations
 
 import contextlib
@@ -37,10 +38,14 @@ def one_line_errors(command):
         except (MechgrokError, OSError) as err:
             from mechgrok.store.outputs import is_write_failure
 
-            if is_write_failure(err):  # the process ends with this message: keep h5py's teardown quiet
+            if is_write_failure(
+                err
+            ):  # the process ends with this message: keep h5py's teardown quiet
                 sys.unraisablehook = _quiet_after_write_failures
             text = err.render(cli=True) if isinstance(err, MechgrokError) else str(err)
-            raise click.ClickException(text.splitlines()[0] if text else type(err).__name__) from None
+            raise click.ClickException(
+                text.splitlines()[0] if text else type(err).__name__
+            ) from None
 
     return wrapper
 
@@ -57,12 +62,21 @@ class OptionValue(click.ParamType):
         from mechgrok.config import OPTION_LIMITS
 
         try:
-            number = self.kind(value) if self.kind is float or not isinstance(value, str) else int(value.strip())
+            number = (
+                self.kind(value)
+                if self.kind is float or not isinstance(value, str)
+                else int(value.strip())
+            )
         except (TypeError, ValueError):
             self.fail(f"{value!r} is not a valid {self.name}", param, ctx)
         limit = OPTION_LIMITS[self.option]
         if not limit.admits(float(number)):
-            self.fail(f"{value!r} is not {limit.describe()}" + (" (a finite number)" if self.kind is float else ""), param, ctx)
+            self.fail(
+                f"{value!r} is not {limit.describe()}"
+                + (" (a finite number)" if self.kind is float else ""),
+                param,
+                ctx,
+            )
         return number
 
 
@@ -89,7 +103,12 @@ class NumberList(click.ParamType):
     """A number, or a comma-separated list of them (a sweep), each checked by `inner`.
     `aliases` maps a word to a list (--noise paper). Empty items and repeated values are refused."""
 
-    def __init__(self, inner: click.ParamType, aliases: dict[str, list] | None = None, words: dict[str, object] | None = None):
+    def __init__(
+        self,
+        inner: click.ParamType,
+        aliases: dict[str, list] | None = None,
+        words: dict[str, object] | None = None,
+    ):
         self.inner = inner
         self.aliases = aliases or {}
         self.words = words or {}  # items that stand for a value (--stop-val-acc off)
@@ -102,8 +121,15 @@ class NumberList(click.ParamType):
             return list(self.aliases[value.strip()])
         parts = [part.strip() for part in str(value).split(",")]
         if not all(parts):
-            self.fail(f"expected a number or a comma-separated list without empty items, got {value!r}", param, ctx)
-        values = [self.words[part] if part in self.words else self.inner.convert(part, param, ctx) for part in parts]
+            self.fail(
+                f"expected a number or a comma-separated list without empty items, got {value!r}",
+                param,
+                ctx,
+            )
+        values = [
+            self.words[part] if part in self.words else self.inner.convert(part, param, ctx)
+            for part in parts
+        ]
         if len(set(values)) != len(values):
             self.fail(f"{value!r} lists a value twice", param, ctx)
         return values if len(values) > 1 else values[0]
@@ -117,7 +143,9 @@ def parse_betas(ctx, param, value: str) -> tuple[float, float]:
     except ValueError:
         raise click.BadParameter(f"expected two numbers like 0.9,0.98, got {value!r}") from None
     if len(betas) != 2 or not all(BETA_LIMIT.admits(b) for b in betas):
-        raise click.BadParameter(f"expected two numbers {BETA_LIMIT.describe()} like 0.9,0.98, got {value!r}")
+        raise click.BadParameter(
+            f"expected two numbers {BETA_LIMIT.describe()} like 0.9,0.98, got {value!r}"
+        )
     return betas
 
 
@@ -138,53 +166,166 @@ def _quiet_after_write_failures(unraisable, default=sys.unraisablehook) -> None:
 
 
 @main.command()
-@click.option("--modulus", type=NumberList(OptionValue("modulus", int)), default=DEFAULTS.modulus, help="p: the task is (a o b) mod p.")
-@click.option("--operation", type=WordList(OPERATIONS), default=DEFAULTS.operation,
-              help="a + b, a - b, a * b or a / b = a * b^-1 mod p (mul and div: prime p, residues 1..p-1).")
-@click.option("--width", type=NumberList(OptionValue("width", int)), default=DEFAULTS.width, help="Hidden neurons.")
-@click.option("--activation", type=WordList(ACTIVATIONS), default=DEFAULTS.activation, help="Hidden nonlinearity (the paper's: relu).")
-@click.option("--precision", type=WordList(PRECISIONS), default=DEFAULTS.precision,
-              help="Operands of the training GEMMs: fp32 (the paper's) or bf16 (float32 master weights, softmax and "
-                   "AdamW state). For the paper's model bf16 was not faster on any device measured, and 13x slower on "
-                   "CPUs without bf16 units (benchmarks/README.md).")
-@click.option("--train-frac", type=NumberList(OptionValue("train_frac", float)), default=DEFAULTS.train_frac,
-              help="Share of the p^2 pairs used for training, stratified by the answer.")
-@click.option("--noise", type=NumberList(OptionValue("noise", float), {"paper": list(PAPER_NOISE_LEVELS)}),
-              default=DEFAULTS.noise, help="Share of training labels replaced by a uniformly drawn wrong class; "
-              "'paper' for the paper's 19 levels.")
-@click.option("--lr", type=NumberList(OptionValue("lr", float)), default=DEFAULTS.lr, help="AdamW learning rate.")
-@click.option("--weight-decay", type=NumberList(OptionValue("weight_decay", float)), default=DEFAULTS.weight_decay, help="AdamW decoupled weight decay.")
-@click.option("--betas", callback=parse_betas, default=",".join(f"{b:g}" for b in DEFAULTS.betas), help="AdamW betas, two comma-separated numbers.")
-@click.option("--seed", type=NumberList(OptionValue("seed", int)), default=DEFAULTS.seed, help="Seeds the split, the label noise and the init.")
-@click.option("--steps", type=NumberList(OptionValue("steps", int)), default=DEFAULTS.steps, help="Hard cap on optimizer steps.")
+@click.option(
+    "--modulus",
+    type=NumberList(OptionValue("modulus", int)),
+    default=DEFAULTS.modulus,
+    help="p: the task is (a o b) mod p.",
+)
+@click.option(
+    "--operation",
+    type=WordList(OPERATIONS),
+    default=DEFAULTS.operation,
+    help="a + b, a - b, a * b or a / b = a * b^-1 mod p (mul and div: prime p, residues 1..p-1).",
+)
+@click.option(
+    "--width",
+    type=NumberList(OptionValue("width", int)),
+    default=DEFAULTS.width,
+    help="Hidden neurons.",
+)
+@click.option(
+    "--activation",
+    type=WordList(ACTIVATIONS),
+    default=DEFAULTS.activation,
+    help="Hidden nonlinearity (the paper's: relu).",
+)
+@click.option(
+    "--precision",
+    type=WordList(PRECISIONS),
+    default=DEFAULTS.precision,
+    help="Operands of the training GEMMs: fp32 (the paper's) or bf16 (float32 master weights, softmax and "
+    "AdamW state). For the paper's model bf16 was not faster on any device measured, and 13x slower on "
+    "CPUs without bf16 units (benchmarks/README.md).",
+)
+@click.option(
+    "--train-frac",
+    type=NumberList(OptionValue("train_frac", float)),
+    default=DEFAULTS.train_frac,
+    help="Share of the p^2 pairs used for training, stratified by the answer.",
+)
+@click.option(
+    "--noise",
+    type=NumberList(OptionValue("noise", float), {"paper": list(PAPER_NOISE_LEVELS)}),
+    default=DEFAULTS.noise,
+    help="Share of training labels replaced by a uniformly drawn wrong class; "
+    "'paper' for the paper's 19 levels.",
+)
+@click.option(
+    "--lr",
+    type=NumberList(OptionValue("lr", float)),
+    default=DEFAULTS.lr,
+    help="AdamW learning rate.",
+)
+@click.option(
+    "--weight-decay",
+    type=NumberList(OptionValue("weight_decay", float)),
+    default=DEFAULTS.weight_decay,
+    help="AdamW decoupled weight decay.",
+)
+@click.option(
+    "--betas",
+    callback=parse_betas,
+    default=",".join(f"{b:g}" for b in DEFAULTS.betas),
+    help="AdamW betas, two comma-separated numbers.",
+)
+@click.option(
+    "--seed",
+    type=NumberList(OptionValue("seed", int)),
+    default=DEFAULTS.seed,
+    help="Seeds the split, the label noise and the init.",
+)
+@click.option(
+    "--steps",
+    type=NumberList(OptionValue("steps", int)),
+    default=DEFAULTS.steps,
+    help="Hard cap on optimizer steps.",
+)
 @click.option("--bias/--no-bias", default=DEFAULTS.bias, help="First-layer and output biases.")
-@click.option("--stop-val-acc", type=NumberList(OptionValue("stop_val_acc", float), words={"off": None}),
-              default=DEFAULTS.stop_val_acc,
-              help="Stop once validation accuracy reaches this; 'off' trains exactly --steps (no accuracy or patience stop).")
-@click.option("--patience", type=NumberList(OptionValue("patience", int)), default=DEFAULTS.patience,
-              help="Stop after this many steps without a 1e-4 gain in best validation accuracy.")
-@click.option("--eval-every", type=NumberList(OptionValue("eval_every", int)), default=DEFAULTS.eval_every,
-              help="Steps between validation checks of the stopping rule.")
-@click.option("--every", type=NumberList(click.IntRange(min=1, max=10**9)), default=None,
-              help="Snapshot every N steps instead of the log schedule.")
-@click.option("--per-decade", type=NumberList(OptionValue("per_decade", int)), default=DEFAULTS.per_decade,
-              help="Log schedule: snapshots per decade of steps (every step while denser).")
+@click.option(
+    "--stop-val-acc",
+    type=NumberList(OptionValue("stop_val_acc", float), words={"off": None}),
+    default=DEFAULTS.stop_val_acc,
+    help="Stop once validation accuracy reaches this; 'off' trains exactly --steps (no accuracy or patience stop).",
+)
+@click.option(
+    "--patience",
+    type=NumberList(OptionValue("patience", int)),
+    default=DEFAULTS.patience,
+    help="Stop after this many steps without a 1e-4 gain in best validation accuracy.",
+)
+@click.option(
+    "--eval-every",
+    type=NumberList(OptionValue("eval_every", int)),
+    default=DEFAULTS.eval_every,
+    help="Steps between validation checks of the stopping rule.",
+)
+@click.option(
+    "--every",
+    type=NumberList(click.IntRange(min=1, max=10**9)),
+    default=None,
+    help="Snapshot every N steps instead of the log schedule.",
+)
+@click.option(
+    "--per-decade",
+    type=NumberList(OptionValue("per_decade", int)),
+    default=DEFAULTS.per_decade,
+    help="Log schedule: snapshots per decade of steps (every step while denser).",
+)
 @click.option("--device", default=DEFAULTS.device, help="torch device: cpu, cuda or cuda:N.")
-@click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Trajectory file [default: trajectories/<name from the config>.h5]; for a sweep, a folder.")
-@click.option("--scheduler", default=None, help="Sweeps: dask.distributed scheduler address, or 'local' for a LocalCluster.")
-@click.option("--max-ensemble", type=click.IntRange(min=1), default=None, help="Sweeps: at most this many runs per batched ensemble.")
-@click.option("--resume", is_flag=True, help="Continue unfinished trajectories from their last checkpoint; skip complete ones.")
-@click.option("--force", is_flag=True,
-              help="Replace existing trajectories (each new file takes the old one's place once its first snapshot is on disk).")
-@click.option("--compress", is_flag=True, help="Deflate + shuffle the weights on file (smaller, slower snapshots; see benchmarks).")
-@click.option("--threads", type=click.IntRange(min=1, max=4096), default=None,
-              help="torch threads for training [default: 1 for small steps, else the cores other processes leave free; "
-                   "1 per dask worker].")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Trajectory file [default: trajectories/<name from the config>.h5]; for a sweep, a folder.",
+)
+@click.option(
+    "--scheduler",
+    default=None,
+    help="Sweeps: dask.distributed scheduler address, or 'local' for a LocalCluster.",
+)
+@click.option(
+    "--max-ensemble",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Sweeps: at most this many runs per batched ensemble.",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue unfinished trajectories from their last checkpoint; skip complete ones.",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace existing trajectories (each new file takes the old one's place once its first snapshot is on disk).",
+)
+@click.option(
+    "--compress",
+    is_flag=True,
+    help="Deflate + shuffle the weights on file (smaller, slower snapshots; see benchmarks).",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1, max=4096),
+    default=None,
+    help="torch threads for training [default: 1 for small steps, else the cores other processes leave free; "
+    "1 per dask worker].",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 @one_line_errors
-def record(out: Path | None, resume: bool, force: bool, compress: bool, threads: int | None, quiet: bool, every,
-           scheduler: str | None, max_ensemble: int | None, **options) -> None:
+def record(
+    out: Path | None,
+    resume: bool,
+    force: bool,
+    compress: bool,
+    threads: int | None,
+    quiet: bool,
+    every,
+    scheduler: str | None,
+    max_ensemble: int | None,
+    **options,
+) -> None:
     """Train the paper's MLP and stream weight snapshots and metrics into an HDF5 trajectory.
 
     With no options this is the paper's experiment: p = 97, 256 neurons, 30% stratified
@@ -202,25 +343,53 @@ def record(out: Path | None, resume: bool, force: bool, compress: bool, threads:
     grid = expand_grid(dict(options, every=every if every is not None else 0))
     if len(grid) > 1 or scheduler is not None:
         with resume_hint_on_interrupt() as stop_if_interrupted:
-            _record_sweep(grid, out, resume, force, compress, quiet, scheduler, max_ensemble, threads, stop_if_interrupted)
+            _record_sweep(
+                grid,
+                out,
+                resume,
+                force,
+                compress,
+                quiet,
+                scheduler,
+                max_ensemble,
+                threads,
+                stop_if_interrupted,
+            )
         return
     config = grid[0]
     out = out if out is not None else DEFAULT_TRAJECTORY_DIR / default_trajectory_name(config)
     if resume and out.exists():
         # options not given on the command line come from the file, not from the defaults
         ctx = click.get_current_context()
-        explicit = {name: value for name, value in dict(options, every=every if every is not None else 0).items()
-                    if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT}
+        explicit = {
+            name: value
+            for name, value in dict(options, every=every if every is not None else 0).items()
+            if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT
+        }
         config = dataclasses.replace(read_config(out), **explicit)
     started = time.perf_counter()
     with resume_hint_on_interrupt() as stop_if_interrupted:
         if quiet:
-            record_runs([config], [out], resume=resume, force=force, compression=compress, threads=threads,
-                        on_step=stop_if_interrupted)
+            record_runs(
+                [config],
+                [out],
+                resume=resume,
+                force=force,
+                compression=compress,
+                threads=threads,
+                on_step=stop_if_interrupted,
+            )
         else:
             with RecordProgress(config.steps, stop_if_interrupted) as progress:
-                record_runs([config], [out], resume=resume, force=force, on_step=progress.on_step, compression=compress,
-                            threads=threads)
+                record_runs(
+                    [config],
+                    [out],
+                    resume=resume,
+                    force=force,
+                    on_step=progress.on_step,
+                    compression=compress,
+                    threads=threads,
+                )
     if not quiet:
         _print_summary(out, time.perf_counter() - started)
 
@@ -252,21 +421,34 @@ def resume_hint_on_interrupt():
         if state["requested"]:
             raise KeyboardInterrupt
 
-    previous = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGTERM, signal.SIGINT)}
+    previous = {
+        signum: signal.signal(signum, interrupt) for signum in (signal.SIGTERM, signal.SIGINT)
+    }
     try:
         yield stop_if_interrupted
     except KeyboardInterrupt:
         args = [arg for arg in sys.argv[1:] if arg not in ("--force", "--resume")]
         command = " ".join(["mechgrok", *map(shlex.quote, args), "--resume"])
-        raise Interrupted(f"interrupted; every snapshot written so far is kept: `{command}` continues") from None
+        raise Interrupted(
+            f"interrupted; every snapshot written so far is kept: `{command}` continues"
+        ) from None
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
 
 
-def _record_sweep(grid: list[RunConfig], out: Path | None, resume: bool, force: bool, compress: bool, quiet: bool,
-                  scheduler: str | None, max_ensemble: int | None, threads: int | None,
-                  stop_if_interrupted: Callable[..., None]) -> None:
+def _record_sweep(
+    grid: list[RunConfig],
+    out: Path | None,
+    resume: bool,
+    force: bool,
+    compress: bool,
+    quiet: bool,
+    scheduler: str | None,
+    max_ensemble: int | None,
+    threads: int | None,
+    stop_if_interrupted: Callable[..., None],
+) -> None:
     from mechgrok.sweep.grid import default_sweep_folder, ensemble_groups, record_sweep
     from mechgrok.sweep.index import INDEX_NAME
     from mechgrok.recording.stopping import is_complete
@@ -278,23 +460,47 @@ def _record_sweep(grid: list[RunConfig], out: Path | None, resume: bool, force: 
     started = time.perf_counter()
     n_groups = len(ensemble_groups(grid, max_ensemble))
     if not quiet:
-        console.print(f"sweep: {len(grid)} runs in {n_groups} batched ensemble(s) -> {folder}"
-                      + (f" on dask scheduler {scheduler}" if scheduler else ""))
+        console.print(
+            f"sweep: {len(grid)} runs in {n_groups} batched ensemble(s) -> {folder}"
+            + (f" on dask scheduler {scheduler}" if scheduler else "")
+        )
     if quiet or scheduler is not None:
-        paths, errors = record_sweep(grid, folder, resume, force, scheduler, max_ensemble, compression=compress,
-                                     threads=threads, on_step=None if scheduler is not None else stop_if_interrupted)
+        paths, errors = record_sweep(
+            grid,
+            folder,
+            resume,
+            force,
+            scheduler,
+            max_ensemble,
+            compression=compress,
+            threads=threads,
+            on_step=None if scheduler is not None else stop_if_interrupted,
+        )
     else:
         with RecordProgress(max(c.steps for c in grid), stop_if_interrupted) as progress:
-            paths, errors = record_sweep(grid, folder, resume, force, None, max_ensemble, on_step=progress.on_step,
-                                         compression=compress, threads=threads)
+            paths, errors = record_sweep(
+                grid,
+                folder,
+                resume,
+                force,
+                None,
+                max_ensemble,
+                on_step=progress.on_step,
+                compression=compress,
+                threads=threads,
+            )
     for error in errors:
         console.print(f"[red]failed[/red] {error}")
     if not quiet:
         done = sum(path.is_file() and is_complete(recorded_progress(path)) for path in paths)
-        console.print(f"[green]wrote[/green] {done} of {len(paths)} trajectories and {folder / INDEX_NAME} "
-                      f"({time.perf_counter() - started:.0f} s)")
+        console.print(
+            f"[green]wrote[/green] {done} of {len(paths)} trajectories and {folder / INDEX_NAME} "
+            f"({time.perf_counter() - started:.0f} s)"
+        )
     if errors:
-        raise click.ClickException(f"{len(errors)} ensemble(s) failed; the other runs' files are complete (rerun with --resume)")
+        raise click.ClickException(
+            f"{len(errors)} ensemble(s) failed; the other runs' files are complete (rerun with --resume)"
+        )
 
 
 class RecordProgress:
@@ -302,8 +508,13 @@ class RecordProgress:
     It appears with the first step, so a run refused before training prints no bar."""
 
     def __init__(self, total_steps: int, stop_if_interrupted: Callable[..., None]):
-        columns = [TextColumn("[bold]record"), BarColumn(bar_width=20), TextColumn("step {task.completed:,.0f}/{task.total:,.0f}"),
-                   TextColumn("{task.fields[status]}"), TimeElapsedColumn()]
+        columns = [
+            TextColumn("[bold]record"),
+            BarColumn(bar_width=20),
+            TextColumn("step {task.completed:,.0f}/{task.total:,.0f}"),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+        ]
         self._progress = Progress(*columns, console=console)
         self._total = total_steps
         self._bar = None
@@ -326,9 +537,13 @@ class RecordProgress:
         rate = (step - self._first[1]) / max(now - self._first[0], 1e-9)
         first = min(steps)
         m = latest.get(first, {})
-        run = f"run {first} of {len(steps)}: " if len(steps) > 1 else ""  # an ensemble: its first run's metrics
-        status = (f"{run}loss {m.get('train_loss', float('nan')):.3g}  train {m.get('train_acc', float('nan')):.3f}  "
-                  f"val {m.get('val_acc', float('nan')):.3f}  {rate:,.0f} steps/s")
+        run = (
+            f"run {first} of {len(steps)}: " if len(steps) > 1 else ""
+        )  # an ensemble: its first run's metrics
+        status = (
+            f"{run}loss {m.get('train_loss', float('nan')):.3g}  train {m.get('train_acc', float('nan')):.3f}  "
+            f"val {m.get('val_acc', float('nan')):.3f}  {rate:,.0f} steps/s"
+        )
         self._progress.update(self._bar, completed=step, status=status)
 
     def __enter__(self) -> "RecordProgress":
@@ -343,35 +558,86 @@ def _print_summary(path: Path, seconds: float) -> None:
     from mechgrok.store.reader import open_trajectory
 
     with open_trajectory(path) as ds:
-        n, final, saturation = ds.sizes["step"], int(ds.attrs["final_step"]), int(ds.attrs["saturation_step"])
+        n, final, saturation = (
+            ds.sizes["step"],
+            int(ds.attrs["final_step"]),
+            int(ds.attrs["saturation_step"]),
+        )
         val_acc = float(ds.val_acc[-1]) if n else float("nan")
         reason = ds.attrs["stop_reason"]
     from mechgrok.analysis.accessor import format_number
 
-    console.print(f"[green]wrote[/green] {path}: {n} snapshots, final step {final:,}, val acc {format_number(val_acc, 4)}, "
-                  f"saturation step {saturation if saturation >= 0 else 'not reached'}, stopped: {reason} ({seconds:.0f} s)")
+    console.print(
+        f"[green]wrote[/green] {path}: {n} snapshots, final step {final:,}, val acc {format_number(val_acc, 4)}, "
+        f"saturation step {saturation if saturation >= 0 else 'not reached'}, stopped: {reason} ({seconds:.0f} s)"
+    )
 
 
 @main.command()
 @click.argument("trajectories", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Analysis file [default: next to the trajectory, <name>.analysis.h5]; one trajectory only.")
-@click.option("--threshold", type=OptionValue("threshold", float), default=None,
-              help="Structured: W_a periodicity above this [default: 12 (p-1)/96, the paper's 12 at p = 97].")
-@click.option("--threshold-low", type=OptionValue("threshold_low", float), default=None,
-              help="Unstructured: periodicity below this [default: 5 (p-1)/96].")
-@click.option("--grok-acc", type=OptionValue("grok_acc", float), default=0.9, help="Grok step: first validation accuracy >= this.")
-@click.option("--structure-acc", type=OptionValue("structure_acc", float), default=0.9, help="Structure step: first Sq->Cos accuracy >= this.")
-@click.option("--chunk-steps", type=OptionValue("chunk_steps", int), default=8, help="Snapshots analyzed at a time (bounds memory).")
-@click.option("--shuffle-draws", type=OptionValue("shuffle_draws", int), default=16,
-              help="Permutations behind the shuffled control's mean and 95th percentile (each costs ~2 ms per snapshot at p = 97).")
-@click.option("--scheduler", default=None, help="dask.distributed scheduler address for the chunks, or 'local'.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Analysis file [default: next to the trajectory, <name>.analysis.h5]; one trajectory only.",
+)
+@click.option(
+    "--threshold",
+    type=OptionValue("threshold", float),
+    default=None,
+    help="Structured: W_a periodicity above this [default: 12 (p-1)/96, the paper's 12 at p = 97].",
+)
+@click.option(
+    "--threshold-low",
+    type=OptionValue("threshold_low", float),
+    default=None,
+    help="Unstructured: periodicity below this [default: 5 (p-1)/96].",
+)
+@click.option(
+    "--grok-acc",
+    type=OptionValue("grok_acc", float),
+    default=0.9,
+    help="Grok step: first validation accuracy >= this.",
+)
+@click.option(
+    "--structure-acc",
+    type=OptionValue("structure_acc", float),
+    default=0.9,
+    help="Structure step: first Sq->Cos accuracy >= this.",
+)
+@click.option(
+    "--chunk-steps",
+    type=OptionValue("chunk_steps", int),
+    default=8,
+    help="Snapshots analyzed at a time (bounds memory).",
+)
+@click.option(
+    "--shuffle-draws",
+    type=OptionValue("shuffle_draws", int),
+    default=16,
+    help="Permutations behind the shuffled control's mean and 95th percentile (each costs ~2 ms per snapshot at p = 97).",
+)
+@click.option(
+    "--scheduler",
+    default=None,
+    help="dask.distributed scheduler address for the chunks, or 'local'.",
+)
 @click.option("--force", is_flag=True, help="Recompute even if a current analysis exists.")
 @click.option("--quiet", "-q", is_flag=True, help="No summary table.")
 @one_line_errors
-def analyze(trajectories: tuple[Path, ...], out: Path | None, threshold: float | None, threshold_low: float | None,
-            grok_acc: float, structure_acc: float, chunk_steps: int, shuffle_draws: int, scheduler: str | None, force: bool,
-            quiet: bool) -> None:
+def analyze(
+    trajectories: tuple[Path, ...],
+    out: Path | None,
+    threshold: float | None,
+    threshold_low: float | None,
+    grok_acc: float,
+    structure_acc: float,
+    chunk_steps: int,
+    shuffle_draws: int,
+    scheduler: str | None,
+    force: bool,
+    quiet: bool,
+) -> None:
     """Per-neuron Fourier structure and idealized-model accuracy over trajectories.
 
     TRAJECTORIES are files, sweep folders or sweep index.json files. Writes
@@ -387,24 +653,46 @@ def analyze(trajectories: tuple[Path, ...], out: Path | None, threshold: float |
         raise click.UsageError("--out names one analysis file; give one trajectory with it")
     for trajectory in paths:
         started = time.perf_counter()
-        result = run_analysis(trajectory, threshold=threshold, threshold_low=threshold_low, out=out, force=force,
-                              grok_acc=grok_acc, structure_acc=structure_acc, chunk_steps=chunk_steps,
-                              shuffle_draws=shuffle_draws, scheduler=scheduler)
-        caveat = modulus_caveat(attr_int(result.attrs["modulus"]), str(result.attrs.get("operation", "add")))
+        result = run_analysis(
+            trajectory,
+            threshold=threshold,
+            threshold_low=threshold_low,
+            out=out,
+            force=force,
+            grok_acc=grok_acc,
+            structure_acc=structure_acc,
+            chunk_steps=chunk_steps,
+            shuffle_draws=shuffle_draws,
+            scheduler=scheduler,
+        )
+        caveat = modulus_caveat(
+            attr_int(result.attrs["modulus"]), str(result.attrs.get("operation", "add"))
+        )
         if caveat:
             console.print(f"note: {caveat}")
         if int(result.attrs.get("source_final_step", 0)) < 0:
-            console.print(f"note: {trajectory} is still recording; analyzed the {result.sizes['step']} snapshots committed so far")
+            console.print(
+                f"note: {trajectory} is still recording; analyzed the {result.sizes['step']} snapshots committed so far"
+            )
         if not quiet:
             console.print(summary_table(result, title=f"{trajectory}"))
-            console.print(f"analysis: {out or default_analysis_path(trajectory)} ({time.perf_counter() - started:.1f} s)")
+            console.print(
+                f"analysis: {out or default_analysis_path(trajectory)} ({time.perf_counter() - started:.1f} s)"
+            )
 
 
 def summary_table(result, title: str):
     """A rich table of an analysis's headline numbers."""
     from rich.table import Table
 
-    from mechgrok.analysis.accessor import CONVENTION_NOTE, HEADLINE_ROWS, format_lead, format_number, format_step as step, format_waveform
+    from mechgrok.analysis.accessor import (
+        CONVENTION_NOTE,
+        HEADLINE_ROWS,
+        format_lead,
+        format_number,
+        format_step as step,
+        format_waveform,
+    )
 
     head = result.mechgrok.headline()
 
@@ -417,24 +705,46 @@ def summary_table(result, title: str):
     table.add_column(f"at the end (step {head['final_step']:,})", justify="right")
     for label, name, digits in HEADLINE_ROWS:
         table.add_row(label, number(f"{name}_saturation", digits), number(f"{name}_final", digits))
-    table.caption = (f"operation {head['operation']}; W_a waveform at the end: {format_waveform(head)}; "
-                     f"saturation step {step(head['saturation_step'])}, grok step {step(head['grok_step'])}; "
-                     f"structure step {step(head['structure_step'])} (own frequencies: {step(head['structure_step_own'])}), "
-                     f"lead grok - structure {format_lead(head['lead_steps'])} (own: {format_lead(head['lead_steps_own'])}); "
-                     f"shuffled control over {head['shuffle_draws']} draws; structured: periodicity > {head['threshold']:.2f}. "
-                     + CONVENTION_NOTE)
+    table.caption = (
+        f"operation {head['operation']}; W_a waveform at the end: {format_waveform(head)}; "
+        f"saturation step {step(head['saturation_step'])}, grok step {step(head['grok_step'])}; "
+        f"structure step {step(head['structure_step'])} (own frequencies: {step(head['structure_step_own'])}), "
+        f"lead grok - structure {format_lead(head['lead_steps'])} (own: {format_lead(head['lead_steps_own'])}); "
+        f"shuffled control over {head['shuffle_draws']} draws; structured: periodicity > {head['threshold']:.2f}. "
+        + CONVENTION_NOTE
+    )
     return table
 
 
 @main.command()
 @click.argument("trajectories", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--html", "as_html", is_flag=True, help="Write the self-contained HTML report (else print summaries).")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Report file [default: reports/<trajectory name>.html].")
-@click.option("--png-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Also write each figure as a PNG here.")
+@click.option(
+    "--html",
+    "as_html",
+    is_flag=True,
+    help="Write the self-contained HTML report (else print summaries).",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Report file [default: reports/<trajectory name>.html].",
+)
+@click.option(
+    "--png-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Also write each figure as a PNG here.",
+)
 @click.option("--force", is_flag=True, help="Replace an existing report.")
 @one_line_errors
-def report(trajectories: tuple[Path, ...], as_html: bool, out: Path | None, png_dir: Path | None, force: bool) -> None:
+def report(
+    trajectories: tuple[Path, ...],
+    as_html: bool,
+    out: Path | None,
+    png_dir: Path | None,
+    force: bool,
+) -> None:
     """Show how structure emerges before grokking, for one run or a sweep.
 
     TRAJECTORIES are files, sweep folders or sweep index.json files; each is analyzed
@@ -457,20 +767,56 @@ def report(trajectories: tuple[Path, ...], as_html: bool, out: Path | None, png_
 
 @main.command("import")
 @click.argument("source", type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Trajectory file to write.")
-@click.option("--modulus", type=OptionValue("modulus", int), default=None,
-              help="p, where the checkpoints' shapes (or a config.json beside them) do not tell.")
-@click.option("--key", "keys", multiple=True, metavar="ROLE=NAME",
-              help="Which parameter plays a role (input, output, b_in, b_out) where shapes are ambiguous; repeatable.")
-@click.option("--operation", type=click.Choice(OPERATIONS), default="add", help="The task the run was trained on.")
-@click.option("--activation", type=click.Choice(ACTIVATIONS), default="relu",
-              help="The imported model's hidden nonlinearity (scores its real weights on all pairs).")
-@click.option("--trust-pickle", is_flag=True, help="Load checkpoints that hold Python objects (runs their code: trusted sources only).")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Trajectory file to write.",
+)
+@click.option(
+    "--modulus",
+    type=OptionValue("modulus", int),
+    default=None,
+    help="p, where the checkpoints' shapes (or a config.json beside them) do not tell.",
+)
+@click.option(
+    "--key",
+    "keys",
+    multiple=True,
+    metavar="ROLE=NAME",
+    help="Which parameter plays a role (input, output, b_in, b_out) where shapes are ambiguous; repeatable.",
+)
+@click.option(
+    "--operation",
+    type=click.Choice(OPERATIONS),
+    default="add",
+    help="The task the run was trained on.",
+)
+@click.option(
+    "--activation",
+    type=click.Choice(ACTIVATIONS),
+    default="relu",
+    help="The imported model's hidden nonlinearity (scores its real weights on all pairs).",
+)
+@click.option(
+    "--trust-pickle",
+    is_flag=True,
+    help="Load checkpoints that hold Python objects (runs their code: trusted sources only).",
+)
 @click.option("--force", is_flag=True, help="Replace an existing trajectory at --out.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 @one_line_errors
-def import_run(source: Path, out: Path, modulus: int | None, keys: tuple[str, ...], operation: str, activation: str, trust_pickle: bool,
-               force: bool, quiet: bool) -> None:
+def import_run(
+    source: Path,
+    out: Path,
+    modulus: int | None,
+    keys: tuple[str, ...],
+    operation: str,
+    activation: str,
+    trust_pickle: bool,
+    force: bool,
+    quiet: bool,
+) -> None:
     """Convert checkpoints saved by another codebase into a mechgrok trajectory.
 
     SOURCE is a folder of per-step .pt/.pth or .safetensors files (optionally with a
@@ -487,14 +833,36 @@ def import_run(source: Path, out: Path, modulus: int | None, keys: tuple[str, ..
         roles[role.strip()] = name.strip()
     started = time.perf_counter()
     if quiet:
-        import_checkpoints(source, out, modulus, roles, force=force, trust_pickle=trust_pickle, activation=activation,
-                           operation=operation)
+        import_checkpoints(
+            source,
+            out,
+            modulus,
+            roles,
+            force=force,
+            trust_pickle=trust_pickle,
+            activation=activation,
+            operation=operation,
+        )
     else:
-        with Progress(TextColumn("[bold]import"), BarColumn(), TextColumn("{task.completed}/{task.total} checkpoints"),
-                      TimeElapsedColumn(), console=console) as progress:
+        with Progress(
+            TextColumn("[bold]import"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total} checkpoints"),
+            TimeElapsedColumn(),
+            console=console,
+        ) as progress:
             bar = progress.add_task("import", total=None)
-            import_checkpoints(source, out, modulus, roles, force=force, trust_pickle=trust_pickle, activation=activation,
-                               operation=operation, on_snapshot=lambda done, total: progress.update(bar, completed=done, total=total))
+            import_checkpoints(
+                source,
+                out,
+                modulus,
+                roles,
+                force=force,
+                trust_pickle=trust_pickle,
+                activation=activation,
+                operation=operation,
+                on_snapshot=lambda done, total: progress.update(bar, completed=done, total=total),
+            )
         _print_summary(out, time.perf_counter() - started)
 
 

@@ -3,6 +3,7 @@
 Every option's constraint is declared once, in OPTION_LIMITS; RunConfig, the CLI's click
 types and the trajectory reader all check against it. Pure Python: no torch, no I/O.
 """
+
 from __future__ import annotations
 
 from mechgrok.errors import InvalidOptionError, ResourceError
@@ -11,12 +12,27 @@ import math
 import os
 from dataclasses import dataclass
 
-MIN_MODULUS = 5  # p = 3 has one frequency (k = 1), so periodicity and dominant frequency say nothing
-ACTIVATIONS = ("relu", "gelu", "silu", "quadratic", "identity")  # hidden nonlinearities mechgrok trains and scores
+MIN_MODULUS = (
+    5  # p = 3 has one frequency (k = 1), so periodicity and dominant frequency say nothing
+)
+ACTIVATIONS = (
+    "relu",
+    "gelu",
+    "silu",
+    "quadratic",
+    "identity",
+)  # hidden nonlinearities mechgrok trains and scores
 # the training GEMMs' operands: fp32 (the paper's), or bf16 with fp32 master weights, softmax and AdamW state
 PRECISIONS = ("fp32", "bf16")
-OPERATIONS = ("add", "sub", "mul", "div")  # (a + b), (a - b), (a * b), (a * b^-1) mod p; mul and div over 1..p-1 (operations.py)
-SATURATION_TRAIN_ACC = 0.99  # the paper's saturation checkpoint: first step with training accuracy >= this
+OPERATIONS = (
+    "add",
+    "sub",
+    "mul",
+    "div",
+)  # (a + b), (a - b), (a * b), (a * b^-1) mod p; mul and div over 1..p-1 (operations.py)
+SATURATION_TRAIN_ACC = (
+    0.99  # the paper's saturation checkpoint: first step with training accuracy >= this
+)
 
 
 @dataclass(frozen=True)
@@ -85,11 +101,15 @@ def modulus_caveat(p: int, operation: str = "add") -> str | None:
     sought among k = 1..n/2 - 1 and structure at n/2 goes unseen."""
     n = p - 1 if operation in ("mul", "div") else p
     if n % 2 == 0 and operation in ("mul", "div"):
-        return (f"{operation} is read over the {n} nonzero residues in discrete-log order; {n} is even, so the "
-                f"frequency {n // 2} has no phase and is left out of the dominant-frequency search")
+        return (
+            f"{operation} is read over the {n} nonzero residues in discrete-log order; {n} is even, so the "
+            f"frequency {n // 2} has no phase and is left out of the dominant-frequency search"
+        )
     if n % 2 == 0:
-        return (f"modulus {p} is even: the frequency p/2 = {p // 2} has no phase and is left out of the "
-                "dominant-frequency search (the paper uses a prime modulus)")
+        return (
+            f"modulus {p} is even: the frequency p/2 = {p // 2} has no phase and is left out of the "
+            "dominant-frequency search (the paper uses a prime modulus)"
+        )
     return None
 
 
@@ -101,10 +121,14 @@ def check_operation(operation: str, modulus: int) -> None:
     """ValueError unless `operation` is known and, for mul and div, the modulus is prime (the
     nonzero residues form a group, cyclic with a generator, only then)."""
     if operation not in OPERATIONS:
-        raise InvalidOptionError(f"unknown operation {operation!r}; use one of {', '.join(OPERATIONS)}")
+        raise InvalidOptionError(
+            f"unknown operation {operation!r}; use one of {', '.join(OPERATIONS)}"
+        )
     if operation in ("mul", "div") and not is_prime(modulus):
-        raise InvalidOptionError(f"operation {operation} needs a prime modulus: at p = {modulus} some nonzero residues have no "
-                         "inverse and there is no generator for the discrete-log order")
+        raise InvalidOptionError(
+            f"operation {operation} needs a prime modulus: at p = {modulus} some nonzero residues have no "
+            "inverse and there is no generator for the discrete-log order"
+        )
 
 
 def check_option(name: str, value: float) -> None:
@@ -142,18 +166,28 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         for name in RUN_LIMITS:
-            if not (name == "stop_val_acc" and self.stop_val_acc is None):  # None: train the full --steps
+            if not (
+                name == "stop_val_acc" and self.stop_val_acc is None
+            ):  # None: train the full --steps
                 check_option(name, getattr(self, name))
         if self.activation not in ACTIVATIONS:
-            raise InvalidOptionError(f"unknown activation {self.activation!r}; use one of {', '.join(ACTIVATIONS)}")
+            raise InvalidOptionError(
+                f"unknown activation {self.activation!r}; use one of {', '.join(ACTIVATIONS)}"
+            )
         check_operation(self.operation, self.modulus)
         if self.precision not in PRECISIONS:
-            raise InvalidOptionError(f"unknown precision {self.precision!r}; use one of {', '.join(PRECISIONS)}")
+            raise InvalidOptionError(
+                f"unknown precision {self.precision!r}; use one of {', '.join(PRECISIONS)}"
+            )
         if len(self.betas) != 2 or not all(BETA_LIMIT.admits(float(b)) for b in self.betas):
-            raise InvalidOptionError(f"betas must be two numbers {BETA_LIMIT.describe()}, got {self.betas}")
+            raise InvalidOptionError(
+                f"betas must be two numbers {BETA_LIMIT.describe()}, got {self.betas}"
+            )
         if self.lr * self.weight_decay >= 1:
-            raise InvalidOptionError(f"lr x weight_decay must be < 1 (AdamW multiplies the weights by 1 - lr x weight_decay "
-                             f"each step), got {self.lr:g} x {self.weight_decay:g}")
+            raise InvalidOptionError(
+                f"lr x weight_decay must be < 1 (AdamW multiplies the weights by 1 - lr x weight_decay "
+                f"each step), got {self.lr:g} x {self.weight_decay:g}"
+            )
         check_device(self.device)
 
 
@@ -188,7 +222,8 @@ def check_fits_in_memory(config: RunConfig, n_models: int = 1) -> None:
         raise ResourceError(
             f"{runs}modulus {config.modulus}, width {config.width}, train_frac {config.train_frac:g} needs "
             f"~{format_bytes(need)} of memory, more than this machine's {format_bytes(total)}",
-            remedy="lower {modulus}, {width} or {train_frac}" + (" or use {max_ensemble}" if n_models > 1 else ""),
+            remedy="lower {modulus}, {width} or {train_frac}"
+            + (" or use {max_ensemble}" if n_models > 1 else ""),
         )
 
 

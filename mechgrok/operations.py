@@ -10,6 +10,7 @@ generator g of the nonzero residues, token g^i becomes position i, and a * b (a 
 becomes i + j (i - j) mod p - 1, so they are addition and subtraction over n = p - 1
 positions and the phase law is phi_out = phi_a + phi_b (add, mul) or phi_a - phi_b (sub, div).
 """
+
 from __future__ import annotations
 
 from mechgrok.errors import InvalidOptionError
@@ -35,7 +36,9 @@ def operate(operation: str, a: np.ndarray, b: np.ndarray, p: int) -> np.ndarray:
 
 def inverse(b: np.ndarray, p: int) -> np.ndarray:
     """b^-1 mod prime p (b nonzero), by Fermat: b^(p-2)."""
-    return np.array([pow(int(x), p - 2, p) for x in np.ravel(b)], dtype=np.int64).reshape(np.shape(b))
+    return np.array([pow(int(x), p - 2, p) for x in np.ravel(b)], dtype=np.int64).reshape(
+        np.shape(b)
+    )
 
 
 def operands(operation: str, p: int) -> np.ndarray:
@@ -59,7 +62,9 @@ def primitive_root(p: int) -> int:
     """The smallest generator g of the nonzero residues mod prime p."""
     if p == 2:
         return 1
-    factors = {q for q in range(2, p) if (p - 1) % q == 0 and all(q % d for d in range(2, int(q**0.5) + 1))}
+    factors = {
+        q for q in range(2, p) if (p - 1) % q == 0 and all(q % d for d in range(2, int(q**0.5) + 1))
+    }
     for g in range(2, p):
         if all(pow(g, (p - 1) // q, p) != 1 for q in factors):
             return g

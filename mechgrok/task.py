@@ -1,6 +1,7 @@
 """The modular-arithmetic task: all pairs (a, b) of operands with label a o b mod p (o one of
 operations.OPERATIONS; the paper's is +), a train/validation split stratified by the answer,
 and label noise on the training set. Pure numpy, no I/O."""
+
 from __future__ import annotations
 
 from mechgrok.errors import InvalidOptionError
@@ -46,7 +47,9 @@ def train_pairs_per_class(modulus: int, train_frac: float, operation: str = "add
     return per_class
 
 
-def make_task(modulus: int, train_frac: float, noise: float, seed: int, operation: str = "add") -> TaskSplit:
+def make_task(
+    modulus: int, train_frac: float, noise: float, seed: int, operation: str = "add"
+) -> TaskSplit:
     """Split all pairs of operands, stratified by the answer c = a o b mod p (every class gets
     round(train_frac * m) training pairs of its m), then replace round(noise * n_train)
     training labels, each by an answer drawn uniformly from the m - 1 wrong ones. Validation
@@ -59,14 +62,19 @@ def make_task(modulus: int, train_frac: float, noise: float, seed: int, operatio
     values = operands(operation, p)
     m = values.size
     # Class c holds the pairs (a, b(a, c)) for the m operands a; choose which a's train.
-    chosen = values[np.argsort(rng.random((m, m)), axis=1)]  # row c: a random permutation of the operands
+    chosen = values[
+        np.argsort(rng.random((m, m)), axis=1)
+    ]  # row c: a random permutation of the operands
     classes = values[:, None]
     train_a_grid, val_a_grid = chosen[:, :per_class], chosen[:, per_class:]
     train_a = train_a_grid.reshape(-1)
     train_c = np.broadcast_to(classes, train_a_grid.shape).reshape(-1)
     val_a = val_a_grid.reshape(-1)
     val_c = np.broadcast_to(classes, val_a_grid.shape).reshape(-1)
-    train_b, val_b = second_operand(operation, train_a, train_c, p), second_operand(operation, val_a, val_c, p)
+    train_b, val_b = (
+        second_operand(operation, train_a, train_c, p),
+        second_operand(operation, val_a, val_c, p),
+    )
     order = np.lexsort((train_a, train_b))  # sort pairs by (b, a)
     train_a, train_b, train_c = train_a[order], train_b[order], train_c[order]
     order = np.lexsort((val_a, val_b))

@@ -87,14 +87,19 @@ class ForkedCli:
         try:
             for fd, stream in zip((1, 2), self._streams):
                 os.dup2(stream.fileno(), fd)
-            sys.stdout, sys.stderr = open(1, "w", closefd=False), open(2, "w", closefd=False)  # not pytest's capture
+            sys.stdout, sys.stderr = (
+                open(1, "w", closefd=False),
+                open(2, "w", closefd=False),
+            )  # not pytest's capture
             signal.signal(signal.SIGINT, signal.default_int_handler)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             import dask.threaded  # its thread pools' threads stayed in the parent: make new ones
 
             dask.threaded.default_pool = None
             dask.threaded.pools.clear()
-            if limit_bytes is not None:  # files may not grow past it: writes fail with EFBIG, as on a full disk
+            if (
+                limit_bytes is not None
+            ):  # files may not grow past it: writes fail with EFBIG, as on a full disk
                 resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
             main(args, prog_name="mechgrok")
         except SystemExit as done:
@@ -157,9 +162,17 @@ def pytest_collection_finish(session):
     """Fail loudly if --dist loadgroup stopped grouping (as with pytest 9.2 and pytest-xdist
     3.8): grouped tests would rebuild their shared fixtures on every worker, silently."""
     if getattr(session.config.option, "loadgroup", False):
-        lost = [item.nodeid for item in session.items if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]
+        lost = [
+            item.nodeid
+            for item in session.items
+            if item.get_closest_marker("xdist_group") and "@" not in item.nodeid
+        ]
         if lost:
-            message = (f"pytest-xdist did not group {lost[0]} (and {len(lost) - 1} more): "
-                       "use the pytest version pyproject.toml's test extra allows")
-            print(message, file=sys.__stderr__)  # a worker's own exit message does not reach the terminal
+            message = (
+                f"pytest-xdist did not group {lost[0]} (and {len(lost) - 1} more): "
+                "use the pytest version pyproject.toml's test extra allows"
+            )
+            print(
+                message, file=sys.__stderr__
+            )  # a worker's own exit message does not reach the terminal
             pytest.exit(message, returncode=pytest.ExitCode.USAGE_ERROR)

@@ -9,6 +9,7 @@ On an analysis (freq_a, ideal_acc, ... on step, neuron):
   ds.mechgrok.headline()                 the run's headline numbers as a dict
   ds.mechgrok.structured(step)           indices of the structured neurons at a step
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,20 +20,27 @@ from mechgrok.analysis.idealize import square
 from mechgrok.operations import GroupView, group_view
 
 # (label, variable, decimals) of the headline table that `mechgrok analyze` and reports show
-HEADLINE_ROWS = (("validation accuracy (real model)", "val_acc", 4), ("Sq->Cos idealized", "ideal_acc", 3),
-                 ("Sq->Cos, own frequencies", "ideal_acc_own", 3),
-                 ("Sq->Sq idealized", "ideal_acc_sq_sq", 3), ("Cos->Cos idealized", "ideal_acc_cos_cos", 3),
-                 ("control: phi_out := phi_a + phi_b", "ideal_acc_phase_sum", 3),
-                 ("control: shuffled, mean", "ideal_acc_shuffled", 3),
-                 ("control: shuffled, 95th pct", "ideal_acc_shuffled_hi", 3),
-                 ("r, all neurons", "r_all", 4), ("r', structured neurons", "r_structured", 4),
-                 ("structured neurons", "n_structured", 0),
-                 ("restricted loss (nats)", "restricted_loss", 4),
-                 ("excluded loss (nats)", "excluded_loss", 4))
+HEADLINE_ROWS = (
+    ("validation accuracy (real model)", "val_acc", 4),
+    ("Sq->Cos idealized", "ideal_acc", 3),
+    ("Sq->Cos, own frequencies", "ideal_acc_own", 3),
+    ("Sq->Sq idealized", "ideal_acc_sq_sq", 3),
+    ("Cos->Cos idealized", "ideal_acc_cos_cos", 3),
+    ("control: phi_out := phi_a + phi_b", "ideal_acc_phase_sum", 3),
+    ("control: shuffled, mean", "ideal_acc_shuffled", 3),
+    ("control: shuffled, 95th pct", "ideal_acc_shuffled_hi", 3),
+    ("r, all neurons", "r_all", 4),
+    ("r', structured neurons", "r_structured", 4),
+    ("structured neurons", "n_structured", 0),
+    ("restricted loss (nats)", "restricted_loss", 4),
+    ("excluded loss (nats)", "excluded_loss", 4),
+)
 HEADLINE_STEP_VARIABLES = tuple(name for _, name, _ in HEADLINE_ROWS) + ("phase_sum_coherence",)
 # what the two conventions differ in, for tables and reports
-CONVENTION_NOTE = ("Sq->Cos reads the phases of W_b and W_out at W_a's dominant frequency (the paper's convention); "
-                   "'own' reads each curve at its own dominant frequency, which agrees only where the three frequencies do.")
+CONVENTION_NOTE = (
+    "Sq->Cos reads the phases of W_b and W_out at W_a's dominant frequency (the paper's convention); "
+    "'own' reads each curve at its own dominant frequency, which agrees only where the three frequencies do."
+)
 
 
 def format_number(value, digits: int = 3, missing: str = "-") -> str:
@@ -54,7 +62,13 @@ def waveform_family(binarization: np.ndarray, structured: np.ndarray) -> tuple[s
     if values.size == 0:
         return "no structured neurons", float("nan"), 0
     median = float(np.median(values))
-    family = "square-like" if median > WAVEFORM_MARGIN else "cosine-like" if median < -WAVEFORM_MARGIN else "mixed"
+    family = (
+        "square-like"
+        if median > WAVEFORM_MARGIN
+        else "cosine-like"
+        if median < -WAVEFORM_MARGIN
+        else "mixed"
+    )
     return family, median, int(values.size)
 
 
@@ -93,24 +107,37 @@ class MechgrokAccessor:
     def group(self) -> GroupView:
         """How this run's tokens are read (its operation's group; add when not recorded)."""
         operation = self._ds.attrs.get("operation", "add")
-        return group_view(operation.decode() if isinstance(operation, bytes) else str(operation), self._ds.sizes["token"])
+        return group_view(
+            operation.decode() if isinstance(operation, bytes) else str(operation),
+            self._ds.sizes["token"],
+        )
 
     def spectrum(self, name: str = "W_a") -> xr.DataArray:
         """|F[k]| of each row of `name`, k = 0..(p-1)//2 on a new `frequency` dimension."""
         rows = self._rows(name)
         p = rows.sizes["token"]
-        magnitude = xr.apply_ufunc(lambda w: np.abs(fourier.spectrum(w))[..., : (p - 1) // 2 + 1], rows,
-                                   input_core_dims=[["token"]], output_core_dims=[["frequency"]],
-                                   dask="parallelized", output_dtypes=[float],
-                                   dask_gufunc_kwargs={"output_sizes": {"frequency": (p - 1) // 2 + 1}})
-        return magnitude.assign_coords(frequency=np.arange((p - 1) // 2 + 1)).rename(f"{name}_spectrum")
+        magnitude = xr.apply_ufunc(
+            lambda w: np.abs(fourier.spectrum(w))[..., : (p - 1) // 2 + 1],
+            rows,
+            input_core_dims=[["token"]],
+            output_core_dims=[["frequency"]],
+            dask="parallelized",
+            output_dtypes=[float],
+            dask_gufunc_kwargs={"output_sizes": {"frequency": (p - 1) // 2 + 1}},
+        )
+        return magnitude.assign_coords(frequency=np.arange((p - 1) // 2 + 1)).rename(
+            f"{name}_spectrum"
+        )
 
     def neuron(self, index: int, step=None) -> xr.Dataset:
         """Neuron `index`'s W_a, W_b, W_out rows (over token, at `step` or all steps) with their
         ideal waves: square waves for W_a, W_b (levels = medians of each half-period) and a
         cosine for W_out, at W_a's dominant frequency and each row's phase at it."""
         selection = {"neuron": index} if step is None else {"neuron": index, "step": step}
-        rows = {name: np.asarray(self._rows(name, **selection).values, dtype=float) for name in ("W_a", "W_b", "W_out")}
+        rows = {
+            name: np.asarray(self._rows(name, **selection).values, dtype=float)
+            for name in ("W_a", "W_b", "W_out")
+        }
         p = rows["W_a"].shape[-1]
         spectra = {name: fourier.spectrum(values) for name, values in rows.items()}
         freq = fourier.dominant_frequency(spectra["W_a"])
@@ -120,12 +147,20 @@ class MechgrokAccessor:
             phase = fourier.phase_at(spectra[name], freq)
             theta = fourier.wave_angle(freq, np.nan_to_num(phase), p)
             high, low = fourier.square_levels(rows[name], theta)
-            out[f"{name}_ideal"] = (dims, np.where(np.asarray(freq > 0)[..., None], fourier.ideal_square(theta, high, low), np.nan))
+            out[f"{name}_ideal"] = (
+                dims,
+                np.where(
+                    np.asarray(freq > 0)[..., None], fourier.ideal_square(theta, high, low), np.nan
+                ),
+            )
         phase_out = fourier.phase_at(spectra["W_out"], freq)
         theta_out = fourier.wave_angle(freq, np.nan_to_num(phase_out), p)
         amplitude = fourier.amplitude_at(spectra["W_out"], freq)
         offset = spectra["W_out"][..., 0].real / p
-        out["W_out_ideal"] = (dims, np.asarray(offset)[..., None] + np.asarray(amplitude)[..., None] * np.cos(theta_out))
+        out["W_out_ideal"] = (
+            dims,
+            np.asarray(offset)[..., None] + np.asarray(amplitude)[..., None] * np.cos(theta_out),
+        )
         coords = {"token": self._rows("W_a").token.values}
         if "step" in dims:
             coords["step"] = self._ds["step"].sel(**({} if step is None else {"step": step})).values
@@ -138,23 +173,40 @@ class MechgrokAccessor:
         """Weights of the idealized model at `step` (paper section 4.1): unit-amplitude
         waves at each neuron's W_a frequency and extracted phases; variant is one of sq_cos,
         sq_sq, cos_cos, phase_sum (phi_out = phi_a + phi_b). Dead neurons get zero rows."""
-        rows = {name: np.asarray(self._rows(name, step=step).transpose("neuron", "token").values, dtype=float)
-                for name in ("W_a", "W_b", "W_out")}
+        rows = {
+            name: np.asarray(
+                self._rows(name, step=step).transpose("neuron", "token").values, dtype=float
+            )
+            for name in ("W_a", "W_b", "W_out")
+        }
         p = rows["W_a"].shape[-1]
         spectra = {name: fourier.spectrum(values) for name, values in rows.items()}
         freq = fourier.dominant_frequency(spectra["W_a"])
         phases = {name: np.nan_to_num(fourier.phase_at(spectra[name], freq)) for name in rows}
         if variant == "phase_sum":
             phases["W_out"] = phases["W_a"] + self.group().sign * phases["W_b"]
-        shapes = {"sq_cos": (square, np.cos), "sq_sq": (square, square), "cos_cos": (np.cos, np.cos), "phase_sum": (square, np.cos)}
+        shapes = {
+            "sq_cos": (square, np.cos),
+            "sq_sq": (square, square),
+            "cos_cos": (np.cos, np.cos),
+            "phase_sum": (square, np.cos),
+        }
         if variant not in shapes:
             raise ValueError(f"variant must be one of {', '.join(shapes)}, got {variant!r}")
         f_in, f_out = shapes[variant]
         alive = (freq > 0)[:, None]
-        waves = {name: np.where(alive, (f_out if name == "W_out" else f_in)(fourier.wave_angle(freq, phases[name], p)), 0.0)
-                 for name in rows}
-        out = xr.Dataset({name: (("neuron", "token"), w) for name, w in waves.items()},
-                         coords={"neuron": self._ds["neuron"].values, "token": self._rows("W_a").token.values})
+        waves = {
+            name: np.where(
+                alive,
+                (f_out if name == "W_out" else f_in)(fourier.wave_angle(freq, phases[name], p)),
+                0.0,
+            )
+            for name in rows
+        }
+        out = xr.Dataset(
+            {name: (("neuron", "token"), w) for name, w in waves.items()},
+            coords={"neuron": self._ds["neuron"].values, "token": self._rows("W_a").token.values},
+        )
         out["freq"] = ("neuron", freq)
         out.attrs.update(variant=variant, step=int(np.asarray(step)))
         return out
@@ -172,9 +224,24 @@ class MechgrokAccessor:
         ds = self._ds
         if "ideal_acc" not in ds:
             raise KeyError("headline() needs an analysis Dataset (mechgrok.analyze)")
-        out = {key: ds.attrs.get(key) for key in ("saturation_step", "grok_step", "structure_step", "lead_steps",
-                                                  "structure_step_own", "lead_steps_own", "shuffle_draws",
-                                                  "threshold", "threshold_low", "modulus", "width", "noise", "seed")}
+        out = {
+            key: ds.attrs.get(key)
+            for key in (
+                "saturation_step",
+                "grok_step",
+                "structure_step",
+                "lead_steps",
+                "structure_step_own",
+                "lead_steps_own",
+                "shuffle_draws",
+                "threshold",
+                "threshold_low",
+                "modulus",
+                "width",
+                "noise",
+                "seed",
+            )
+        }
         points = {"final": ds["step"].values[-1]}
         if int(ds.attrs.get("saturation_step", -1)) >= 0:
             points["saturation"] = ds.attrs["saturation_step"]
@@ -186,7 +253,9 @@ class MechgrokAccessor:
         out["final_step"] = int(ds["step"].values[-1])
         if "binarization_a" in ds:
             last = ds.isel(step=-1)
-            family, median, count = waveform_family(last["binarization_a"].values, last["structured"].values)
+            family, median, count = waveform_family(
+                last["binarization_a"].values, last["structured"].values
+            )
             out.update(waveform_family=family, waveform_binarization=median, waveform_neurons=count)
         out["operation"] = str(ds.attrs.get("operation", "add"))
         return out

@@ -10,6 +10,7 @@ axes (e.g. step, neuron) are batch axes. Definitions follow ../shared/reference/
   amplitude = 2 |F[k*]| / p
   periodicity (paper Eq. 1) = max_k |F[k]| / mean_{k=1..p-1} |F[k]|  ((p-1)/2 for a cosine)
 """
+
 from __future__ import annotations
 
 import functools
@@ -26,7 +27,9 @@ def wrap_angle(angle: np.ndarray) -> np.ndarray:
     return (np.asarray(angle) + np.pi) % (2 * np.pi) - np.pi
 
 
-DFT_BY_MATRIX_MAX_P = 512  # up to this p the DFT is two real matrix products; beyond it the FFT wins
+DFT_BY_MATRIX_MAX_P = (
+    512  # up to this p the DFT is two real matrix products; beyond it the FFT wins
+)
 
 
 def spectrum(rows: np.ndarray) -> np.ndarray:
@@ -59,10 +62,12 @@ def dominant_frequency(F: np.ndarray) -> np.ndarray:
     """k* = argmax |F[k]| over k = 1..(p-1)//2 (int); 0 where the row is constant or dead.
     Equivalent to the paper's k = 1..p-1 for real rows, whose |F[k]| = |F[p-k]|."""
     p = F.shape[-1]
-    magnitude = np.abs(F[..., 1:(p - 1) // 2 + 1])
+    magnitude = np.abs(F[..., 1 : (p - 1) // 2 + 1])
     k = np.argmax(magnitude, axis=-1) + 1
     scale = np.sqrt((np.abs(F) ** 2).sum(-1))  # sqrt(p) * ||w||_2 (Parseval)
-    constant = np.max(magnitude, axis=-1) <= CONSTANT_ROW_TOLERANCE * np.maximum(scale, np.finfo(np.float64).tiny)
+    constant = np.max(magnitude, axis=-1) <= CONSTANT_ROW_TOLERANCE * np.maximum(
+        scale, np.finfo(np.float64).tiny
+    )
     return np.where(constant, 0, k)
 
 
@@ -98,10 +103,10 @@ def inverse_participation_ratio(F: np.ndarray) -> np.ndarray:
     harmonics falls as 1/n^2), about 2/K for noise over K = (p-1)//2 frequencies; NaN for
     dead or constant rows."""
     K = (F.shape[-1] - 1) // 2
-    power = np.abs(F[..., 1:K + 1]) ** 2
+    power = np.abs(F[..., 1 : K + 1]) ** 2
     total = power.sum(-1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        ipr = (power ** 2).sum(-1) / total ** 2
+        ipr = (power**2).sum(-1) / total**2
     return np.where(dominant_frequency(F) > 0, ipr, np.nan)
 
 
@@ -124,9 +129,13 @@ def _median_where(rows: np.ndarray, mask: np.ndarray) -> np.ndarray:
     sort (nanmedian's per-row handling cost ~6x more on (step, neuron) batches)."""
     mask = mask & ~np.isnan(rows)
     count = mask.sum(-1)
-    ordered = np.sort(np.where(mask, rows, np.inf), axis=-1)  # the masked-in entries first, in order
+    ordered = np.sort(
+        np.where(mask, rows, np.inf), axis=-1
+    )  # the masked-in entries first, in order
     lower = np.take_along_axis(ordered, (np.maximum(count, 1) - 1)[..., None] // 2, -1)[..., 0]
-    upper = np.take_along_axis(ordered, np.minimum(count // 2, rows.shape[-1] - 1)[..., None], -1)[..., 0]
+    upper = np.take_along_axis(ordered, np.minimum(count // 2, rows.shape[-1] - 1)[..., None], -1)[
+        ..., 0
+    ]
     with np.errstate(invalid="ignore"):  # (inf + inf where count is 0, replaced by NaN)
         return np.where(count > 0, (lower + upper) / 2, np.nan)
 
@@ -136,8 +145,14 @@ def ideal_square(theta: np.ndarray, high: np.ndarray, low: np.ndarray) -> np.nda
     return np.where(np.cos(theta) >= 0, np.asarray(high)[..., None], np.asarray(low)[..., None])
 
 
-def square_distance(rows: np.ndarray, theta: np.ndarray, freq: np.ndarray, high: np.ndarray,
-                    low: np.ndarray, scale: np.ndarray) -> np.ndarray:
+def square_distance(
+    rows: np.ndarray,
+    theta: np.ndarray,
+    freq: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+    scale: np.ndarray,
+) -> np.ndarray:
     """Mean nearest-point distance from the points (x, w[x]) to the ideal square wave drawn as
     a curve with vertical edges, in the plane (x in tokens, w in units of `scale`). Exact:
     a point is nearest either to its own level or to the closest edge, which lies
@@ -155,8 +170,16 @@ def square_distance(rows: np.ndarray, theta: np.ndarray, freq: np.ndarray, high:
     return np.minimum(to_level, to_edge).mean(-1)
 
 
-def cosine_distance(rows: np.ndarray, theta: np.ndarray, freq: np.ndarray, amplitude: np.ndarray,
-                    offset: np.ndarray, scale: np.ndarray, n_starts: int = 7, newton_steps: int = 3) -> np.ndarray:
+def cosine_distance(
+    rows: np.ndarray,
+    theta: np.ndarray,
+    freq: np.ndarray,
+    amplitude: np.ndarray,
+    offset: np.ndarray,
+    scale: np.ndarray,
+    n_starts: int = 7,
+    newton_steps: int = 3,
+) -> np.ndarray:
     """Mean nearest-point distance from the points (x, w[x]) to the ideal cosine
     offset + amplitude cos(theta) in the same plane as `square_distance`. The closest curve
     point x + d lies within the vertical gap v = |w - c(x)| of x, so d is searched on
@@ -175,7 +198,9 @@ def cosine_distance(rows: np.ndarray, theta: np.ndarray, freq: np.ndarray, ampli
         return d**2 + (y - a * np.cos(theta + omega * d)) ** 2
 
     best_d, best = np.zeros_like(y), vertical**2
-    for fraction in np.linspace(-1, 1, n_starts, dtype=np.float32):  # float32 scalars keep d float32
+    for fraction in np.linspace(
+        -1, 1, n_starts, dtype=np.float32
+    ):  # float32 scalars keep d float32
         d = fraction * vertical
         candidate = distance_sq(d)
         better = candidate < best
@@ -201,7 +226,9 @@ def binarization(square_dist: np.ndarray, cosine_dist: np.ndarray) -> np.ndarray
         return (cosine_dist - square_dist) / (cosine_dist + square_dist)
 
 
-def boundary_fraction(rows: np.ndarray, theta: np.ndarray, high: np.ndarray, low: np.ndarray) -> np.ndarray:
+def boundary_fraction(
+    rows: np.ndarray, theta: np.ndarray, high: np.ndarray, low: np.ndarray
+) -> np.ndarray:
     """Of the row's intermediate entries (farther than a quarter of the level gap from both
     levels), the share whose token is next to a sign change of the ideal square wave (the
     sign at x differs from the sign at x - 1 or x + 1, cyclically). NaN when no entry is
@@ -213,7 +240,9 @@ def boundary_fraction(rows: np.ndarray, theta: np.ndarray, high: np.ndarray, low
     at_edge = (sign != np.roll(sign, 1, axis=-1)) | (sign != np.roll(sign, -1, axis=-1))
     n_intermediate = intermediate.sum(-1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n_intermediate > 0, (intermediate & at_edge).sum(-1) / n_intermediate, np.nan)
+        return np.where(
+            n_intermediate > 0, (intermediate & at_edge).sum(-1) / n_intermediate, np.nan
+        )
 
 
 def circular_correlation(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -231,9 +260,13 @@ def circular_correlation(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.nda
         return np.abs(np.where(valid, np.exp(1j * u), 0).sum(axis)) ** 2
 
     numerator = resultant_sq(x - y) - resultant_sq(x + y)
-    denominator = np.sqrt(np.clip(n**2 - resultant_sq(2 * x), 0, None) * np.clip(n**2 - resultant_sq(2 * y), 0, None))
+    denominator = np.sqrt(
+        np.clip(n**2 - resultant_sq(2 * x), 0, None) * np.clip(n**2 - resultant_sq(2 * y), 0, None)
+    )
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denominator > 1e-12 * np.maximum(n, 1) ** 2, numerator / denominator, np.nan)
+        return np.where(
+            denominator > 1e-12 * np.maximum(n, 1) ** 2, numerator / denominator, np.nan
+        )
 
 
 def mean_resultant_length(angles: np.ndarray, axis: int = -1) -> np.ndarray:

@@ -14,6 +14,7 @@ Convention check:
   own:       Sq->Cos with W_a, W_b and W_out each at its own dominant frequency and phase
              there (a peer codebase's reading), instead of all three at W_a's frequency.
 """
+
 from __future__ import annotations
 
 import functools
@@ -27,8 +28,12 @@ from mechgrok.operations import law_labels
 IDEAL_VARIANTS = ("sq_cos", "sq_sq", "cos_cos", "phase_sum", "shuffled", "shuffled_hi", "own")
 SHUFFLE_DRAWS = 16  # permutations behind the shuffled control's mean and 95th percentile
 SHUFFLE_QUANTILE = 0.95
-COSINE_BATCH_BYTES = 64 * 2**20  # memory for the per-frequency sums of the cosine read-outs scored at a time
-SCREEN_CLASSES = 12  # classes tried first when screening (about 1 in 13 pairs of a shuffled control survives)
+COSINE_BATCH_BYTES = (
+    64 * 2**20
+)  # memory for the per-frequency sums of the cosine read-outs scored at a time
+SCREEN_CLASSES = (
+    12  # classes tried first when screening (about 1 in 13 pairs of a shuffled control survives)
+)
 # A read-out scored below this at one snapshot is screened at the next (the shuffled draws always
 # are): screening pays when most pairs are wrong and gives the same accuracy either way.
 SCREEN_BELOW_ACCURACY = 0.5
@@ -39,8 +44,9 @@ def square(theta: np.ndarray) -> np.ndarray:
     return np.where(np.cos(theta) >= 0, 1.0, -1.0)
 
 
-def hidden_units(W_a: np.ndarray, W_b: np.ndarray, b_in: np.ndarray | None = None,
-                 activation: str = "relu") -> np.ndarray:
+def hidden_units(
+    W_a: np.ndarray, W_b: np.ndarray, b_in: np.ndarray | None = None, activation: str = "relu"
+) -> np.ndarray:
     """Post-activation hidden units of one MLP on all p^2 pairs, float32 (neuron, pair), pairs
     flattened a-major (index a * p + b), from input rows W_a, W_b (neuron, token)."""
     W_a, W_b = W_a.astype(np.float32, copy=False), W_b.astype(np.float32, copy=False)
@@ -68,8 +74,13 @@ def _credit(logits: np.ndarray, labels: np.ndarray, exact_ties: bool) -> float:
     return float(((label_logit == top) / (logits == top[:, None]).sum(-1)).mean())
 
 
-def readout_accuracies(hidden: np.ndarray, W_out_list: list[np.ndarray], b_out: np.ndarray | None = None,
-                       integer_logits: list[bool] | None = None, sign: int = 1) -> np.ndarray:
+def readout_accuracies(
+    hidden: np.ndarray,
+    W_out_list: list[np.ndarray],
+    b_out: np.ndarray | None = None,
+    integer_logits: list[bool] | None = None,
+    sign: int = 1,
+) -> np.ndarray:
     """Accuracy on all pairs of each output matrix (neuron, class) in W_out_list read from the
     same hidden units (neuron, pair), with output bias b_out (class,): one matrix product for
     all outputs, in float32; the label of pair (a, b) is (a + sign b) mod p. A pair whose
@@ -83,12 +94,22 @@ def readout_accuracies(hidden: np.ndarray, W_out_list: list[np.ndarray], b_out: 
     logits = (hidden.T @ outputs).reshape(-1, len(W_out_list), p)
     if b_out is not None:
         logits += b_out.astype(np.float32)
-    return np.array([_credit(np.ascontiguousarray(logits[:, index]), labels, exact)
-                     for index, exact in enumerate(integer_logits)])
+    return np.array(
+        [
+            _credit(np.ascontiguousarray(logits[:, index]), labels, exact)
+            for index, exact in enumerate(integer_logits)
+        ]
+    )
 
 
-def cosine_readout_accuracies(hidden: np.ndarray, freq: np.ndarray, phases: np.ndarray, p: int, sign: int = 1,
-                              screen: bool | np.ndarray = False) -> np.ndarray:
+def cosine_readout_accuracies(
+    hidden: np.ndarray,
+    freq: np.ndarray,
+    phases: np.ndarray,
+    p: int,
+    sign: int = 1,
+    screen: bool | np.ndarray = False,
+) -> np.ndarray:
     """Accuracy on all pairs of cosine read-outs W_out[i, c] = cos(2 pi freq_i c / p - phases[v, i])
     of the same hidden units (neuron, pair), one per row v of `phases` (variant, neuron);
     neurons with freq 0 are left out. Equal to `readout_accuracies` with those matrices, but
@@ -112,14 +133,20 @@ def cosine_readout_accuracies(hidden: np.ndarray, freq: np.ndarray, phases: np.n
     bounds = np.append(starts, order.size)
     first_row = int(order[0])
     contiguous = np.array_equal(order, np.arange(first_row, first_row + order.size))
-    rows = hidden[first_row:first_row + order.size] if contiguous else hidden[order]  # grouped by frequency
+    rows = (
+        hidden[first_row : first_row + order.size] if contiguous else hidden[order]
+    )  # grouped by frequency
     cos_part = np.cos(phases[:, order]).astype(np.float32)
     sin_part = np.sin(phases[:, order]).astype(np.float32)
     basis = _class_basis(frequencies, p)
     scorer = _screened_scorer(tuple(frequencies.tolist()), p, sign) if screen.any() else None
     accuracies = np.empty(n_variants)
-    largest = int(np.clip(COSINE_BATCH_BYTES // (2 * frequencies.size * hidden.shape[1] * 4), 1, n_variants))
-    batch_size = -(-n_variants // -(-n_variants // largest))  # batches of even size: each one reads every row once
+    largest = int(
+        np.clip(COSINE_BATCH_BYTES // (2 * frequencies.size * hidden.shape[1] * 4), 1, n_variants)
+    )
+    batch_size = -(
+        -n_variants // -(-n_variants // largest)
+    )  # batches of even size: each one reads every row once
     for first in range(0, n_variants, batch_size):
         batch = slice(first, min(first + batch_size, n_variants))
         width = batch.stop - batch.start
@@ -127,13 +154,18 @@ def cosine_readout_accuracies(hidden: np.ndarray, freq: np.ndarray, phases: np.n
         sums = np.empty((frequencies.size, 2 * width, hidden.shape[1]), np.float32)
         for k in range(frequencies.size):
             lo, hi = bounds[k], bounds[k + 1]
-            weights = np.concatenate([cos_part[batch, lo:hi], sin_part[batch, lo:hi]])  # (2 width, n_k)
+            weights = np.concatenate(
+                [cos_part[batch, lo:hi], sin_part[batch, lo:hi]]
+            )  # (2 width, n_k)
             np.matmul(weights, rows[lo:hi], out=sums[k])
         sums = sums.reshape(frequencies.size, 2, width, -1)
         for v in range(width):
             coefficients = sums[:, :, v, :].reshape(2 * frequencies.size, -1)  # (2K, pairs), a view
-            accuracies[first + v] = (scorer.accuracy(coefficients) if screen[first + v] else
-                                     _credit(coefficients.T @ basis, labels, exact_ties=False))
+            accuracies[first + v] = (
+                scorer.accuracy(coefficients)
+                if screen[first + v]
+                else _credit(coefficients.T @ basis, labels, exact_ties=False)
+            )
     return accuracies
 
 
@@ -164,7 +196,9 @@ class _ScreenedScorer:
         self.basis, self.labels = basis, labels
         candidates = np.unique(np.linspace(0, p - 1, min(SCREEN_CLASSES, p)).round().astype(int))
         self.candidate_basis_t = basis_t[candidates]  # (candidate, 2K)
-        self.label_basis = np.ascontiguousarray(basis_t[labels].T)  # (2K, pair): each pair's label column
+        self.label_basis = np.ascontiguousarray(
+            basis_t[labels].T
+        )  # (2K, pair): each pair's label column
         self.is_label = candidates[:, None] == labels[None, :]
 
     def accuracy(self, coefficients: np.ndarray) -> float:
@@ -179,7 +213,9 @@ class _ScreenedScorer:
         return float((logits.argmax(-1) == self.labels[alive]).sum() / self.labels.size)
 
 
-def shuffled_phases(phase_out: np.ndarray, used: np.ndarray, step: int, draws: int, seed: int = 0) -> np.ndarray:
+def shuffled_phases(
+    phase_out: np.ndarray, used: np.ndarray, step: int, draws: int, seed: int = 0
+) -> np.ndarray:
     """`draws` permutations of phase_out (neuron,) among the `used` neurons, seeded by
     (seed, step, draw) so that they do not depend on how snapshots are batched: (draws, neuron)."""
     members = np.flatnonzero(used)
@@ -190,9 +226,18 @@ def shuffled_phases(phase_out: np.ndarray, used: np.ndarray, step: int, draws: i
     return out
 
 
-def ideal_accuracies(freq: np.ndarray, phase_a: np.ndarray, phase_b: np.ndarray, phase_out: np.ndarray,
-                     p: int, steps: np.ndarray | None = None, shuffle_seed: int = 0, shuffle_draws: int = SHUFFLE_DRAWS,
-                     own: dict[str, np.ndarray] | None = None, sign: int = 1) -> dict[str, np.ndarray]:
+def ideal_accuracies(
+    freq: np.ndarray,
+    phase_a: np.ndarray,
+    phase_b: np.ndarray,
+    phase_out: np.ndarray,
+    p: int,
+    steps: np.ndarray | None = None,
+    shuffle_seed: int = 0,
+    shuffle_draws: int = SHUFFLE_DRAWS,
+    own: dict[str, np.ndarray] | None = None,
+    sign: int = 1,
+) -> dict[str, np.ndarray]:
     """Accuracy over all pairs of the idealized models and controls (IDEAL_VARIANTS) built
     from per-neuron frequency and phases (step, n). Neurons with freq 0 or a NaN phase are
     left out; with none left the accuracy is NaN. `shuffled` is the mean and `shuffled_hi`
@@ -204,29 +249,59 @@ def ideal_accuracies(freq: np.ndarray, phase_a: np.ndarray, phase_b: np.ndarray,
     steps = np.arange(freq.shape[0]) if steps is None else np.asarray(steps)
     names = [v for v in IDEAL_VARIANTS if v != "own" or own is not None]
     result = {name: np.full(freq.shape[0], np.nan) for name in names}
-    screen = {"sq_cos": False, "phase_sum": False, "cos_cos": False, "own": True}  # until a snapshot says otherwise
+    screen = {
+        "sq_cos": False,
+        "phase_sum": False,
+        "cos_cos": False,
+        "own": True,
+    }  # until a snapshot says otherwise
     for row, step in enumerate(steps):
-        used = (freq[row] > 0) & np.isfinite(phase_a[row]) & np.isfinite(phase_b[row]) & np.isfinite(phase_out[row])
+        used = (
+            (freq[row] > 0)
+            & np.isfinite(phase_a[row])
+            & np.isfinite(phase_b[row])
+            & np.isfinite(phase_out[row])
+        )
         if used.any():
-            scores = _ideal_snapshot(freq[row], phase_a[row], phase_b[row], phase_out[row], used, p,
-                                     shuffled_phases(phase_out[row], used, step, shuffle_draws, shuffle_seed), sign, screen)
+            scores = _ideal_snapshot(
+                freq[row],
+                phase_a[row],
+                phase_b[row],
+                phase_out[row],
+                used,
+                p,
+                shuffled_phases(phase_out[row], used, step, shuffle_draws, shuffle_seed),
+                sign,
+                screen,
+            )
             for name, value in scores.items():
                 result[name][row] = value
         if own is not None:
-            result["own"][row] = _own_snapshot(freq[row], phase_a[row], *(own[k][row] for k in
-                                               ("freq_b", "freq_out", "phase_b_own", "phase_out_own")), p, sign,
-                                               screen["own"])
+            result["own"][row] = _own_snapshot(
+                freq[row],
+                phase_a[row],
+                *(own[k][row] for k in ("freq_b", "freq_out", "phase_b_own", "phase_out_own")),
+                p,
+                sign,
+                screen["own"],
+            )
         for name in screen:
             if name in result and np.isfinite(result[name][row]):
                 screen[name] = bool(result[name][row] < SCREEN_BELOW_ACCURACY)
     return result
 
 
-def _ideal_snapshot(freq, phase_a, phase_b, phase_out, used, p, shuffled, sign, screen: dict[str, bool]) -> dict[str, float]:
+def _ideal_snapshot(
+    freq, phase_a, phase_b, phase_out, used, p, shuffled, sign, screen: dict[str, bool]
+) -> dict[str, float]:
     """The paper-convention variants of one snapshot (neuron,) arrays; `shuffled` (draw,
     neuron); `screen` says which cosine read-outs to screen (the draws always are)."""
-    order = np.argsort(np.where(used, freq, 0), kind="stable")  # neurons by frequency: no copies when scoring
-    freq, phase_a, phase_b, phase_out, used, shuffled = (x[..., order] for x in (freq, phase_a, phase_b, phase_out, used, shuffled))
+    order = np.argsort(
+        np.where(used, freq, 0), kind="stable"
+    )  # neurons by frequency: no copies when scoring
+    freq, phase_a, phase_b, phase_out, used, shuffled = (
+        x[..., order] for x in (freq, phase_a, phase_b, phase_out, used, shuffled)
+    )
     freq = np.where(used, freq, 0)
 
     def angle(phase):
@@ -236,32 +311,62 @@ def _ideal_snapshot(freq, phase_a, phase_b, phase_out, used, p, shuffled, sign, 
     square_hidden = square_hidden_units(theta_a, theta_b)
     cosine_variants = np.concatenate([np.stack([phase_out, phase_a + sign * phase_b]), shuffled])
     screened = np.array([screen["sq_cos"], screen["phase_sum"]] + [True] * len(shuffled))
-    cosine = cosine_readout_accuracies(square_hidden, freq, np.where(used, cosine_variants, 0.0), p, sign, screened)
+    cosine = cosine_readout_accuracies(
+        square_hidden, freq, np.where(used, cosine_variants, 0.0), p, sign, screened
+    )
     sq_cos, phase_sum, draws = cosine[0], cosine[1], cosine[2:]
-    (sq_sq,) = readout_accuracies(square_hidden, [np.where(used[:, None], square(angle(phase_out)), 0.0)],
-                                  integer_logits=[True], sign=sign)
-    (cos_cos,) = cosine_readout_accuracies(hidden_units(np.cos(theta_a), np.cos(theta_b)), freq,
-                                           np.where(used, phase_out, 0.0)[None], p, sign, screen["cos_cos"])
-    return dict(sq_cos=sq_cos, phase_sum=phase_sum, sq_sq=sq_sq, cos_cos=cos_cos,
-                shuffled=draws.mean(), shuffled_hi=np.quantile(draws, SHUFFLE_QUANTILE))
+    (sq_sq,) = readout_accuracies(
+        square_hidden,
+        [np.where(used[:, None], square(angle(phase_out)), 0.0)],
+        integer_logits=[True],
+        sign=sign,
+    )
+    (cos_cos,) = cosine_readout_accuracies(
+        hidden_units(np.cos(theta_a), np.cos(theta_b)),
+        freq,
+        np.where(used, phase_out, 0.0)[None],
+        p,
+        sign,
+        screen["cos_cos"],
+    )
+    return dict(
+        sq_cos=sq_cos,
+        phase_sum=phase_sum,
+        sq_sq=sq_sq,
+        cos_cos=cos_cos,
+        shuffled=draws.mean(),
+        shuffled_hi=np.quantile(draws, SHUFFLE_QUANTILE),
+    )
 
 
-def _own_snapshot(freq_a, phase_a, freq_b, freq_out, phase_b, phase_out, p, sign, screen: bool) -> float:
+def _own_snapshot(
+    freq_a, phase_a, freq_b, freq_out, phase_b, phase_out, p, sign, screen: bool
+) -> float:
     """Sq->Cos of one snapshot with W_a, W_b, W_out each at its own frequency and phase
     (`screen`: screen the read-out)."""
-    used = ((freq_a > 0) & (freq_b > 0) & (freq_out > 0)
-            & np.isfinite(phase_a) & np.isfinite(phase_b) & np.isfinite(phase_out))
+    used = (
+        (freq_a > 0)
+        & (freq_b > 0)
+        & (freq_out > 0)
+        & np.isfinite(phase_a)
+        & np.isfinite(phase_b)
+        & np.isfinite(phase_out)
+    )
     if not used.any():
         return np.nan
 
-    order = np.argsort(np.where(used, freq_out, 0), kind="stable")  # neurons by W_out's frequency: no copies when scoring
+    order = np.argsort(
+        np.where(used, freq_out, 0), kind="stable"
+    )  # neurons by W_out's frequency: no copies when scoring
     freq_a, phase_a, freq_b, freq_out, phase_b, phase_out, used = (
-        x[order] for x in (freq_a, phase_a, freq_b, freq_out, phase_b, phase_out, used))
+        x[order] for x in (freq_a, phase_a, freq_b, freq_out, phase_b, phase_out, used)
+    )
 
     def angle(freq, phase):
         return wave_angle(np.where(used, freq, 0), np.where(used, phase, 0.0), p)
 
     hidden = square_hidden_units(angle(freq_a, phase_a), angle(freq_b, phase_b))
-    (accuracy,) = cosine_readout_accuracies(hidden, np.where(used, freq_out, 0), np.where(used, phase_out, 0.0)[None], p, sign,
-                                            screen)
+    (accuracy,) = cosine_readout_accuracies(
+        hidden, np.where(used, freq_out, 0), np.where(used, phase_out, 0.0)[None], p, sign, screen
+    )
     return accuracy

@@ -6,6 +6,7 @@ summary statistics and idealized-model accuracies (names in ANALYSIS_VARIABLES b
 definitions are in fourier.py and idealize.py and in README.md). Memory is bounded by one
 chunk of snapshots; chunks can be spread over a dask.distributed cluster.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,16 +30,31 @@ from mechgrok.store.outputs import atomic_output, check_space, same_file
 from mechgrok.analysis.idealize import IDEAL_VARIANTS, SHUFFLE_DRAWS, ideal_accuracies
 from mechgrok.store.netcdf_reader import open_netcdf
 from mechgrok.operations import GroupView, group_view, operate
-from mechgrok.analysis.progress import KEY_FREQS_RULE, check_key_frequencies, key_frequencies, real_model_measures
+from mechgrok.analysis.progress import (
+    KEY_FREQS_RULE,
+    check_key_frequencies,
+    key_frequencies,
+    real_model_measures,
+)
 from mechgrok.store.reader import attr_float, attr_int, open_trajectory, trajectory_identity
 
-ANALYSIS_FORMAT_VERSION = 4  # 2: keyed on the trajectory's run_id, CF attributes, compressed; 3: ipr_*;
+ANALYSIS_FORMAT_VERSION = (
+    4  # 2: keyed on the trajectory's run_id, CF attributes, compressed; 3: ipr_*;
+)
 # 4: ideal_acc_own, shuffled control over draws (+ _hi), progress measures, lead_steps absent when undefined
-MIN_NEURONS_FOR_STATS = 5  # circular correlation, coherence and t statistics need this many neurons, else NaN
+MIN_NEURONS_FOR_STATS = (
+    5  # circular correlation, coherence and t statistics need this many neurons, else NaN
+)
 WEIGHTS = ("W_a", "W_b", "W_out")
-IDEAL_NAMES = {"sq_cos": "ideal_acc", "sq_sq": "ideal_acc_sq_sq", "cos_cos": "ideal_acc_cos_cos",
-               "phase_sum": "ideal_acc_phase_sum", "shuffled": "ideal_acc_shuffled",
-               "shuffled_hi": "ideal_acc_shuffled_hi", "own": "ideal_acc_own"}
+IDEAL_NAMES = {
+    "sq_cos": "ideal_acc",
+    "sq_sq": "ideal_acc_sq_sq",
+    "cos_cos": "ideal_acc_cos_cos",
+    "phase_sum": "ideal_acc_phase_sum",
+    "shuffled": "ideal_acc_shuffled",
+    "shuffled_hi": "ideal_acc_shuffled_hi",
+    "own": "ideal_acc_own",
+}
 
 
 @dataclass(frozen=True)
@@ -52,27 +68,41 @@ class AnalysisParams:
     structure_acc: float = 0.9
     chunk_steps: int = 8
     shuffle_draws: int = SHUFFLE_DRAWS
-    key_freqs: tuple[int, ...] | None = None  # None: chosen from the last snapshot (progress.key_frequencies)
+    key_freqs: tuple[int, ...] | None = (
+        None  # None: chosen from the last snapshot (progress.key_frequencies)
+    )
 
     def resolved(self, p: int) -> "AnalysisParams":
         """Thresholds filled in for modulus p; raises ValueError on values outside
         config.ANALYSIS_LIMITS (NaN and infinities included), key frequencies outside
         1..(p-1)//2, or p < MIN_MODULUS."""
         if p < MIN_MODULUS:
-            raise ValueError(f"modulus must be >= {MIN_MODULUS} for a Fourier analysis (p = {p} has fewer than two frequencies)")
+            raise ValueError(
+                f"modulus must be >= {MIN_MODULUS} for a Fourier analysis (p = {p} has fewer than two frequencies)"
+            )
         for name in ANALYSIS_LIMITS:
             if getattr(self, name) is not None:
                 check_option(name, getattr(self, name))
         threshold = 12 * (p - 1) / 96 if self.threshold is None else float(self.threshold)
-        threshold_low = 5 * (p - 1) / 96 if self.threshold_low is None else float(self.threshold_low)
+        threshold_low = (
+            5 * (p - 1) / 96 if self.threshold_low is None else float(self.threshold_low)
+        )
         if threshold_low > threshold:
             raise ValueError(f"threshold_low {threshold_low} is above threshold {threshold}")
         key_freqs = None if self.key_freqs is None else check_key_frequencies(self.key_freqs, p)
-        return dataclasses.replace(self, threshold=threshold, threshold_low=threshold_low, key_freqs=key_freqs)
+        return dataclasses.replace(
+            self, threshold=threshold, threshold_low=threshold_low, key_freqs=key_freqs
+        )
 
 
-def neuron_structure(W_a: np.ndarray, W_b: np.ndarray, W_out: np.ndarray, threshold: float,
-                     threshold_low: float, sign: int = 1) -> dict[str, np.ndarray]:
+def neuron_structure(
+    W_a: np.ndarray,
+    W_b: np.ndarray,
+    W_out: np.ndarray,
+    threshold: float,
+    threshold_low: float,
+    sign: int = 1,
+) -> dict[str, np.ndarray]:
     """Per-neuron Fourier structure of rows shaped (..., neuron, token); see fourier.py.
     Phases of W_b and W_out are read at W_a's dominant frequency (the paper's extraction;
     `phase_b_own`/`phase_out_own` are at their own). Square/cosine distances use W_a's
@@ -105,11 +135,17 @@ def neuron_structure(W_a: np.ndarray, W_b: np.ndarray, W_out: np.ndarray, thresh
         out[f"square_dist_{key}"] = square
         out[f"cosine_dist_{key}"] = cosine
         out[f"binarization_{key}"] = fourier.binarization(square, cosine)
-        out[f"boundary_frac_{key}"] = np.where(freq > 0, fourier.boundary_fraction(rows, theta, high, low), np.nan)
+        out[f"boundary_frac_{key}"] = np.where(
+            freq > 0, fourier.boundary_fraction(rows, theta, high, low), np.nan
+        )
     out["freq_agree"] = (freq > 0) & (out["freq_b"] == freq) & (out["freq_out"] == freq)
-    out["phase_sum_error"] = fourier.wrap_angle(out["phase_out"] - out["phase_a"] - sign * out["phase_b"])
+    out["phase_sum_error"] = fourier.wrap_angle(
+        out["phase_out"] - out["phase_a"] - sign * out["phase_b"]
+    )
     out["structured"] = (out["periodicity_a"] > threshold) & out["freq_agree"]
-    out["unstructured"] = ~(out["periodicity_a"] >= threshold_low)  # dead and constant rows included
+    out["unstructured"] = ~(
+        out["periodicity_a"] >= threshold_low
+    )  # dead and constant rows included
     return out
 
 
@@ -138,29 +174,46 @@ def step_summary(neurons: dict[str, np.ndarray], sign: int = 1) -> dict[str, np.
     phase_sum = fourier.wrap_angle(neurons["phase_a"] + sign * neurons["phase_b"])
 
     def correlation(mask):
-        r = fourier.circular_correlation(np.where(mask, phase_sum, np.nan), np.where(mask, neurons["phase_out"], np.nan))
+        r = fourier.circular_correlation(
+            np.where(mask, phase_sum, np.nan), np.where(mask, neurons["phase_out"], np.nan)
+        )
         return np.where(mask.sum(-1) >= MIN_NEURONS_FOR_STATS, r, np.nan)
 
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN medians early in training are NaN by design
+        warnings.simplefilter(
+            "ignore", RuntimeWarning
+        )  # all-NaN medians early in training are NaN by design
         periodicity_median = np.nanmedian(neurons["periodicity_a"], -1)
         binarization_median = np.nanmedian(neurons["binarization_a"], -1)
     return dict(
         r_all=correlation(has_phase),
         r_structured=correlation(structured),
-        phase_sum_coherence=_masked_stat(neurons["phase_sum_error"], structured, lambda v: fourier.mean_resultant_length(v)),
+        phase_sum_coherence=_masked_stat(
+            neurons["phase_sum_error"], structured, lambda v: fourier.mean_resultant_length(v)
+        ),
         n_structured=structured.sum(-1),
         n_unstructured=neurons["unstructured"].sum(-1),
         periodicity_median=periodicity_median,
         binarization_median=binarization_median,
-        square_vs_cosine_t=paired_t(np.where(structured, neurons["square_dist_a"] - neurons["cosine_dist_a"], np.nan)),
+        square_vs_cosine_t=paired_t(
+            np.where(structured, neurons["square_dist_a"] - neurons["cosine_dist_a"], np.nan)
+        ),
     )
 
 
-def analyze_arrays(W_a: np.ndarray, W_b: np.ndarray, W_out: np.ndarray, params: AnalysisParams,
-                   b_in: np.ndarray | None = None, b_out: np.ndarray | None = None,
-                   real_accuracy: bool = True, steps: np.ndarray | None = None, activation: str = "relu",
-                   split: tuple[np.ndarray, np.ndarray] | None = None, sign: int = 1) -> dict[str, np.ndarray]:
+def analyze_arrays(
+    W_a: np.ndarray,
+    W_b: np.ndarray,
+    W_out: np.ndarray,
+    params: AnalysisParams,
+    b_in: np.ndarray | None = None,
+    b_out: np.ndarray | None = None,
+    real_accuracy: bool = True,
+    steps: np.ndarray | None = None,
+    activation: str = "relu",
+    split: tuple[np.ndarray, np.ndarray] | None = None,
+    sign: int = 1,
+) -> dict[str, np.ndarray]:
     """Everything per (step, neuron) and per step for a chunk of snapshots (step, neuron,
     token), with `params` resolved. `real_accuracy` also scores the real model on all pairs
     (skipped when the trajectory's metrics already give it); `steps` seed the shuffled
@@ -172,30 +225,65 @@ def analyze_arrays(W_a: np.ndarray, W_b: np.ndarray, W_out: np.ndarray, params: 
     result = dict(neurons)
     result.update(step_summary(neurons, sign))
     own = {key: neurons[key] for key in ("freq_b", "freq_out", "phase_b_own", "phase_out_own")}
-    ideal = ideal_accuracies(neurons["freq_a"], neurons["phase_a"], neurons["phase_b"], neurons["phase_out"], W_a.shape[-1], steps,
-                             shuffle_draws=params.shuffle_draws, own=own, sign=sign)
+    ideal = ideal_accuracies(
+        neurons["freq_a"],
+        neurons["phase_a"],
+        neurons["phase_b"],
+        neurons["phase_out"],
+        W_a.shape[-1],
+        steps,
+        shuffle_draws=params.shuffle_draws,
+        own=own,
+        sign=sign,
+    )
     for variant in IDEAL_VARIANTS:
         result[IDEAL_NAMES[variant]] = ideal[variant]
     train_index, train_label = split if split is not None else (None, None)
-    result.update(real_model_measures(W_a, W_b, W_out, b_in, b_out, activation, params.key_freqs,
-                                      train_index, train_label, accuracy=real_accuracy, sign=sign))
+    result.update(
+        real_model_measures(
+            W_a,
+            W_b,
+            W_out,
+            b_in,
+            b_out,
+            activation,
+            params.key_freqs,
+            train_index,
+            train_label,
+            accuracy=real_accuracy,
+            sign=sign,
+        )
+    )
     return result
 
 
-def _chunk_from_file(path: str, start: int, stop: int, params: AnalysisParams, real_accuracy: bool) -> dict[str, np.ndarray]:
+def _chunk_from_file(
+    path: str, start: int, stop: int, params: AnalysisParams, real_accuracy: bool
+) -> dict[str, np.ndarray]:
     """Analyze snapshots [start, stop) of a trajectory file (runs on dask workers: one BLAS
     thread each, since the workers already share the node's cores)."""
     with open_trajectory(path) as ds, threadpool_limits(1, user_api="blas"):
         return _chunk_from_dataset(ds, start, stop, params, real_accuracy)
 
 
-def _chunk_from_dataset(ds: xr.Dataset, start: int, stop: int, params: AnalysisParams, real_accuracy: bool) -> dict[str, np.ndarray]:
+def _chunk_from_dataset(
+    ds: xr.Dataset, start: int, stop: int, params: AnalysisParams, real_accuracy: bool
+) -> dict[str, np.ndarray]:
     view = trajectory_group(ds)
     part = ds.isel(step=slice(start, stop))
     steps = part["step"].values if "step" in part.coords else np.arange(start, stop)
-    activation = str(ds.attrs.get("activation", "relu"))  # of the real model; runs mechgrok trains are ReLU
-    return analyze_arrays(params=params, real_accuracy=real_accuracy, steps=steps, activation=activation,
-                          split=recorded_split(ds, view), sign=view.sign, **weights_in_group_order(part, view))
+    activation = str(
+        ds.attrs.get("activation", "relu")
+    )  # of the real model; runs mechgrok trains are ReLU
+    return analyze_arrays(
+        params=params,
+        real_accuracy=real_accuracy,
+        steps=steps,
+        activation=activation,
+        split=recorded_split(ds, view),
+        sign=view.sign,
+        **weights_in_group_order(part, view),
+    )
 
 
 def trajectory_group(ds: xr.Dataset) -> GroupView:
@@ -212,9 +300,17 @@ def trajectory_group(ds: xr.Dataset) -> GroupView:
 def weights_in_group_order(part: xr.Dataset, view: GroupView) -> dict[str, np.ndarray | None]:
     """W_a, W_b, W_out (step, neuron, position) and b_in, b_out of a trajectory slice with their
     token axis in the group's order (mul, div: discrete-log order, token 0 left out)."""
-    dims = {"W_a": ("step", "neuron", "token"), "W_b": ("step", "neuron", "token"), "W_out": ("step", "neuron", "token"),
-            "b_in": ("step", "neuron"), "b_out": ("step", "token")}
-    arrays = {name: part[name].transpose(*order).values if name in part else None for name, order in dims.items()}
+    dims = {
+        "W_a": ("step", "neuron", "token"),
+        "W_b": ("step", "neuron", "token"),
+        "W_out": ("step", "neuron", "token"),
+        "b_in": ("step", "neuron"),
+        "b_out": ("step", "token"),
+    }
+    arrays = {
+        name: part[name].transpose(*order).values if name in part else None
+        for name, order in dims.items()
+    }
     if view.n != part.sizes["token"] or not np.array_equal(view.order, np.arange(view.n)):
         for name in ("W_a", "W_b", "W_out", "b_out"):
             if arrays[name] is not None:
@@ -230,12 +326,18 @@ def recorded_split(ds: xr.Dataset, view: GroupView) -> tuple[np.ndarray, np.ndar
         return None
     p = ds.sizes["token"]
     a, b = ds["train_a"].values.astype(np.int64), ds["train_b"].values.astype(np.int64)
-    labels = ds["train_label"].values.astype(np.int64) if "train_label" in ds else operate(view.operation, a, b, p)
+    labels = (
+        ds["train_label"].values.astype(np.int64)
+        if "train_label" in ds
+        else operate(view.operation, a, b, p)
+    )
     position = np.full(p, -1)
     position[view.order] = np.arange(view.n)
     if (position[a] < 0).any() or (position[b] < 0).any() or (position[labels] < 0).any():
-        raise TrajectoryError(f"{ds.attrs.get('source', 'dataset')}: its training pairs use residue 0, "
-                              f"which operation {view.operation} leaves out")
+        raise TrajectoryError(
+            f"{ds.attrs.get('source', 'dataset')}: its training pairs use residue 0, "
+            f"which operation {view.operation} leaves out"
+        )
     return position[a] * view.n + position[b], position[labels]
 
 
@@ -257,13 +359,19 @@ def _ordered_map(function, items: list, workers: int | None = None):
 def _validated(ds: xr.Dataset, source: str) -> int:
     missing = [name for name in WEIGHTS if name not in ds]
     if missing:
-        raise TrajectoryError(f"{source}: missing {', '.join(missing)}; need W_a, W_b, W_out on dims (step, neuron, token)")
+        raise TrajectoryError(
+            f"{source}: missing {', '.join(missing)}; need W_a, W_b, W_out on dims (step, neuron, token)"
+        )
     for name in WEIGHTS:
         if set(ds[name].dims) != {"step", "neuron", "token"}:
-            raise TrajectoryError(f"{source}: {name} has dims {ds[name].dims}, expected (step, neuron, token)")
+            raise TrajectoryError(
+                f"{source}: {name} has dims {ds[name].dims}, expected (step, neuron, token)"
+            )
     p = ds.sizes["token"]
     if p < MIN_MODULUS:
-        raise TrajectoryError(f"{source}: modulus (token size) {p} < {MIN_MODULUS}; a Fourier analysis needs at least two frequencies")
+        raise TrajectoryError(
+            f"{source}: modulus (token size) {p} < {MIN_MODULUS}; a Fourier analysis needs at least two frequencies"
+        )
     return p
 
 
@@ -305,13 +413,23 @@ class _StreamedNeuronVariables:
     def _flush(self) -> None:
         for name, parts in self.pending.items():
             array = np.concatenate(parts)
-            stored = array.astype(np.int8) if array.dtype == bool else (
-                array.astype(np.float32) if array.dtype.kind == "f" else array)
+            stored = (
+                array.astype(np.int8)
+                if array.dtype == bool
+                else (array.astype(np.float32) if array.dtype.kind == "f" else array)
+            )
             if name not in self.file.variables:
-                variable = self.file.create_variable(name, ("step", "neuron"), stored.dtype,
-                                                     chunks=(self.rows, stored.shape[1]), **COMPRESSION)
+                variable = self.file.create_variable(
+                    name,
+                    ("step", "neuron"),
+                    stored.dtype,
+                    chunks=(self.rows, stored.shape[1]),
+                    **COMPRESSION,
+                )
                 variable.attrs.update(variable_attrs(name, boolean=array.dtype == bool))
-            self.file.variables[name][self.pending_start:self.pending_start + stored.shape[0]] = stored
+            self.file.variables[name][self.pending_start : self.pending_start + stored.shape[0]] = (
+                stored
+            )
         self.pending_start += self.pending_rows
         self.pending, self.pending_rows = {}, 0
 
@@ -319,7 +437,9 @@ class _StreamedNeuronVariables:
         """Write what is pending, add the per-step variables and the attributes, then close."""
         self._flush()
         for name, variable in per_step.data_vars.items():
-            created = self.file.create_variable(name, ("step",), variable.dtype, data=variable.values, **COMPRESSION)
+            created = self.file.create_variable(
+                name, ("step",), variable.dtype, data=variable.values, **COMPRESSION
+            )
             created.attrs.update(variable.attrs)
         self.file.attrs.update(per_step.attrs)
         self.file.close()
@@ -337,8 +457,14 @@ READ_AT_ONCE_BYTES = 256 * 2**20  # trajectories up to this size are read into m
 STREAM_CHUNK_STEPS = 64  # snapshots per HDF5 chunk of the streamed (step, neuron) variables
 
 
-def analyze_dataset(ds: xr.Dataset, params: AnalysisParams = AnalysisParams(), source: str = "dataset",
-                    path: str | None = None, scheduler: str | None = None, stream_to: Path | None = None) -> xr.Dataset:
+def analyze_dataset(
+    ds: xr.Dataset,
+    params: AnalysisParams = AnalysisParams(),
+    source: str = "dataset",
+    path: str | None = None,
+    scheduler: str | None = None,
+    stream_to: Path | None = None,
+) -> xr.Dataset:
     """Analyze an open trajectory Dataset chunk by chunk (see module docstring). With `path`
     and `scheduler` (a dask.distributed address, or "local"), chunks are analyzed by workers
     that open the file themselves. With `stream_to`, the (step, neuron) variables go to that
@@ -351,24 +477,41 @@ def analyze_dataset(ds: xr.Dataset, params: AnalysisParams = AnalysisParams(), s
     if n_steps == 0:
         raise TrajectoryError(f"{source}: no snapshots to analyze")
     key_freqs_rule = KEY_FREQS_RULE if params.key_freqs is None else "given"
-    if params.key_freqs is None:  # the paper reads them from the trained model: here the last snapshot
+    if (
+        params.key_freqs is None
+    ):  # the paper reads them from the trained model: here the last snapshot
         last_weights = weights_in_group_order(ds.isel(step=[-1]), view)
-        last = neuron_structure(*(last_weights[name][0] for name in WEIGHTS), params.threshold, params.threshold_low, view.sign)
-        params = dataclasses.replace(params, key_freqs=key_frequencies(last["freq_a"], last["structured"]))
+        last = neuron_structure(
+            *(last_weights[name][0] for name in WEIGHTS),
+            params.threshold,
+            params.threshold_low,
+            view.sign,
+        )
+        params = dataclasses.replace(
+            params, key_freqs=key_frequencies(last["freq_a"], last["structured"])
+        )
     # the real model's accuracy on all pairs comes from the recorded metrics when they are
     # complete (mechgrok runs); otherwise (other loops, imports) it is scored from the weights
-    has_metrics = (all(name in ds for name in ("val_acc", "train_acc_true", "train_a"))
-                   and all(np.isfinite(ds[name].values).all() for name in ("val_acc", "train_acc_true")))
-    bounds = [(start, min(start + params.chunk_steps, n_steps)) for start in range(0, n_steps, params.chunk_steps)]
+    has_metrics = all(name in ds for name in ("val_acc", "train_acc_true", "train_a")) and all(
+        np.isfinite(ds[name].values).all() for name in ("val_acc", "train_acc_true")
+    )
+    bounds = [
+        (start, min(start + params.chunk_steps, n_steps))
+        for start in range(0, n_steps, params.chunk_steps)
+    ]
     if scheduler is not None and path is not None:
         from mechgrok.sweep.distributed import map_on_cluster
 
-        chunks = map_on_cluster(scheduler, _chunk_from_file, [(path, a, b, params, not has_metrics) for a, b in bounds])
+        chunks = map_on_cluster(
+            scheduler, _chunk_from_file, [(path, a, b, params, not has_metrics) for a, b in bounds]
+        )
     else:
         # a trajectory that fits comfortably is read in one go (one HDF5 read per variable, not
         # one per chunk), a larger one chunk by chunk
         source_ds = ds.compute() if ds.nbytes <= READ_AT_ONCE_BYTES else ds
-        chunks = _ordered_map(lambda bound: _chunk_from_dataset(source_ds, *bound, params, not has_metrics), bounds)
+        chunks = _ordered_map(
+            lambda bound: _chunk_from_dataset(source_ds, *bound, params, not has_metrics), bounds
+        )
     steps = ds["step"].values if "step" in ds.coords or "step" in ds else np.arange(n_steps)
     neurons = ds["neuron"].values if "neuron" in ds.coords else np.arange(ds.sizes["neuron"])
     stream = _StreamedNeuronVariables(stream_to, steps, neurons) if stream_to is not None else None
@@ -387,26 +530,47 @@ def analyze_dataset(ds: xr.Dataset, params: AnalysisParams = AnalysisParams(), s
             for name, values in chunk.items():
                 if values.ndim == 1:
                     per_step.setdefault(name, []).append(values)
-        out = xr.Dataset({name: ("step", np.concatenate(parts)) for name, parts in per_step.items()},
-                         coords={"step": steps, "neuron": neurons})
+        out = xr.Dataset(
+            {name: ("step", np.concatenate(parts)) for name, parts in per_step.items()},
+            coords={"step": steps, "neuron": neurons},
+        )
         for name, parts in per_neuron.items():
             out[name] = (("step", "neuron"), np.concatenate(parts))
-        for name in ("val_acc", "train_acc", "val_loss", "train_loss"):  # as recorded (runs from other loops may store only some)
+        for name in (
+            "val_acc",
+            "train_acc",
+            "val_loss",
+            "train_loss",
+        ):  # as recorded (runs from other loops may store only some)
             if name in ds and np.isfinite(ds[name].values).any():
                 out[name] = ("step", ds[name].values)
         if has_metrics:
             n_train = ds.sizes["train_pair"]
-            out["all_acc"] = ("step", (ds["train_acc_true"].values * n_train + ds["val_acc"].values * (p * p - n_train)) / (p * p))
+            out["all_acc"] = (
+                "step",
+                (ds["train_acc_true"].values * n_train + ds["val_acc"].values * (p * p - n_train))
+                / (p * p),
+            )
         for name in out.variables:
             out[name].attrs.update(variable_attrs(str(name), boolean=out[name].dtype == bool))
         _add_run_attrs(out, ds, params)
-        out.attrs.update(operation=view.operation, group_size=view.n, token_order=view.order,
-                         phase_law="phi_out = phi_a + phi_b" if view.sign > 0 else "phi_out = phi_a - phi_b",
-                         **({"generator": view.generator} if view.generator is not None else {}))
-        out.attrs.update(key_freqs=np.asarray(params.key_freqs, dtype=np.int64), key_freqs_rule=key_freqs_rule,
-                         progress_pairs=("restricted_loss on the validation pairs (true labels), excluded_loss on the "
-                                         "training pairs (labels used)" if "train_a" in ds else
-                                         "all pairs with true labels (the trajectory records no split)"))
+        out.attrs.update(
+            operation=view.operation,
+            group_size=view.n,
+            token_order=view.order,
+            phase_law="phi_out = phi_a + phi_b" if view.sign > 0 else "phi_out = phi_a - phi_b",
+            **({"generator": view.generator} if view.generator is not None else {}),
+        )
+        out.attrs.update(
+            key_freqs=np.asarray(params.key_freqs, dtype=np.int64),
+            key_freqs_rule=key_freqs_rule,
+            progress_pairs=(
+                "restricted_loss on the validation pairs (true labels), excluded_loss on the "
+                "training pairs (labels used)"
+                if "train_a" in ds
+                else "all pairs with true labels (the trajectory records no split)"
+            ),
+        )
         out.attrs["source"] = source
         if stream is None:
             return out
@@ -428,13 +592,22 @@ def _add_run_attrs(out: xr.Dataset, ds: xr.Dataset, params: AnalysisParams) -> N
     structure = _first_step(steps, out["ideal_acc"].values >= params.structure_acc)
     structure_own = _first_step(steps, out["ideal_acc_own"].values >= params.structure_acc)
     for name, step in (("lead_steps", structure), ("lead_steps_own", structure_own)):
-        if grok >= 0 and step >= 0:  # negative when structure comes after generalization; absent when undefined
+        if (
+            grok >= 0 and step >= 0
+        ):  # negative when structure comes after generalization; absent when undefined
             out.attrs[name] = grok - step
     out.attrs.update(
-        modulus=int(ds.sizes["token"]), width=int(ds.sizes["neuron"]),
-        saturation_step=saturation, grok_step=grok, structure_step=structure, structure_step_own=structure_own,
-        threshold=params.threshold, threshold_low=params.threshold_low,
-        grok_acc=params.grok_acc, structure_acc=params.structure_acc, shuffle_draws=params.shuffle_draws,
+        modulus=int(ds.sizes["token"]),
+        width=int(ds.sizes["neuron"]),
+        saturation_step=saturation,
+        grok_step=grok,
+        structure_step=structure,
+        structure_step_own=structure_own,
+        threshold=params.threshold,
+        threshold_low=params.threshold_low,
+        grok_acc=params.grok_acc,
+        structure_acc=params.structure_acc,
+        shuffle_draws=params.shuffle_draws,
         min_neurons_for_stats=MIN_NEURONS_FOR_STATS,
         analysis_format_version=ANALYSIS_FORMAT_VERSION,
         source_n_snapshots=int(ds.sizes["step"]),
@@ -442,10 +615,12 @@ def _add_run_attrs(out: xr.Dataset, ds: xr.Dataset, params: AnalysisParams) -> N
         source_final_step=int(ds.attrs.get("final_step", -1)),
         Conventions="CF-1.8",
         title="mechgrok analysis: per-neuron Fourier structure and idealized models over training",
-        conventions=("phase in radians, wrapped to [-pi, pi); F[k] = sum_x w[x] exp(-2 pi i k x / p); "
-                     "rows modelled as f(2 pi k x / p - phase); phases of W_b, W_out read at W_a's frequency; "
-                     "step attributes are -1 when not reached; lead_steps (grok - structure, may be negative) "
-                     "is absent when either is not reached; *_own: each curve at its own dominant frequency"),
+        conventions=(
+            "phase in radians, wrapped to [-pi, pi); F[k] = sum_x w[x] exp(-2 pi i k x / p); "
+            "rows modelled as f(2 pi k x / p - phase); phases of W_b, W_out read at W_a's frequency; "
+            "step attributes are -1 when not reached; lead_steps (grok - structure, may be negative) "
+            "is absent when either is not reached; *_own: each curve at its own dominant frequency"
+        ),
     )
     for key in ("noise", "seed", "train_frac", "lr", "weight_decay"):
         if key in ds.attrs:
@@ -463,25 +638,49 @@ VARIABLE_ATTRS: dict[str, tuple[str, str]] = {
     "phase_sum_error": ("wrap(phase_out - phase_a - phase_b)", "rad"),
     "structured": ("periodicity_a > threshold and W_a, W_b, W_out frequencies agree", "1"),
     "unstructured": ("periodicity_a < threshold_low (or undefined)", "1"),
-    "r_all": ("Fisher-Lee circular correlation of phase_out with phase_a + phase_b, all neurons with a phase", "1"),
-    "r_structured": ("Fisher-Lee circular correlation of phase_out with phase_a + phase_b, structured neurons", "1"),
+    "r_all": (
+        "Fisher-Lee circular correlation of phase_out with phase_a + phase_b, all neurons with a phase",
+        "1",
+    ),
+    "r_structured": (
+        "Fisher-Lee circular correlation of phase_out with phase_a + phase_b, structured neurons",
+        "1",
+    ),
     "phase_sum_coherence": ("|mean exp(i phase_sum_error)| over structured neurons", "1"),
     "n_structured": ("number of structured neurons", "1"),
     "n_unstructured": ("number of unstructured neurons", "1"),
     "periodicity_median": ("median periodicity_a over neurons", "1"),
     "binarization_median": ("median binarization_a over neurons", "1"),
-    "square_vs_cosine_t": ("paired t of square_dist_a - cosine_dist_a over structured neurons", "1"),
+    "square_vs_cosine_t": (
+        "paired t of square_dist_a - cosine_dist_a over structured neurons",
+        "1",
+    ),
     "ideal_acc": ("Sq->Cos idealized model accuracy on all p^2 pairs", "1"),
     "ideal_acc_sq_sq": ("Sq->Sq idealized model accuracy on all p^2 pairs", "1"),
     "ideal_acc_cos_cos": ("Cos->Cos idealized model accuracy on all p^2 pairs", "1"),
     "ideal_acc_phase_sum": ("control: Sq->Cos with phase_out forced to phase_a + phase_b", "1"),
-    "ideal_acc_shuffled": ("control: Sq->Cos with phase_out shuffled across neurons, mean over shuffle_draws permutations", "1"),
-    "ideal_acc_shuffled_hi": ("control: 95th percentile of Sq->Cos over shuffle_draws permutations of phase_out", "1"),
-    "ideal_acc_own": ("Sq->Cos idealized model with W_a, W_b, W_out each at its own dominant frequency and phase", "1"),
-    "restricted_loss": ("Nanda et al. restricted loss: hidden units kept only in key-frequency a + b directions "
-                        "and the constant, cross-entropy on the validation pairs", "nats"),
-    "excluded_loss": ("Nanda et al. excluded loss: key-frequency a + b directions removed from the hidden units, "
-                      "cross-entropy on the training pairs (labels used)", "nats"),
+    "ideal_acc_shuffled": (
+        "control: Sq->Cos with phase_out shuffled across neurons, mean over shuffle_draws permutations",
+        "1",
+    ),
+    "ideal_acc_shuffled_hi": (
+        "control: 95th percentile of Sq->Cos over shuffle_draws permutations of phase_out",
+        "1",
+    ),
+    "ideal_acc_own": (
+        "Sq->Cos idealized model with W_a, W_b, W_out each at its own dominant frequency and phase",
+        "1",
+    ),
+    "restricted_loss": (
+        "Nanda et al. restricted loss: hidden units kept only in key-frequency a + b directions "
+        "and the constant, cross-entropy on the validation pairs",
+        "nats",
+    ),
+    "excluded_loss": (
+        "Nanda et al. excluded loss: key-frequency a + b directions removed from the hidden units, "
+        "cross-entropy on the training pairs (labels used)",
+        "nats",
+    ),
     "val_loss": ("real model cross-entropy on the validation pairs", "nats"),
     "train_loss": ("real model cross-entropy on the training labels used", "nats"),
     "all_acc": ("real model accuracy on all p^2 pairs", "1"),
@@ -489,19 +688,45 @@ VARIABLE_ATTRS: dict[str, tuple[str, str]] = {
     "train_acc": ("real model accuracy on the training labels used", "1"),
 }
 for _key, _weight in WEIGHT_LABELS.items():
-    VARIABLE_ATTRS.update({
-        f"freq_{_key}": (f"dominant frequency k* of {_weight} (0: dead or constant row)", "1"),
-        f"amp_{_key}": (f"amplitude 2|F[k*]|/p of {_weight} at its own dominant frequency", "1"),
-        f"periodicity_{_key}": (f"max|F| / mean|F| over k = 1..p-1 of {_weight} (paper Eq. 1)", "1"),
-        f"ipr_{_key}": (f"inverse participation ratio of {_weight}'s normalized power spectrum over k = 1..(p-1)//2 "
-                        "(1: one frequency, ~0.67 square wave, ~2/K noise)", "1"),
-        f"phase_{_key}": (f"phase of {_weight} at W_a's dominant frequency, in [-pi, pi)", "rad"),
-        f"square_dist_{_key}": (f"mean nearest-point distance of {_weight} to its ideal square wave", "amplitude"),
-        f"cosine_dist_{_key}": (f"mean nearest-point distance of {_weight} to its ideal cosine", "amplitude"),
-        f"binarization_{_key}": (f"(cosine_dist - square_dist) / (cosine_dist + square_dist) of {_weight}: "
-                                 "1 square, -1 cosine, ~0 noise", "1"),
-        f"boundary_frac_{_key}": (f"share of intermediate entries of {_weight} next to a sign change of the ideal square wave", "1"),
-    })
+    VARIABLE_ATTRS.update(
+        {
+            f"freq_{_key}": (f"dominant frequency k* of {_weight} (0: dead or constant row)", "1"),
+            f"amp_{_key}": (
+                f"amplitude 2|F[k*]|/p of {_weight} at its own dominant frequency",
+                "1",
+            ),
+            f"periodicity_{_key}": (
+                f"max|F| / mean|F| over k = 1..p-1 of {_weight} (paper Eq. 1)",
+                "1",
+            ),
+            f"ipr_{_key}": (
+                f"inverse participation ratio of {_weight}'s normalized power spectrum over k = 1..(p-1)//2 "
+                "(1: one frequency, ~0.67 square wave, ~2/K noise)",
+                "1",
+            ),
+            f"phase_{_key}": (
+                f"phase of {_weight} at W_a's dominant frequency, in [-pi, pi)",
+                "rad",
+            ),
+            f"square_dist_{_key}": (
+                f"mean nearest-point distance of {_weight} to its ideal square wave",
+                "amplitude",
+            ),
+            f"cosine_dist_{_key}": (
+                f"mean nearest-point distance of {_weight} to its ideal cosine",
+                "amplitude",
+            ),
+            f"binarization_{_key}": (
+                f"(cosine_dist - square_dist) / (cosine_dist + square_dist) of {_weight}: "
+                "1 square, -1 cosine, ~0 noise",
+                "1",
+            ),
+            f"boundary_frac_{_key}": (
+                f"share of intermediate entries of {_weight} next to a sign change of the ideal square wave",
+                "1",
+            ),
+        }
+    )
 
 
 def variable_attrs(name: str, boolean: bool = False) -> dict:
@@ -509,7 +734,9 @@ def variable_attrs(name: str, boolean: bool = False) -> dict:
     long_name, units = VARIABLE_ATTRS.get(name, (name.replace("_", " "), "1"))
     attrs = {"long_name": long_name, "units": units}
     if boolean:
-        attrs.update(flag_values=np.array([0, 1], np.int8), flag_meanings="false true", dtype="bool")
+        attrs.update(
+            flag_values=np.array([0, 1], np.int8), flag_meanings="false true", dtype="bool"
+        )
     return attrs
 
 
@@ -527,18 +754,30 @@ def analysis_size_bound(n_steps: int, n_neurons: int) -> int:
 MAX_VARIABLES = 40  # an analysis has 36 (step, neuron) and fewer than 25 per-step variables
 
 
-def _is_current(analysis_path: Path, identity: str, n_snapshots: int, params: AnalysisParams) -> bool:
+def _is_current(
+    analysis_path: Path, identity: str, n_snapshots: int, params: AnalysisParams
+) -> bool:
     """An analysis file is current when it was made, in this format, from the same trajectory
     (its run_id) with the same committed snapshots and the same parameters."""
     try:
         with open(analysis_path, "rb") as handle, h5py.File(handle, "r") as old:
             attrs = old.attrs
-            return (attr_int(attrs.get("analysis_format_version", -1)) == ANALYSIS_FORMAT_VERSION
-                    and attr_int(attrs.get("source_n_snapshots", -1)) == n_snapshots
-                    and _text(attrs.get("source_run_id", "")) == identity
-                    and all(np.isclose(attr_float(attrs.get(k, np.nan)), float(getattr(params, k)))
-                            for k in ("threshold", "threshold_low", "grok_acc", "structure_acc", "shuffle_draws"))
-                    and _same_key_frequencies(attrs, params.key_freqs))
+            return (
+                attr_int(attrs.get("analysis_format_version", -1)) == ANALYSIS_FORMAT_VERSION
+                and attr_int(attrs.get("source_n_snapshots", -1)) == n_snapshots
+                and _text(attrs.get("source_run_id", "")) == identity
+                and all(
+                    np.isclose(attr_float(attrs.get(k, np.nan)), float(getattr(params, k)))
+                    for k in (
+                        "threshold",
+                        "threshold_low",
+                        "grok_acc",
+                        "structure_acc",
+                        "shuffle_draws",
+                    )
+                )
+                and _same_key_frequencies(attrs, params.key_freqs)
+            )
     except (OSError, ValueError, KeyError, RuntimeError, TypeError):
         return False
 
@@ -548,16 +787,26 @@ def _same_key_frequencies(attrs, wanted: tuple[int, ...] | None) -> bool:
     rule = _text(attrs.get("key_freqs_rule", ""))
     if wanted is None:
         return rule == KEY_FREQS_RULE
-    return rule == "given" and tuple(int(k) for k in np.atleast_1d(attrs.get("key_freqs", []))) == wanted
+    return (
+        rule == "given"
+        and tuple(int(k) for k in np.atleast_1d(attrs.get("key_freqs", []))) == wanted
+    )
 
 
 def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def analyze(source: str | os.PathLike | xr.Dataset, params: AnalysisParams | None = None, *,
-            out: str | os.PathLike | None = None, force: bool = False, save: bool = True,
-            scheduler: str | None = None, **options) -> xr.Dataset:
+def analyze(
+    source: str | os.PathLike | xr.Dataset,
+    params: AnalysisParams | None = None,
+    *,
+    out: str | os.PathLike | None = None,
+    force: bool = False,
+    save: bool = True,
+    scheduler: str | None = None,
+    **options,
+) -> xr.Dataset:
     """Analyze a trajectory (path or Dataset with W_a, W_b, W_out on (step, neuron, token)).
 
     Parameters come as `params` (an AnalysisParams) or as its fields by keyword
@@ -576,26 +825,50 @@ def analyze(source: str | os.PathLike | xr.Dataset, params: AnalysisParams | Non
     params = params if params is not None else AnalysisParams(**options)
     if isinstance(source, xr.Dataset):
         if force or not save or scheduler is not None:
-            raise ValueError("force, save=False and scheduler apply to a trajectory file, not to a Dataset")
+            raise ValueError(
+                "force, save=False and scheduler apply to a trajectory file, not to a Dataset"
+            )
         origin = source.attrs.get("source")
         result = analyze_dataset(source, params, source=str(origin or "dataset"), scheduler=None)
         if out is not None:
-            with atomic_output(out, "analysis", inputs=[Path(origin)] if origin else [], replace_role=True) as partial:
-                result.to_netcdf(partial, engine="h5netcdf", encoding={name: COMPRESSION for name in result.data_vars})
+            with atomic_output(
+                out, "analysis", inputs=[Path(origin)] if origin else [], replace_role=True
+            ) as partial:
+                result.to_netcdf(
+                    partial,
+                    engine="h5netcdf",
+                    encoding={name: COMPRESSION for name in result.data_vars},
+                )
         return result
     path = Path(source)
     out_path = Path(out) if out is not None else default_analysis_path(path)
     with open_trajectory(path) as trajectory:
         if same_file(out_path, path):
-            raise OutputExistsError(f"{out_path} is the trajectory being analyzed; refusing to write over it")
+            raise OutputExistsError(
+                f"{out_path} is the trajectory being analyzed; refusing to write over it"
+            )
         resolved = params.resolved(trajectory.sizes["token"])
         identity, n_snapshots = trajectory_identity(trajectory), trajectory.sizes["step"]
-        if not force and out_path.exists() and _is_current(out_path, identity, n_snapshots, resolved):
+        if (
+            not force
+            and out_path.exists()
+            and _is_current(out_path, identity, n_snapshots, resolved)
+        ):
             return open_netcdf(out_path)
         if not save:
-            return analyze_dataset(trajectory, params, source=str(path), path=str(path), scheduler=scheduler)
+            return analyze_dataset(
+                trajectory, params, source=str(path), path=str(path), scheduler=scheduler
+            )
         with atomic_output(out_path, "analysis", inputs=[path], replace_role=True) as partial:
-            check_space(out_path.parent, analysis_size_bound(n_snapshots, trajectory.sizes["neuron"]))
-            analyze_dataset(trajectory, params, source=str(path), path=str(path), scheduler=scheduler,
-                            stream_to=partial).close()
+            check_space(
+                out_path.parent, analysis_size_bound(n_snapshots, trajectory.sizes["neuron"])
+            )
+            analyze_dataset(
+                trajectory,
+                params,
+                source=str(path),
+                path=str(path),
+                scheduler=scheduler,
+                stream_to=partial,
+            ).close()
     return open_netcdf(out_path)

@@ -17,6 +17,7 @@ the hidden units h_i(a, b) of the MLP take their place (all p^2 pairs, flattened
   in training (noisy ones included), as the paper evaluates it on its training data.
 Runs with no recorded split are scored on all pairs with true labels (attribute progress_pairs).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -39,7 +40,9 @@ def check_key_frequencies(freqs, p: int) -> tuple[int, ...]:
     """Given key frequencies as a sorted tuple; ValueError unless distinct integers in 1..(p-1)//2."""
     values = tuple(sorted(int(k) for k in freqs))
     if not values or len(set(values)) != len(values) or values[0] < 1 or values[-1] > (p - 1) // 2:
-        raise ValueError(f"key frequencies {list(freqs)} must be distinct integers in 1..{(p - 1) // 2} for p = {p}")
+        raise ValueError(
+            f"key frequencies {list(freqs)} must be distinct integers in 1..{(p - 1) // 2} for p = {p}"
+        )
     return values
 
 
@@ -58,8 +61,11 @@ class KeyProjection:
     def of(cls, key_freqs: tuple[int, ...], p: int, sign: int = 1) -> "KeyProjection":
         angle = 2 * np.pi * np.outer(np.arange(p), np.asarray(key_freqs, dtype=float)) / p
         pair_class = law_labels(p, sign)
-        return cls(np.concatenate([np.cos(angle), np.sin(angle)], axis=1) / np.sqrt(p * p / 2), pair_class,
-                   np.argsort(pair_class, kind="stable"))
+        return cls(
+            np.concatenate([np.cos(angle), np.sin(angle)], axis=1) / np.sqrt(p * p / 2),
+            pair_class,
+            np.argsort(pair_class, kind="stable"),
+        )
 
     def directions(self) -> np.ndarray:
         """The directions themselves, (pair, 2K)."""
@@ -68,7 +74,9 @@ class KeyProjection:
     def coefficients(self, values: np.ndarray) -> np.ndarray:
         """Projections (row, 2K), float64, of rows of values over the pairs (row, pair)."""
         p = self.class_directions.shape[0]
-        class_sums = values[:, self.class_order].reshape(values.shape[0], p, p).sum(-1)  # p terms each
+        class_sums = (
+            values[:, self.class_order].reshape(values.shape[0], p, p).sum(-1)
+        )  # p terms each
         return class_sums.astype(np.float64) @ self.class_directions
 
 
@@ -92,9 +100,16 @@ def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float((log_normalizers(logits) - logits[np.arange(labels.size), labels]).mean())
 
 
-def losses_from_hidden(hidden: np.ndarray, W_out: np.ndarray, b_out: np.ndarray | None, keys: KeyProjection,
-                       train_index: np.ndarray, train_label: np.ndarray, val_index: np.ndarray,
-                       val_label: np.ndarray) -> tuple[float, float]:
+def losses_from_hidden(
+    hidden: np.ndarray,
+    W_out: np.ndarray,
+    b_out: np.ndarray | None,
+    keys: KeyProjection,
+    train_index: np.ndarray,
+    train_label: np.ndarray,
+    val_index: np.ndarray,
+    val_label: np.ndarray,
+) -> tuple[float, float]:
     """(restricted_loss, excluded_loss) of one snapshot from its hidden units (neuron, pair),
     output rows W_out (neuron, class), bias b_out (class,) and the key directions `keys`.
     The key components of the logits depend on a pair only through its class, so they are
@@ -103,21 +118,36 @@ def losses_from_hidden(hidden: np.ndarray, W_out: np.ndarray, b_out: np.ndarray 
     hidden = np.asarray(hidden, dtype=np.float32)
     W_out64 = np.asarray(W_out, dtype=np.float64)
     bias = 0.0 if b_out is None else np.asarray(b_out, dtype=np.float64)
-    key_readout = keys.coefficients(hidden).T @ W_out64  # (2K, class): key components through the output layer
+    key_readout = (
+        keys.coefficients(hidden).T @ W_out64
+    )  # (2K, class): key components through the output layer
     key_logits = keys.class_directions @ key_readout  # (pair class, class)
-    constant = hidden.mean(-1, dtype=np.float64) @ W_out64  # (class,): the constant component through the output layer
+    constant = (
+        hidden.mean(-1, dtype=np.float64) @ W_out64
+    )  # (class,): the constant component through the output layer
     restricted = key_logits + constant + bias  # a pair's restricted logits are its class's row
     val_class = keys.pair_class[val_index]
-    restricted_loss = float((log_normalizers(restricted)[val_class] - restricted[val_class, val_label]).mean())
+    restricted_loss = float(
+        (log_normalizers(restricted)[val_class] - restricted[val_class, val_label]).mean()
+    )
     full = (hidden[:, train_index].T @ np.asarray(W_out, dtype=np.float32)).astype(np.float64)
     excluded = full + (bias - key_logits)[keys.pair_class[train_index]]
     return restricted_loss, cross_entropy(excluded, train_label)
 
 
-def real_model_measures(W_a: np.ndarray, W_b: np.ndarray, W_out: np.ndarray, b_in: np.ndarray | None,
-                        b_out: np.ndarray | None, activation: str, key_freqs: tuple[int, ...] | None,
-                        train_index: np.ndarray | None, train_label: np.ndarray | None,
-                        accuracy: bool, sign: int = 1) -> dict[str, np.ndarray]:
+def real_model_measures(
+    W_a: np.ndarray,
+    W_b: np.ndarray,
+    W_out: np.ndarray,
+    b_in: np.ndarray | None,
+    b_out: np.ndarray | None,
+    activation: str,
+    key_freqs: tuple[int, ...] | None,
+    train_index: np.ndarray | None,
+    train_label: np.ndarray | None,
+    accuracy: bool,
+    sign: int = 1,
+) -> dict[str, np.ndarray]:
     """Per snapshot (leading axis) of the real model: `restricted_loss` and `excluded_loss`
     (NaN without key frequencies) and, with `accuracy`, `all_acc` (accuracy on all p^2 pairs,
     exact ties credited 1/t). Without a split (train_index None) both losses use all pairs.
@@ -139,7 +169,17 @@ def real_model_measures(W_a: np.ndarray, W_b: np.ndarray, W_out: np.ndarray, b_i
         hidden = hidden_units(W_a[step], W_b[step], b_in_step, activation)
         if keys is not None:
             out["restricted_loss"][step], out["excluded_loss"][step] = losses_from_hidden(
-                hidden, W_out[step], b_out_step, keys, train_index, train_label, val_index, labels[val_index])
+                hidden,
+                W_out[step],
+                b_out_step,
+                keys,
+                train_index,
+                train_label,
+                val_index,
+                labels[val_index],
+            )
         if accuracy:
-            (out["all_acc"][step],) = readout_accuracies(hidden, [W_out[step]], b_out_step, integer_logits=[True], sign=sign)
+            (out["all_acc"][step],) = readout_accuracies(
+                hidden, [W_out[step]], b_out_step, integer_logits=[True], sign=sign
+            )
     return out

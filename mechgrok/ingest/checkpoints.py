@@ -16,6 +16,7 @@ Containers, detected from SOURCE (../shared/reference/checkpoint-formats.md):
 Checkpoints are read one at a time (a single file through torch.load's mmap), with
 `weights_only=True` unless the caller trusts the pickle. Parameters are mapped by layouts.py.
 """
+
 from __future__ import annotations
 
 from mechgrok.errors import CheckpointImportError, InputNotFoundError, InvalidOptionError
@@ -38,17 +39,29 @@ from mechgrok.store.writer import TrajectoryWriter
 TORCH_SUFFIXES = (".pt", ".pth")
 STATE_KEYS = ("model", "state_dict", "net")
 STEP_KEYS = ("step", "epoch")
-METRIC_KEYS = {"train_loss": "train_loss", "test_loss": "val_loss", "train_acc": "train_acc", "test_acc": "val_acc"}
+METRIC_KEYS = {
+    "train_loss": "train_loss",
+    "test_loss": "val_loss",
+    "train_acc": "train_acc",
+    "test_acc": "val_acc",
+}
 LIST_KEYS = (("checkpoints", "checkpoint_epochs"), ("state_dicts", "epochs"), ("net", "net_its"))
 LIST_METRICS = {"train_losses": "train_loss", "test_losses": "val_loss"}
 MODULUS_KEYS = ("p", "modulus", "P", "prime")
 SPLIT_KEY = "train_indices"  # TransformerLens demo: indices a * p + b of the training pairs
 
 
-def import_checkpoints(source: str | os.PathLike, out: str | os.PathLike, modulus: int | None = None,
-                       keys: Mapping[str, str] | None = None, force: bool = False, trust_pickle: bool = False,
-                       on_snapshot: Callable[[int, int], None] | None = None, activation: str = "relu",
-                       operation: str = "add") -> Path:
+def import_checkpoints(
+    source: str | os.PathLike,
+    out: str | os.PathLike,
+    modulus: int | None = None,
+    keys: Mapping[str, str] | None = None,
+    force: bool = False,
+    trust_pickle: bool = False,
+    on_snapshot: Callable[[int, int], None] | None = None,
+    activation: str = "relu",
+    operation: str = "add",
+) -> Path:
     """Convert the run at `source` into a trajectory at `out` (see module docstring); returns
     `out`. `on_snapshot(done, total)` reports progress. A killed import leaves a file with
     every completed snapshot (the writer's crash safety). `activation` is the imported
@@ -56,7 +69,9 @@ def import_checkpoints(source: str | os.PathLike, out: str | os.PathLike, modulu
     the task it was trained on (config.OPERATIONS; the analysis reads its law)."""
     check_activation(activation)
     if operation not in OPERATIONS:
-        raise InvalidOptionError(f"unknown operation {operation!r}; use one of {', '.join(OPERATIONS)}")
+        raise InvalidOptionError(
+            f"unknown operation {operation!r}; use one of {', '.join(OPERATIONS)}"
+        )
     source, out = Path(source), Path(out)
     if not os.path.lexists(source):
         raise InputNotFoundError(f"{source}: no such file or folder")
@@ -68,7 +83,9 @@ def import_checkpoints(source: str | os.PathLike, out: str | os.PathLike, modulu
         raise CheckpointImportError(f"{source}: step {duplicates[0]} appears more than once")
     entries.sort(key=lambda entry: entry[0])
     writer, shapes = None, None
-    new_file = not os.path.lexists(out)  # a failed import removes a file it created, never one it replaced
+    new_file = not os.path.lexists(
+        out
+    )  # a failed import removes a file it created, never one it replaced
     mapped = None if source.is_dir() else MappedFile(source)
     try:
         for done, (step, label, load) in enumerate(entries):
@@ -86,13 +103,25 @@ def import_checkpoints(source: str | os.PathLike, out: str | os.PathLike, modulu
                 except ValueError as err:
                     raise CheckpointImportError(f"{source}: {err}") from None
                 writer = TrajectoryWriter.create_external(
-                    out, p, H, bias="b_in" in curves and "b_out" in curves, force=force,
-                    attrs={"origin": f"mechgrok import of {source}", "source_container": container,
-                           "source_steps": len(entries), "activation": activation, "operation": operation})
+                    out,
+                    p,
+                    H,
+                    bias="b_in" in curves and "b_out" in curves,
+                    force=force,
+                    attrs={
+                        "origin": f"mechgrok import of {source}",
+                        "source_container": container,
+                        "source_steps": len(entries),
+                        "activation": activation,
+                        "operation": operation,
+                    },
+                )
                 if train_indices is not None:
                     writer.write_split(*_split_pairs(train_indices, p, source))
             elif found != shapes:
-                raise CheckpointImportError(f"{label}: shapes {found} differ from the first checkpoint's {shapes}")
+                raise CheckpointImportError(
+                    f"{label}: shapes {found} differ from the first checkpoint's {shapes}"
+                )
             writer.write_snapshot(step, curves, metrics)
             if mapped is not None and done % RELEASE_EVERY == RELEASE_EVERY - 1:
                 mapped.release()
@@ -119,12 +148,21 @@ def _entries(source: Path, trust_pickle: bool) -> tuple[list[Entry], str, int | 
     """(step, label, loader) for every checkpoint, the container's name, a modulus from a
     config file and the stored training-pair indices (or None), loading no checkpoint yet."""
     if source.is_dir():
-        files = sorted(path for path in source.iterdir() if path.suffix in (*TORCH_SUFFIXES, ".safetensors"))
+        files = sorted(
+            path for path in source.iterdir() if path.suffix in (*TORCH_SUFFIXES, ".safetensors")
+        )
         manifest = source / "checkpoints.json"
         if manifest.exists():
-            return _manifest_entries(source, manifest, trust_pickle), "folder with checkpoints.json", _config_modulus(source), None
+            return (
+                _manifest_entries(source, manifest, trust_pickle),
+                "folder with checkpoints.json",
+                _config_modulus(source),
+                None,
+            )
         if not files:
-            raise CheckpointImportError(f"{source}: no .pt, .pth or .safetensors checkpoints in this folder")
+            raise CheckpointImportError(
+                f"{source}: no .pt, .pth or .safetensors checkpoints in this folder"
+            )
         entries = []
         for path in files:
             step = _step_from_name(path)
@@ -139,10 +177,22 @@ def _entries(source: Path, trust_pickle: bool) -> tuple[list[Entry], str, int | 
             step = own_step if own_step is not None else step
             if state is None or step is None:
                 continue  # data files (splits, configs) beside the checkpoints
-            entries.append((step, str(path), lambda path=path: _unpack(_load_torch(path, trust_pickle, mmap=True), path)[:2]))
+            entries.append(
+                (
+                    step,
+                    str(path),
+                    lambda path=path: _unpack(_load_torch(path, trust_pickle, mmap=True), path)[:2],
+                )
+            )
         if not entries:
-            raise CheckpointImportError(f"{source}: no file in this folder holds a state_dict with a step")
-        kind = "folder of .safetensors" if files[0].suffix == ".safetensors" else "folder of per-step files"
+            raise CheckpointImportError(
+                f"{source}: no file in this folder holds a state_dict with a step"
+            )
+        kind = (
+            "folder of .safetensors"
+            if files[0].suffix == ".safetensors"
+            else "folder of per-step files"
+        )
         return entries, kind, _config_modulus(source), None
     content = _load_torch(source, trust_pickle, mmap=True)
     train_indices = content.get(SPLIT_KEY) if isinstance(content, Mapping) else None
@@ -152,26 +202,53 @@ def _entries(source: Path, trust_pickle: bool) -> tuple[list[Entry], str, int | 
 def _single_file_entries(path: Path, content) -> list[Entry]:
     if isinstance(content, Mapping):
         for states_key, steps_key in LIST_KEYS:
-            if states_key in content and steps_key in content and isinstance(content[states_key], (list, tuple)):
+            if (
+                states_key in content
+                and steps_key in content
+                and isinstance(content[states_key], (list, tuple))
+            ):
                 states, steps = list(content[states_key]), [int(s) for s in content[steps_key]]
                 if len(states) != len(steps):
-                    raise CheckpointImportError(f"{path}: {len(states)} {states_key} but {len(steps)} {steps_key}")
-                series = {name: list(content[key]) for key, name in LIST_METRICS.items()
-                          if isinstance(content.get(key), (list, tuple))}
+                    raise CheckpointImportError(
+                        f"{path}: {len(states)} {states_key} but {len(steps)} {steps_key}"
+                    )
+                series = {
+                    name: list(content[key])
+                    for key, name in LIST_METRICS.items()
+                    if isinstance(content.get(key), (list, tuple))
+                }
 
                 def metrics_at(step: int) -> dict:
                     # loss lists are per step (index = step) where long enough, as these codebases log every step
-                    return {name: float(values[step]) for name, values in series.items() if step < len(values)}
+                    return {
+                        name: float(values[step])
+                        for name, values in series.items()
+                        if step < len(values)
+                    }
 
-                return [(step, f"{path}[{states_key}][{i}]", lambda i=i, step=step: (states[i], metrics_at(step)))
-                        for i, step in enumerate(steps)]
-        if content and all(_is_int(key) for key in content) and all(isinstance(v, Mapping) for v in content.values()):
-            return [(int(key), f"{path}[{key}]", lambda key=key: (content[key], {})) for key in content]
+                return [
+                    (
+                        step,
+                        f"{path}[{states_key}][{i}]",
+                        lambda i=i, step=step: (states[i], metrics_at(step)),
+                    )
+                    for i, step in enumerate(steps)
+                ]
+        if (
+            content
+            and all(_is_int(key) for key in content)
+            and all(isinstance(v, Mapping) for v in content.values())
+        ):
+            return [
+                (int(key), f"{path}[{key}]", lambda key=key: (content[key], {})) for key in content
+            ]
         state, metrics, step = _unpack(content, path)
         if state is not None:
             return [(step if step is not None else 0, str(path), lambda: (state, metrics))]
-    raise CheckpointImportError(f"{path}: not a checkpoint container mechgrok knows (a state_dict, a list of state_dicts "
-                       "with their steps, or {step: state_dict})")
+    raise CheckpointImportError(
+        f"{path}: not a checkpoint container mechgrok knows (a state_dict, a list of state_dicts "
+        "with their steps, or {step: state_dict})"
+    )
 
 
 MADV_DONTNEED = 4
@@ -196,7 +273,12 @@ class MappedFile:
         ranges = []
         for line in maps:
             fields = line.split(maxsplit=5)
-            if len(fields) == 6 and fields[5] == self.path and fields[1].startswith("r") and fields[1][3] == "p":
+            if (
+                len(fields) == 6
+                and fields[5] == self.path
+                and fields[1].startswith("r")
+                and fields[1][3] == "p"
+            ):
                 start, end = (int(value, 16) for value in fields[0].split("-"))
                 ranges.append((start, end - start))
         return ranges
@@ -217,12 +299,20 @@ class MappedFile:
 def _split_pairs(train_indices, p: int, source: Path):
     """(train_a, train_b) from stored pair indices a * p + b (the TransformerLens convention)."""
     try:
-        indices = np.asarray(train_indices.detach().cpu().numpy() if hasattr(train_indices, "detach") else train_indices,
-                             dtype=np.int64).reshape(-1)
+        indices = np.asarray(
+            train_indices.detach().cpu().numpy()
+            if hasattr(train_indices, "detach")
+            else train_indices,
+            dtype=np.int64,
+        ).reshape(-1)
     except (TypeError, ValueError):
-        raise CheckpointImportError(f"{source}: {SPLIT_KEY} is not a list of pair indices") from None
+        raise CheckpointImportError(
+            f"{source}: {SPLIT_KEY} is not a list of pair indices"
+        ) from None
     if indices.size == 0 or indices.min() < 0 or indices.max() >= p * p:
-        raise CheckpointImportError(f"{source}: {SPLIT_KEY} holds values outside the {p * p} pairs of modulus {p}")
+        raise CheckpointImportError(
+            f"{source}: {SPLIT_KEY} holds values outside the {p * p} pairs of modulus {p}"
+        )
     return indices // p, indices % p
 
 
@@ -230,17 +320,27 @@ def _manifest_entries(folder: Path, manifest: Path, trust_pickle: bool) -> list[
     try:
         listed = json.loads(manifest.read_text())
         listed = listed.get("checkpoints", listed) if isinstance(listed, dict) else listed
-        rows = [(int(row["step"]), folder / str(row.get("file") or row["path"]), row.get("sha256")) for row in listed]
+        rows = [
+            (int(row["step"]), folder / str(row.get("file") or row["path"]), row.get("sha256"))
+            for row in listed
+        ]
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise CheckpointImportError(f"{manifest}: not a checkpoint manifest ({err})") from None
     entries = []
     for step, path, checksum in rows:
         if path.resolve().parent != folder.resolve() or not path.exists():
-            raise CheckpointImportError(f"{manifest}: lists {path.name}, which is not a file in {folder}")
+            raise CheckpointImportError(
+                f"{manifest}: lists {path.name}, which is not a file in {folder}"
+            )
         if checksum is not None and _sha256(path) != str(checksum).lower():
-            raise CheckpointImportError(f"{path}: sha256 differs from {manifest.name}'s; the file is damaged or not the one listed")
-        loader = (_safetensors_loader(path) if path.suffix == ".safetensors"
-                  else (lambda path=path: _unpack(_load_torch(path, trust_pickle), path)[:2]))
+            raise CheckpointImportError(
+                f"{path}: sha256 differs from {manifest.name}'s; the file is damaged or not the one listed"
+            )
+        loader = (
+            _safetensors_loader(path)
+            if path.suffix == ".safetensors"
+            else (lambda path=path: _unpack(_load_torch(path, trust_pickle), path)[:2])
+        )
         entries.append((step, str(path), loader))
     return entries
 
@@ -251,19 +351,28 @@ def _load_torch(path: Path, trust_pickle: bool, mmap: bool = False):
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust_pickle, mmap=mmap)
     except pickle.UnpicklingError as err:
-        if not trust_pickle and "Unsupported global" in str(err):  # a class or function to import and run
+        if not trust_pickle and "Unsupported global" in str(
+            err
+        ):  # a class or function to import and run
             raise CheckpointImportError(
                 f"{path}: holds Python objects that loading would have to run as code; nothing was loaded",
                 remedy="pass {trust_pickle} if you trust its source",
             ) from None
-        detail = next((line.strip() for line in str(err).splitlines() if "Unsupported" in line), str(err).splitlines()[0])
+        detail = next(
+            (line.strip() for line in str(err).splitlines() if "Unsupported" in line),
+            str(err).splitlines()[0],
+        )
         raise CheckpointImportError(f"{path}: not a readable torch checkpoint ({detail})") from None
     except RuntimeError as err:
         if mmap and "mmap" in str(err):  # legacy (non-zip) files cannot be memory-mapped
             return _load_torch(path, trust_pickle, mmap=False)
-        raise CheckpointImportError(f"{path}: unreadable or truncated checkpoint ({str(err).splitlines()[0]})") from None
+        raise CheckpointImportError(
+            f"{path}: unreadable or truncated checkpoint ({str(err).splitlines()[0]})"
+        ) from None
     except (OSError, EOFError, ValueError) as err:
-        raise CheckpointImportError(f"{path}: unreadable or truncated checkpoint ({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
+        raise CheckpointImportError(
+            f"{path}: unreadable or truncated checkpoint ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+        ) from None
 
 
 def _safetensors_loader(path: Path):
@@ -271,11 +380,15 @@ def _safetensors_loader(path: Path):
         try:
             from safetensors.numpy import load_file
         except ImportError:
-            raise CheckpointImportError(f"{path}: reading .safetensors needs the safetensors package") from None
+            raise CheckpointImportError(
+                f"{path}: reading .safetensors needs the safetensors package"
+            ) from None
         try:
             return load_file(str(path)), {}
         except Exception as err:  # noqa: BLE001 - safetensors raises its own error types
-            raise CheckpointImportError(f"{path}: unreadable safetensors file ({str(err).splitlines()[0]})") from None
+            raise CheckpointImportError(
+                f"{path}: unreadable safetensors file ({str(err).splitlines()[0]})"
+            ) from None
 
     return load
 
@@ -284,11 +397,17 @@ def _unpack(content, path: Path) -> tuple[Mapping | None, dict, int | None]:
     """(state_dict or None, metrics, step or None) of one checkpoint file's content."""
     if not isinstance(content, Mapping):
         return None, {}, None
-    state = next((content[key] for key in STATE_KEYS if isinstance(content.get(key), Mapping)), None)
+    state = next(
+        (content[key] for key in STATE_KEYS if isinstance(content.get(key), Mapping)), None
+    )
     if state is None and content and all(hasattr(v, "shape") for v in content.values()):
         state = content  # a bare state_dict
     step = next((int(content[key]) for key in STEP_KEYS if _is_int(content.get(key))), None)
-    metrics = {name: float(content[key]) for key, name in METRIC_KEYS.items() if _is_number(content.get(key))}
+    metrics = {
+        name: float(content[key])
+        for key, name in METRIC_KEYS.items()
+        if _is_number(content.get(key))
+    }
     return state, metrics, step
 
 
@@ -325,6 +444,10 @@ def _is_int(value) -> bool:
 
 def _is_number(value) -> bool:
     try:
-        return value is not None and not isinstance(value, (bool, str)) and float(value) == float(value)
+        return (
+            value is not None
+            and not isinstance(value, (bool, str))
+            and float(value) == float(value)
+        )
     except (TypeError, ValueError):
         return False

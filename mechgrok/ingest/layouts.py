@@ -18,6 +18,7 @@ each class), plus the optional biases b_in (H,) and b_out (p,). Codebases store 
 Roles are found from shapes; where shapes cannot tell (H = 2p, H = p), `keys` names the
 parameter of each role: {"input": name, "output": name, "b_in": name, "b_out": name}.
 """
+
 from __future__ import annotations
 
 from typing import Mapping
@@ -41,8 +42,11 @@ def as_numpy(value) -> np.ndarray:
     return np.asarray(value, dtype=np.float32)
 
 
-def curves_from_parameters(parameters: Mapping[str, object], modulus: int | None = None,
-                           keys: Mapping[str, str] | None = None) -> dict[str, np.ndarray]:
+def curves_from_parameters(
+    parameters: Mapping[str, object],
+    modulus: int | None = None,
+    keys: Mapping[str, str] | None = None,
+) -> dict[str, np.ndarray]:
     """W_a, W_b, W_out as (neuron, token) float32 arrays, and b_in (neuron,), b_out (token,)
     when present, from a state_dict-like mapping (see module docstring). `modulus` is
     inferred from the shapes when not given. Raises LayoutError naming what was found."""
@@ -60,51 +64,81 @@ def curves_from_parameters(parameters: Mapping[str, object], modulus: int | None
     p = modulus if modulus is not None else _infer_modulus(matrices, keys)
     if "embedding" in keys:
         return _embedded(arrays, keys, p)
-    if "input" in keys and arrays[keys["input"]].ndim == 2 and 2 * p not in arrays[keys["input"]].shape:
+    if (
+        "input" in keys
+        and arrays[keys["input"]].ndim == 2
+        and 2 * p not in arrays[keys["input"]].shape
+    ):
         return _shared_input(arrays, keys, p)
     input_name = keys.get("input") or _only(
         [name for name, a in matrices.items() if 2 * p in a.shape and name != keys.get("output")],
-        "input layer", f"a 2-D parameter with a side of 2p = {2 * p}", "input")
+        "input layer",
+        f"a 2-D parameter with a side of 2p = {2 * p}",
+        "input",
+    )
     weight = matrices[input_name] if input_name in matrices else arrays[input_name]
     if weight.ndim != 2 or 2 * p not in weight.shape:
-        raise LayoutError(f"{input_name} has shape {weight.shape}; an input layer needs a side of 2p = {2 * p}")
+        raise LayoutError(
+            f"{input_name} has shape {weight.shape}; an input layer needs a side of 2p = {2 * p}"
+        )
     first = weight if weight.shape[1] == 2 * p else weight.T  # [H, 2p]
     H = first.shape[0]
     output_name = keys.get("output") or _only(
-        [name for name, a in matrices.items() if sorted(a.shape) == sorted((p, H)) and name != input_name],
-        "output layer", f"a 2-D parameter shaped ({p}, {H}) or ({H}, {p})", "output")
+        [
+            name
+            for name, a in matrices.items()
+            if sorted(a.shape) == sorted((p, H)) and name != input_name
+        ],
+        "output layer",
+        f"a 2-D parameter shaped ({p}, {H}) or ({H}, {p})",
+        "output",
+    )
     out = arrays[output_name]
     if sorted(out.shape) != sorted((p, H)):
-        raise LayoutError(f"{output_name} has shape {out.shape}; the output layer needs ({p}, {H}) or ({H}, {p})")
+        raise LayoutError(
+            f"{output_name} has shape {out.shape}; the output layer needs ({p}, {H}) or ({H}, {p})"
+        )
     if p == H and "output" not in keys:
-        raise LayoutError(f"width equals the modulus ({p}): say which side of {output_name} is the class with keys")
+        raise LayoutError(
+            f"width equals the modulus ({p}): say which side of {output_name} is the class with keys"
+        )
     W_out = out.T if out.shape == (p, H) and p != H else out  # nn.Linear(H, p).weight is [p, H]
     curves = {"W_a": first[:, :p], "W_b": first[:, p:], "W_out": W_out}
     vectors = {name: a for name, a in arrays.items() if a.ndim == 1}
     for role, length in (("b_in", H), ("b_out", p)):
-        name = keys.get(role) or _optional([n for n, a in vectors.items() if a.size == length], role, H == p)
+        name = keys.get(role) or _optional(
+            [n for n, a in vectors.items() if a.size == length], role, H == p
+        )
         if name is not None:
             curves[role] = arrays[name].reshape(-1)
     return {name: np.ascontiguousarray(value, dtype=np.float32) for name, value in curves.items()}
 
 
-def _embedded(arrays: dict[str, np.ndarray], keys: Mapping[str, str], p: int) -> dict[str, np.ndarray]:
+def _embedded(
+    arrays: dict[str, np.ndarray], keys: Mapping[str, str], p: int
+) -> dict[str, np.ndarray]:
     """An embedding MLP: token embedding E [p, d] (nn.Embedding; or [d, p]), then a linear
     layer on the concatenated embeddings ([H, 2d]: W_a = W[:, :d] E^T, W_b = W[:, d:] E^T), on
     their sum ([H, d]: W_a = W_b = W E^T), or one per token (`input` and `input_b`, [H, d]
     each). These effective input curves are exact: nothing nonlinear lies between."""
     embedding = arrays[keys["embedding"]]
     if embedding.ndim != 2 or p not in embedding.shape:
-        raise LayoutError(f"{keys['embedding']} has shape {embedding.shape}; a token embedding needs a side of p = {p}")
+        raise LayoutError(
+            f"{keys['embedding']} has shape {embedding.shape}; a token embedding needs a side of p = {p}"
+        )
     E = embedding if embedding.shape[0] == p else embedding.T  # [p, d]
     d = E.shape[1]
     if "input" not in keys or "output" not in keys:
-        raise LayoutError("with an embedding, name the input and output weights too (keys {'input': ..., 'output': ...})")
+        raise LayoutError(
+            "with an embedding, name the input and output weights too (keys {'input': ..., 'output': ...})"
+        )
 
     def rows(name: str, width: int) -> np.ndarray:  # [H, width]
         weight = arrays[name]
         if weight.ndim != 2 or width not in weight.shape:
-            raise LayoutError(f"{name} has shape {weight.shape}; expected a side of {width} after a {d}-wide embedding")
+            raise LayoutError(
+                f"{name} has shape {weight.shape}; expected a side of {width} after a {d}-wide embedding"
+            )
         return weight if weight.shape[1] == width else weight.T
 
     if "input_b" in keys:
@@ -117,8 +151,10 @@ def _embedded(arrays: dict[str, np.ndarray], keys: Mapping[str, str], p: int) ->
     H = left.shape[0]
     out = arrays[keys["output"]]
     if sorted(out.shape) != sorted((p, H)) or p == H:
-        raise LayoutError(f"{keys['output']} has shape {out.shape}; the output layer needs ({p}, {H}) or ({H}, {p}), "
-                          "with a width other than p")
+        raise LayoutError(
+            f"{keys['output']} has shape {out.shape}; the output layer needs ({p}, {H}) or ({H}, {p}), "
+            "with a width other than p"
+        )
     curves = {"W_a": left @ E.T, "W_b": right @ E.T, "W_out": out.T if out.shape == (p, H) else out}
     for role in ("b_in", "b_out"):
         if role in keys:
@@ -126,21 +162,29 @@ def _embedded(arrays: dict[str, np.ndarray], keys: Mapping[str, str], p: int) ->
     return {name: np.ascontiguousarray(value, dtype=np.float32) for name, value in curves.items()}
 
 
-def _shared_input(arrays: dict[str, np.ndarray], keys: Mapping[str, str], p: int) -> dict[str, np.ndarray]:
+def _shared_input(
+    arrays: dict[str, np.ndarray], keys: Mapping[str, str], p: int
+) -> dict[str, np.ndarray]:
     """A model fed one_hot(a) + one_hot(b): one input weight [H, p] (or [p, H]) serves both
     tokens, so W_a = W_b and the phase law reads phi_out = 2 phi_a. Named by keys only: by
     shape alone its input and output weights cannot be told apart."""
     weight = arrays[keys["input"]]
     if p not in weight.shape or weight.shape[0] == weight.shape[1]:
-        raise LayoutError(f"{keys['input']} has shape {weight.shape}: a shared input weight needs one side of p = {p} "
-                          "and one of the width")
+        raise LayoutError(
+            f"{keys['input']} has shape {weight.shape}: a shared input weight needs one side of p = {p} "
+            "and one of the width"
+        )
     first = weight if weight.shape[1] == p else weight.T  # [H, p]
     H = first.shape[0]
     if "output" not in keys:
-        raise LayoutError("with a shared input weight, name the output weight too (keys {'output': ...})")
+        raise LayoutError(
+            "with a shared input weight, name the output weight too (keys {'output': ...})"
+        )
     out = arrays[keys["output"]]
     if sorted(out.shape) != sorted((p, H)):
-        raise LayoutError(f"{keys['output']} has shape {out.shape}; the output layer needs ({p}, {H}) or ({H}, {p})")
+        raise LayoutError(
+            f"{keys['output']} has shape {out.shape}; the output layer needs ({p}, {H}) or ({H}, {p})"
+        )
     curves = {"W_a": first, "W_b": first, "W_out": out.T if out.shape == (p, H) else out}
     for role in ("b_in", "b_out"):
         if role in keys:
@@ -152,7 +196,11 @@ def _direct(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     shapes = {name: arrays[name].shape for name in ("W_a", "W_b", "W_out")}
     if len(set(shapes.values())) != 1 or len(shapes["W_a"]) != 2:
         raise LayoutError(f"W_a, W_b, W_out must share one (neuron, token) shape, got {shapes}")
-    return {name: np.ascontiguousarray(arrays[name], dtype=np.float32) for name in CURVES if name in arrays}
+    return {
+        name: np.ascontiguousarray(arrays[name], dtype=np.float32)
+        for name in CURVES
+        if name in arrays
+    }
 
 
 def _infer_modulus(matrices: dict[str, np.ndarray], keys: Mapping[str, str]) -> int:
@@ -161,12 +209,16 @@ def _infer_modulus(matrices: dict[str, np.ndarray], keys: Mapping[str, str]) -> 
     found = set()
     for name, shape in sides.items():
         for side in shape:
-            if side % 2 == 0 and any(side // 2 in other for other_name, other in sides.items() if other_name != name):
+            if side % 2 == 0 and any(
+                side // 2 in other for other_name, other in sides.items() if other_name != name
+            ):
                 found.add(side // 2)
     if len(found) != 1:
         what = "no" if not found else f"several ({sorted(found)})"
-        raise LayoutError(f"{what} modulus fits these shapes ({', '.join(f'{n} {a.shape}' for n, a in matrices.items())}); "
-                          "give the modulus")
+        raise LayoutError(
+            f"{what} modulus fits these shapes ({', '.join(f'{n} {a.shape}' for n, a in matrices.items())}); "
+            "give the modulus"
+        )
     return found.pop()
 
 
@@ -175,12 +227,16 @@ def _only(names: list[str], what: str, expected: str, role: str) -> str:
         return names[0]
     if not names:
         raise LayoutError(f"no {what} found: expected {expected}")
-    raise LayoutError(f"several parameters could be the {what} ({', '.join(names)}); name one with keys {{{role!r}: ...}}")
+    raise LayoutError(
+        f"several parameters could be the {what} ({', '.join(names)}); name one with keys {{{role!r}: ...}}"
+    )
 
 
 def _optional(names: list[str], role: str, ambiguous: bool) -> str | None:
     if not names:
         return None
     if len(names) > 1 or ambiguous:
-        raise LayoutError(f"cannot tell which parameter is {role} ({', '.join(names)}); name it with keys {{{role!r}: ...}}")
+        raise LayoutError(
+            f"cannot tell which parameter is {role} ({', '.join(names)}); name it with keys {{{role!r}: ...}}"
+        )
     return names[0]

@@ -10,6 +10,7 @@ The file has the trajectory schema (analyze and report read it unchanged), is wr
 the same crash and disk-full safety as `mechgrok record` (trajectory_writer), and appears
 under its name with the first snapshot. Parameters are mapped by layouts.curves_from_parameters.
 """
+
 from __future__ import annotations
 
 from mechgrok.errors import InvalidOptionError
@@ -37,15 +38,30 @@ class Recorder:
     the task (config.OPERATIONS), whose law the analysis reads. force:
     replace an existing trajectory at `path`. The width is read from the first snapshot."""
 
-    def __init__(self, path: str | os.PathLike, modulus: int | None = None, *, activation: str = "relu", operation: str = "add",
-                 attrs: Mapping | None = None, keys: Mapping[str, str] | None = None, force: bool = False,
-                 compression: bool = False):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        modulus: int | None = None,
+        *,
+        activation: str = "relu",
+        operation: str = "add",
+        attrs: Mapping | None = None,
+        keys: Mapping[str, str] | None = None,
+        force: bool = False,
+        compression: bool = False,
+    ):
         self.path = Path(path)
         self.modulus = modulus
-        self._attrs = {**dict(attrs or {}), "origin": "mechgrok.Recorder (the user's training loop)",
-                       "activation": check_activation(activation), "operation": operation}
+        self._attrs = {
+            **dict(attrs or {}),
+            "origin": "mechgrok.Recorder (the user's training loop)",
+            "activation": check_activation(activation),
+            "operation": operation,
+        }
         if operation not in OPERATIONS:
-            raise InvalidOptionError(f"unknown operation {operation!r}; use one of {', '.join(OPERATIONS)}")
+            raise InvalidOptionError(
+                f"unknown operation {operation!r}; use one of {', '.join(OPERATIONS)}"
+            )
         self._keys = dict(keys or {})
         self._force, self._compression = force, compression
         self._writer: TrajectoryWriter | None = None
@@ -58,7 +74,9 @@ class Recorder:
         train_acc, train_acc_true, val_loss, val_acc); those not given are stored as NaN."""
         unknown = set(metrics or {}) - set(METRIC_NAMES)
         if unknown:
-            raise InvalidOptionError(f"unknown metric(s) {sorted(unknown)}; use {', '.join(METRIC_NAMES)}")
+            raise InvalidOptionError(
+                f"unknown metric(s) {sorted(unknown)}; use {', '.join(METRIC_NAMES)}"
+            )
         parameters = source.state_dict() if hasattr(source, "state_dict") else source
         curves = curves_from_parameters(parameters, self.modulus, self._keys)
         shapes = {name: value.shape for name, value in curves.items()}
@@ -66,11 +84,19 @@ class Recorder:
             H, p = curves["W_a"].shape
             self.modulus = p
             self._writer = TrajectoryWriter.create_external(
-                self.path, p, H, bias="b_in" in curves and "b_out" in curves, attrs=self._attrs,
-                force=self._force, compression=self._compression)
+                self.path,
+                p,
+                H,
+                bias="b_in" in curves and "b_out" in curves,
+                attrs=self._attrs,
+                force=self._force,
+                compression=self._compression,
+            )
             self._shapes = shapes
         elif shapes != self._shapes:
-            raise LayoutError(f"{self.path}: snapshot at step {step} has shapes {shapes}, the first had {self._shapes}")
+            raise LayoutError(
+                f"{self.path}: snapshot at step {step} has shapes {shapes}, the first had {self._shapes}"
+            )
         values = {name: float(np.asarray(value)) for name, value in (metrics or {}).items()}
         self._writer.write_snapshot(int(step), curves, values)
 
@@ -89,4 +115,6 @@ class Recorder:
         return self
 
     def __exit__(self, kind, error, traceback) -> None:
-        self.close(completed=kind is None)  # after an error the file keeps its snapshots, unfinished
+        self.close(
+            completed=kind is None
+        )  # after an error the file keeps its snapshots, unfinished

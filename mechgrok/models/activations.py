@@ -4,6 +4,7 @@ Used to score a run's real weights on all pairs when it was not trained with ReL
 your own loop). Definitions follow torch.nn: gelu(x) = x (1 + erf(x / sqrt 2)) / 2 (the exact
 form, erf to ~1.5e-7 by Abramowitz & Stegun 7.1.26), silu(x) = x sigmoid(x), quadratic(x) = x^2.
 """
+
 from __future__ import annotations
 
 from mechgrok.errors import InvalidOptionError
@@ -16,7 +17,9 @@ from mechgrok.config import ACTIVATIONS
 def check_activation(name: str) -> str:
     """`name` if mechgrok knows it, else ValueError listing the known ones."""
     if name not in ACTIVATIONS:
-        raise InvalidOptionError(f"unknown activation {name!r}; use one of {', '.join(ACTIVATIONS)}")
+        raise InvalidOptionError(
+            f"unknown activation {name!r}; use one of {', '.join(ACTIVATIONS)}"
+        )
     return name
 
 
@@ -39,5 +42,7 @@ def erf(x: np.ndarray) -> np.ndarray:
     sign = np.sign(x)
     a = np.abs(x)
     t = 1.0 / (1.0 + 0.3275911 * a)
-    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    poly = t * (
+        0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429)))
+    )
     return (sign * (1.0 - poly * np.exp(-a * a))).astype(x.dtype, copy=False)

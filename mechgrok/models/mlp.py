@@ -7,6 +7,7 @@ realised as two rows of one table summed per pair), applies the activation (ReLU
 paper; config.ACTIVATIONS, defined as in activations.py) and writes logits h @ W_out[m] + b_out[m].
 Shapes: W_a, W_b (M, p, H); b_in (M, 1, H); W_out (M, H, p); b_out (M, 1, p).
 """
+
 from __future__ import annotations
 
 import math
@@ -47,7 +48,7 @@ class MLPParams:
         views, offset = [], 0
         for shape in shapes:
             size = shape[0] * shape[1]
-            views.append(flat[:, offset:offset + size].view(flat.shape[0], *shape))
+            views.append(flat[:, offset : offset + size].view(flat.shape[0], *shape))
             offset += size
         return MLPParams(*views)
 
@@ -116,12 +117,16 @@ def activate(name: str, pre: torch.Tensor) -> torch.Tensor:
     raise ValueError(f"unknown activation {name!r}")
 
 
-def activation_backward(name: str, d_hidden: torch.Tensor, pre: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+def activation_backward(
+    name: str, d_hidden: torch.Tensor, pre: torch.Tensor, hidden: torch.Tensor
+) -> torch.Tensor:
     """d loss / d pre from d loss / d hidden, written over d_hidden where the activation
     allows. For ReLU `pre` is the same tensor as `hidden` (activated in place): hidden > 0
     exactly where pre > 0. In place matters: a fresh (N, H) result costs twice the masking."""
     if name == "relu":
-        return torch.ops.aten.threshold_backward.grad_input(d_hidden, hidden, 0, grad_input=d_hidden)
+        return torch.ops.aten.threshold_backward.grad_input(
+            d_hidden, hidden, 0, grad_input=d_hidden
+        )
     if name == "gelu":  # x Phi(x): Phi(x) + x phi(x)
         cdf = 0.5 * (1 + torch.erf(pre * (1 / math.sqrt(2))))
         pdf = torch.exp(-0.5 * pre * pre) * (1 / math.sqrt(2 * math.pi))

@@ -7,6 +7,7 @@ step at the paper's setting paid ~600 page faults re-obtaining that memory: 10% 
 them once they are set, and setting them back to 128 KiB made a later analysis in the same
 process 2x slower (10 million page faults for the demo run). Elsewhere than glibc it does
 nothing."""
+
 from __future__ import annotations
 
 import ctypes

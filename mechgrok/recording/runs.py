@@ -1,4 +1,5 @@
 """Recording: train runs and stream their snapshots into trajectory files (train -> file)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,7 +18,14 @@ from mechgrok.recording.allocator import keep_freed_memory
 from mechgrok.recording.threads import choose_threads, torch_threads, training_flop_per_step
 from mechgrok.config import RunConfig, check_fits_in_memory
 from mechgrok.store.outputs import check_output
-from mechgrok.recording.train import ProgressCallback, Snapshot, append_snapshot, initial_state, state_from_saved, train_ensemble
+from mechgrok.recording.train import (
+    ProgressCallback,
+    Snapshot,
+    append_snapshot,
+    initial_state,
+    state_from_saved,
+    train_ensemble,
+)
 from mechgrok.recording.stopping import earliest_stop_on_file, is_complete
 from mechgrok.store.reader import read_config, recorded_progress
 from mechgrok.store.writer import TrajectoryWriter
@@ -39,10 +47,25 @@ def default_trajectory_name(config: RunConfig) -> str:
         name = f"{config.operation}_{config.activation}_{name}"
     if config.precision != "fp32":
         name += f"_{config.precision}"
-    named = {"modulus", "width", "train_frac", "noise", "seed", "operation", "activation", "precision", *RESUMABLE_CHANGES}
+    named = {
+        "modulus",
+        "width",
+        "train_frac",
+        "noise",
+        "seed",
+        "operation",
+        "activation",
+        "precision",
+        *RESUMABLE_CHANGES,
+    }
     default = RunConfig(device=config.device)
-    extra = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
-             if f.name not in named and f.name != "device" and getattr(config, f.name) != getattr(default, f.name)}
+    extra = {
+        f.name: getattr(config, f.name)
+        for f in dataclasses.fields(config)
+        if f.name not in named
+        and f.name != "device"
+        and getattr(config, f.name) != getattr(default, f.name)
+    }
     if extra:
         name += "_" + hashlib.sha1(repr(sorted(extra.items())).encode()).hexdigest()[:8]
     return name + ".h5"
@@ -50,9 +73,12 @@ def default_trajectory_name(config: RunConfig) -> str:
 
 def config_differences(recorded: RunConfig, requested: RunConfig) -> list[str]:
     """Fields (other than RESUMABLE_CHANGES and device) on which two configs disagree."""
-    return [f"{f.name} {getattr(recorded, f.name)!r} on file, {getattr(requested, f.name)!r} asked"
-            for f in dataclasses.fields(RunConfig)
-            if f.name not in RESUMABLE_CHANGES + ("device",) and getattr(recorded, f.name) != getattr(requested, f.name)]
+    return [
+        f"{f.name} {getattr(recorded, f.name)!r} on file, {getattr(requested, f.name)!r} asked"
+        for f in dataclasses.fields(RunConfig)
+        if f.name not in RESUMABLE_CHANGES + ("device",)
+        and getattr(recorded, f.name) != getattr(requested, f.name)
+    ]
 
 
 def check_resume_options(path: Path, recorded: RunConfig, requested: RunConfig) -> None:
@@ -62,20 +88,34 @@ def check_resume_options(path: Path, recorded: RunConfig, requested: RunConfig) 
     stops show up when the resume retrains from its checkpoint; `record_runs` refuses those too."""
     differences = config_differences(recorded, requested)
     if differences:
-        raise ResumeError(f"{path}: cannot resume with a different config ({'; '.join(differences)})")
+        raise ResumeError(
+            f"{path}: cannot resume with a different config ({'; '.join(differences)})"
+        )
     progress = recorded_progress(path)
     stop = earliest_stop_on_file(requested, progress)
     if stop is not None:
         step, option = stop
         value, last = getattr(requested, option), progress.last_step
-        consequence = (f"is below the last step on file ({last:,})" if option == "steps" else
-                       f"would have stopped the run at step {step:,}, before the last step on file ({last:,})")
-        raise ResumeError(f"{path}: {{{option}}} {value:g} {consequence}; the file is unchanged",
-                          remedy="use {force} to re-record it")
+        consequence = (
+            f"is below the last step on file ({last:,})"
+            if option == "steps"
+            else f"would have stopped the run at step {step:,}, before the last step on file ({last:,})"
+        )
+        raise ResumeError(
+            f"{path}: {{{option}}} {value:g} {consequence}; the file is unchanged",
+            remedy="use {force} to re-record it",
+        )
 
 
-def record_runs(configs: list[RunConfig], outs: list[Path], resume: bool = False, force: bool = False,
-                on_step: ProgressCallback | None = None, compression: bool = False, threads: int | None = None) -> list[Path]:
+def record_runs(
+    configs: list[RunConfig],
+    outs: list[Path],
+    resume: bool = False,
+    force: bool = False,
+    on_step: ProgressCallback | None = None,
+    compression: bool = False,
+    threads: int | None = None,
+) -> list[Path]:
     """Record runs that can share one batched ensemble into `outs` (one file each).
 
     resume: continue files that exist (an unfinished one from its latest checkpoint; a
@@ -106,18 +146,29 @@ def record_runs(configs: list[RunConfig], outs: list[Path], resume: bool = False
                 state = None if saved is None else state_from_saved(saved, config)
                 writer.update_config(config)
             else:
-                task = make_task(config.modulus, config.train_frac, config.noise, config.seed, config.operation)
-                writer = TrajectoryWriter.create(out, config, task, force=force, compression=compression)
+                task = make_task(
+                    config.modulus, config.train_frac, config.noise, config.seed, config.operation
+                )
+                writer = TrajectoryWriter.create(
+                    out, config, task, force=force, compression=compression
+                )
                 state = None
             writers.append(writer)
             states.append(state)
             active_configs.append(config)
         if writers:
-            start = [s if s is not None else initial_state(c) for s, c in zip(states, active_configs)]
+            start = [
+                s if s is not None else initial_state(c) for s, c in zip(states, active_configs)
+            ]
             last_checkpoint = [-float("inf")] * len(writers)
             first = active_configs[0]
-            n_train = train_pairs_per_class(first.modulus, first.train_frac, first.operation) * operands(first.operation, first.modulus).size
-            count = choose_threads(training_flop_per_step(first.modulus, first.width, n_train, len(writers)), threads)
+            n_train = (
+                train_pairs_per_class(first.modulus, first.train_frac, first.operation)
+                * operands(first.operation, first.modulus).size
+            )
+            count = choose_threads(
+                training_flop_per_step(first.modulus, first.width, n_train, len(writers)), threads
+            )
             keep_freed_memory()
             with torch_threads(count):
                 _train_into(writers, active_configs, start, last_checkpoint, on_step)
@@ -133,19 +184,29 @@ def record_runs(configs: list[RunConfig], outs: list[Path], resume: bool = False
     return outs
 
 
-def _train_into(writers: list, configs: list[RunConfig], start: list, last_checkpoint: list[float],
-                on_step: ProgressCallback | None) -> None:
+def _train_into(
+    writers: list,
+    configs: list[RunConfig],
+    start: list,
+    last_checkpoint: list[float],
+    on_step: ProgressCallback | None,
+) -> None:
     """Train the ensemble and append each snapshot to its run's writer (checkpoints at the
     saturation and final snapshots and at most every CHECKPOINT_SECONDS)."""
     for snapshot in train_ensemble(configs, start, on_step=on_step):
         writer = writers[snapshot.run]
-        if snapshot.step <= writer.last_step:  # regenerated after resuming from an earlier checkpoint
+        if (
+            snapshot.step <= writer.last_step
+        ):  # regenerated after resuming from an earlier checkpoint
             if snapshot.is_final:
                 _end_resumed_run(writer, snapshot)
             continue
         now = time.monotonic()
-        checkpoint = (snapshot.is_saturation or snapshot.is_final
-                      or now - last_checkpoint[snapshot.run] >= CHECKPOINT_SECONDS)
+        checkpoint = (
+            snapshot.is_saturation
+            or snapshot.is_final
+            or now - last_checkpoint[snapshot.run] >= CHECKPOINT_SECONDS
+        )
         if checkpoint:
             last_checkpoint[snapshot.run] = now
         append_snapshot(writer, snapshot, checkpoint)
@@ -157,19 +218,38 @@ def _end_resumed_run(writer: TrajectoryWriter, snapshot: Snapshot) -> None:
     if snapshot.step == writer.last_step:
         writer.end_at_last_snapshot(snapshot.step, snapshot.stop_reason)
         return
-    raise ResumeError(f"{writer.path}: with these options the run stops at step {snapshot.step:,} "
-                      f"({snapshot.stop_reason}), before the last step on file ({writer.last_step:,}); "
-                      "the file is unchanged", remedy="use {force} to re-record it")
+    raise ResumeError(
+        f"{writer.path}: with these options the run stops at step {snapshot.step:,} "
+        f"({snapshot.stop_reason}), before the last step on file ({writer.last_step:,}); "
+        "the file is unchanged",
+        remedy="use {force} to re-record it",
+    )
 
 
-def record(config: RunConfig | None = None, out: str | os.PathLike | None = None, resume: bool = False,
-           force: bool = False, on_step: ProgressCallback | None = None, compression: bool = False,
-           threads: int | None = None, **options) -> Path:
+def record(
+    config: RunConfig | None = None,
+    out: str | os.PathLike | None = None,
+    resume: bool = False,
+    force: bool = False,
+    on_step: ProgressCallback | None = None,
+    compression: bool = False,
+    threads: int | None = None,
+    **options,
+) -> Path:
     """Train one run and write its trajectory; returns the file's path.
 
     `config` or keyword options (RunConfig fields, e.g. modulus=31, noise=0.1) give the run;
     `out` defaults to trajectories/<default_trajectory_name>; `threads` as in record_runs."""
     config = config if config is not None else RunConfig(**options)
-    path = Path(out) if out is not None else DEFAULT_TRAJECTORY_DIR / default_trajectory_name(config)
-    return record_runs([config], [path], resume=resume, force=force, on_step=on_step, compression=compression,
-                       threads=threads)[0]
+    path = (
+        Path(out) if out is not None else DEFAULT_TRAJECTORY_DIR / default_trajectory_name(config)
+    )
+    return record_runs(
+        [config],
+        [path],
+        resume=resume,
+        force=force,
+        on_step=on_step,
+        compression=compression,
+        threads=threads,
+    )[0]

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from mechgrok.config import RunConfig
 from mechgrok.store.reader import RecordedProgress
 
-PATIENCE_MIN_GAIN = 1e-4  # the paper: stop when best val acc has not improved by this for `patience` steps
+PATIENCE_MIN_GAIN = (
+    1e-4  # the paper: stop when best val acc has not improved by this for `patience` steps
+)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 process is busy on the same cores: its OpenMP threads spin-wait for each other, and a p = 23
 recording of 100 steps took 20 s instead of 1 s beside one busy process. So the count is
 chosen from the work per step and the cores other processes leave free, and can be given."""
+
 from __future__ import annotations
 
 from mechgrok.errors import InvalidOptionError

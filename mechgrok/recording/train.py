@@ -4,6 +4,7 @@ snapshot schedule. Yields snapshots; knows nothing of files.
 Step convention: the snapshot at step t holds the weights after t optimizer updates and the
 metrics of exactly those weights (training metrics come from the forward pass of update t+1).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,8 +17,16 @@ import numpy as np
 import torch
 
 from mechgrok.config import SATURATION_TRAIN_ACC, RunConfig
-from mechgrok.models.mlp import (PARAM_NAMES, MLPParams, activate, activation_backward, forward, hidden_preactivation, init_params,
-                    pair_rows)
+from mechgrok.models.mlp import (
+    PARAM_NAMES,
+    MLPParams,
+    activate,
+    activation_backward,
+    forward,
+    hidden_preactivation,
+    init_params,
+    pair_rows,
+)
 from mechgrok.recording.stopping import StoppingMemory, is_check_step, stopping_decision
 from mechgrok.store.slots import Checkpoint, SavedState
 from mechgrok.store.writer import TrajectoryWriter
@@ -82,17 +91,35 @@ class Snapshot:
 def state_from_saved(saved: SavedState, config: RunConfig) -> RunState:
     """The RunState a trajectory's latest checkpoint (store.slots.SavedState) continues from."""
     w = saved.weights
-    tensors = {"W_a": w["W_a"].T, "W_b": w["W_b"].T, "W_out": w["W_out"],
-               "b_in": w["b_in"].reshape(1, -1), "b_out": w["b_out"].reshape(1, -1)}
-    params = MLPParams(*(torch.from_numpy(np.ascontiguousarray(tensors[name], dtype=np.float32))[None]
-                         for name in PARAM_NAMES))
+    tensors = {
+        "W_a": w["W_a"].T,
+        "W_b": w["W_b"].T,
+        "W_out": w["W_out"],
+        "b_in": w["b_in"].reshape(1, -1),
+        "b_out": w["b_out"].reshape(1, -1),
+    }
+    params = MLPParams(
+        *(
+            torch.from_numpy(np.ascontiguousarray(tensors[name], dtype=np.float32))[None]
+            for name in PARAM_NAMES
+        )
+    )
     cp = saved.checkpoint
 
     def moments(flat: np.ndarray) -> MLPParams:
-        return MLPParams.from_flat(torch.from_numpy(flat[None].copy()), config.modulus, config.width)
+        return MLPParams.from_flat(
+            torch.from_numpy(flat[None].copy()), config.modulus, config.width
+        )
 
-    return RunState(saved.step, params, moments(cp.adam_m), moments(cp.adam_v), cp.best_val_acc, cp.best_val_step,
-                    cp.saturation_step)
+    return RunState(
+        saved.step,
+        params,
+        moments(cp.adam_m),
+        moments(cp.adam_v),
+        cp.best_val_acc,
+        cp.best_val_step,
+        cp.saturation_step,
+    )
 
 
 def append_snapshot(writer: TrajectoryWriter, snapshot: Snapshot, checkpoint: bool) -> None:
@@ -103,15 +130,39 @@ def append_snapshot(writer: TrajectoryWriter, snapshot: Snapshot, checkpoint: bo
     if writer.bias:
         curves.update(b_in=w["b_in"].reshape(-1), b_out=w["b_out"].reshape(-1))
     state = snapshot.state
-    saved = (Checkpoint(state.adam_m.flat()[0].numpy(), state.adam_v.flat()[0].numpy(), state.best_val_acc,
-                        state.best_val_step, state.saturation_step) if checkpoint else None)
-    writer.write_snapshot(snapshot.step, curves, snapshot.metrics, checkpoint=saved,
-                          saturation=snapshot.is_saturation,
-                          final_reason=snapshot.stop_reason if snapshot.is_final else None)
+    saved = (
+        Checkpoint(
+            state.adam_m.flat()[0].numpy(),
+            state.adam_v.flat()[0].numpy(),
+            state.best_val_acc,
+            state.best_val_step,
+            state.saturation_step,
+        )
+        if checkpoint
+        else None
+    )
+    writer.write_snapshot(
+        snapshot.step,
+        curves,
+        snapshot.metrics,
+        checkpoint=saved,
+        saturation=snapshot.is_saturation,
+        final_reason=snapshot.stop_reason if snapshot.is_final else None,
+    )
 
 
-_PER_MODEL_TENSORS = ("flat_params", "flat_m", "flat_v", "train_a", "train_b", "train_label", "train_label_true",
-                      "val_a", "val_b", "val_label")
+_PER_MODEL_TENSORS = (
+    "flat_params",
+    "flat_m",
+    "flat_v",
+    "train_a",
+    "train_b",
+    "train_label",
+    "train_label_true",
+    "val_a",
+    "val_b",
+    "val_label",
+)
 
 
 @dataclass
@@ -156,7 +207,11 @@ class _Batch:
     def adamw_factors(self) -> dict[str, torch.Tensor]:
         """(M, 1) factors of the AdamW update that stay fixed while the batch does."""
         h = self.hyper
-        return {"decay": 1 - h["lr"] * h["weight_decay"], "new_m": 1 - h["beta1"], "new_v": 1 - h["beta2"]}
+        return {
+            "decay": 1 - h["lr"] * h["weight_decay"],
+            "new_m": 1 - h["beta1"],
+            "new_v": 1 - h["beta2"],
+        }
 
     @functools.cached_property
     def params(self) -> MLPParams:
@@ -177,8 +232,12 @@ class _Batch:
 
     def _rows(self, start: int, stop: int) -> "_Batch":
         """Models start..stop-1 as a batch of views (updates to this batch's buffers show)."""
-        return dataclasses.replace(self, runs=self.runs[start:stop], hyper={k: v[start:stop] for k, v in self.hyper.items()},
-                                   **{name: getattr(self, name)[start:stop] for name in _PER_MODEL_TENSORS})
+        return dataclasses.replace(
+            self,
+            runs=self.runs[start:stop],
+            hyper={k: v[start:stop] for k, v in self.hyper.items()},
+            **{name: getattr(self, name)[start:stop] for name in _PER_MODEL_TENSORS},
+        )
 
     def keep(self, rows: list[int]) -> "_Batch":
         index = torch.tensor(rows, dtype=torch.long, device=self.train_a.device)
@@ -193,7 +252,9 @@ class _Batch:
         )
 
 
-def _stack_batch(configs: list[RunConfig], tasks: list[TaskSplit], states: list[RunState], device: torch.device) -> _Batch:
+def _stack_batch(
+    configs: list[RunConfig], tasks: list[TaskSplit], states: list[RunState], device: torch.device
+) -> _Batch:
     def stack(values: list[np.ndarray]) -> torch.Tensor:
         return torch.as_tensor(np.stack(values), device=device)
 
@@ -241,8 +302,14 @@ def mean_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tens
     return -torch.log_softmax(logits, -1).gather(-1, labels[..., None]).squeeze(-1).mean(1)
 
 
-def evaluate(params: MLPParams, a: torch.Tensor, b: torch.Tensor, labels: torch.Tensor, block: int = 4096,
-             activation: str = "relu") -> tuple[torch.Tensor, torch.Tensor]:
+def evaluate(
+    params: MLPParams,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    labels: torch.Tensor,
+    block: int = 4096,
+    activation: str = "relu",
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean loss (M,) in nats and accuracy (M,) of each model on its own (M, N) pairs,
     `block` pairs at a time. Blocks the size of the training set reuse the training step's
     freed buffers; one large allocation per call costs more here than the matmul."""
@@ -282,7 +349,9 @@ def _forward_backward(batch: _Batch, bias: bool) -> tuple[torch.Tensor, torch.Te
     d_logits.mul_(1.0 / n_pairs)
     # as (d_logits^T hidden)^T: the same sums in the same order, and a faster GEMM on CPU
     grad_W_out = _bmm(d_logits.transpose(1, 2), hidden, batch.precision).transpose(1, 2)
-    d_pre = activation_backward(batch.activation, _bmm(d_logits, params.W_out.transpose(1, 2), batch.precision), pre, hidden)
+    d_pre = activation_backward(
+        batch.activation, _bmm(d_logits, params.W_out.transpose(1, 2), batch.precision), pre, hidden
+    )
     # the input table's gradient: each pair adds its d_pre to its a row and its b row (index_add
     # on CPU, where advanced-index assignment accumulates serially)
     flat_d_pre = d_pre.view(M * n_pairs, H)
@@ -291,20 +360,34 @@ def _forward_backward(batch: _Batch, bias: bool) -> tuple[torch.Tensor, torch.Te
         grad_table.index_add_(0, rows, flat_d_pre)
     grad_W_in = grad_table.view(M, 2 * p, H)
     # every pair adds its d_pre to exactly one a row and to b_in, so grad b_in = sum of grad W_a rows
-    grad_b_in = grad_W_in[:, :p].sum(1, keepdim=True) if bias else torch.zeros(M, 1, H, device=hidden.device)
-    grad_b_out = d_logits.sum(1, keepdim=True) if bias else torch.zeros(M, 1, p, device=hidden.device)
-    return logits, MLPParams(grad_W_in[:, :p], grad_W_in[:, p:], grad_b_in, grad_W_out, grad_b_out).flat()
+    grad_b_in = (
+        grad_W_in[:, :p].sum(1, keepdim=True)
+        if bias
+        else torch.zeros(M, 1, H, device=hidden.device)
+    )
+    grad_b_out = (
+        d_logits.sum(1, keepdim=True) if bias else torch.zeros(M, 1, p, device=hidden.device)
+    )
+    return logits, MLPParams(
+        grad_W_in[:, :p], grad_W_in[:, p:], grad_b_in, grad_W_out, grad_b_out
+    ).flat()
 
 
-def _adamw_update(batch: _Batch, grad: torch.Tensor, step_counts: list[int], configs: list[RunConfig]) -> None:
+def _adamw_update(
+    batch: _Batch, grad: torch.Tensor, step_counts: list[int], configs: list[RunConfig]
+) -> None:
     """torch.optim.AdamW's update (decoupled weight decay, bias-corrected moments, eps 1e-8)
     on the (M, P) buffers, with per-model lr, weight decay and betas. `step_counts` are the
     active models' update numbers, counted from 1."""
     h = batch.hyper
     corrections = torch.tensor(
-        [[c.lr / (1 - c.betas[0] ** t), math.sqrt(1 - c.betas[1] ** t)]
-         for c, t in zip((configs[run] for run in batch.runs), step_counts)],
-        dtype=torch.float32, device=grad.device)
+        [
+            [c.lr / (1 - c.betas[0] ** t), math.sqrt(1 - c.betas[1] ** t)]
+            for c, t in zip((configs[run] for run in batch.runs), step_counts)
+        ],
+        dtype=torch.float32,
+        device=grad.device,
+    )
     step_size, bias_correction2_sqrt = corrections[:, :1], corrections[:, 1:]
     factors = batch.adamw_factors
     batch.flat_params.mul_(factors["decay"])
@@ -316,9 +399,17 @@ def _adamw_update(batch: _Batch, grad: torch.Tensor, step_counts: list[int], con
 
 def _state_of(batch: _Batch, row: int, step: int, memory: StoppingMemory) -> RunState:
     def one(flat: torch.Tensor) -> MLPParams:
-        return MLPParams.from_flat(flat[row:row + 1].to("cpu", copy=True), batch.modulus, batch.width)
+        return MLPParams.from_flat(
+            flat[row : row + 1].to("cpu", copy=True), batch.modulus, batch.width
+        )
 
-    return RunState(step, one(batch.flat_params), one(batch.flat_m), one(batch.flat_v), **dataclasses.asdict(memory))
+    return RunState(
+        step,
+        one(batch.flat_params),
+        one(batch.flat_m),
+        one(batch.flat_v),
+        **dataclasses.asdict(memory),
+    )
 
 
 @dataclass(frozen=True)
@@ -334,15 +425,30 @@ class StepMetrics:
     val_acc: list[float]
 
     @classmethod
-    def measure(cls, groups: list[_Batch], logits: list[torch.Tensor], train_acc: list[float]) -> "StepMetrics":
+    def measure(
+        cls, groups: list[_Batch], logits: list[torch.Tensor], train_acc: list[float]
+    ) -> "StepMetrics":
         """From the training step's logits of each group of models (train_acc already read
         from them) and one validation pass, group by group."""
-        columns: dict[str, list[float]] = {"train_loss": [], "train_acc_true": [], "val_loss": [], "val_acc": []}
+        columns: dict[str, list[float]] = {
+            "train_loss": [],
+            "train_acc_true": [],
+            "val_loss": [],
+            "val_acc": [],
+        }
         for group, group_logits in zip(groups, logits):
-            val_loss, val_acc = evaluate(group.params, group.val_a, group.val_b, group.val_label,
-                                         block=group.train_a.shape[1], activation=group.activation)
+            val_loss, val_acc = evaluate(
+                group.params,
+                group.val_a,
+                group.val_b,
+                group.val_label,
+                block=group.train_a.shape[1],
+                activation=group.activation,
+            )
             columns["train_loss"] += mean_cross_entropy(group_logits, group.train_label).tolist()
-            columns["train_acc_true"] += correct_predictions(group_logits, group.train_label_true).mean(1).tolist()
+            columns["train_acc_true"] += (
+                correct_predictions(group_logits, group.train_label_true).mean(1).tolist()
+            )
             columns["val_loss"] += val_loss.tolist()
             columns["val_acc"] += val_acc.tolist()
         return cls(train_acc=train_acc, **columns)
@@ -354,8 +460,11 @@ class StepMetrics:
 ProgressCallback = Callable[[dict[int, int], dict[int, dict[str, float]]], None]
 
 
-def train_ensemble(configs: list[RunConfig], states: list[RunState] | None = None,
-                   on_step: ProgressCallback | None = None) -> Iterator[Snapshot]:
+def train_ensemble(
+    configs: list[RunConfig],
+    states: list[RunState] | None = None,
+    on_step: ProgressCallback | None = None,
+) -> Iterator[Snapshot]:
     """Train runs that share modulus, width, bias, training-set size and device as one
     batched ensemble, yielding their snapshots in step order. A run leaves the batch when it
     stops: validation accuracy >= stop_val_acc, no gain of 1e-4 in best validation accuracy
@@ -367,7 +476,9 @@ def train_ensemble(configs: list[RunConfig], states: list[RunState] | None = Non
         return
     shared = {(c.modulus, c.width, c.bias, c.device, c.activation, c.precision) for c in configs}
     if len(shared) != 1:
-        raise ValueError("runs in one ensemble must share modulus, width, bias, device, activation and precision")
+        raise ValueError(
+            "runs in one ensemble must share modulus, width, bias, device, activation and precision"
+        )
     tasks = [make_task(c.modulus, c.train_frac, c.noise, c.seed, c.operation) for c in configs]
     if len({t.train_a.size for t in tasks}) != 1:
         raise ValueError("runs in one ensemble must have the same number of training pairs")
@@ -389,27 +500,53 @@ def train_ensemble(configs: list[RunConfig], states: list[RunState] | None = Non
             unsaturated = [memory[run].saturation_step < 0 for run in batch.runs]
             # metrics cost passes over the logits and the validation set: read them only where a
             # decision (saturation, stopping) or a snapshot needs them
-            train_acc = ([acc for group, group_logits in zip(batch.groups, logits)
-                          for acc in correct_predictions(group_logits, group.train_label).mean(1).tolist()]
-                         if any(scheduled) or any(checks) or any(unsaturated) else None)
-            saturated_now = [unsaturated[row] and train_acc[row] >= SATURATION_TRAIN_ACC for row in range(len(batch.runs))]
-            metrics = (StepMetrics.measure(batch.groups, logits, train_acc)
-                       if any(scheduled) or any(checks) or any(saturated_now) else None)
+            train_acc = (
+                [
+                    acc
+                    for group, group_logits in zip(batch.groups, logits)
+                    for acc in correct_predictions(group_logits, group.train_label).mean(1).tolist()
+                ]
+                if any(scheduled) or any(checks) or any(unsaturated)
+                else None
+            )
+            saturated_now = [
+                unsaturated[row] and train_acc[row] >= SATURATION_TRAIN_ACC
+                for row in range(len(batch.runs))
+            ]
+            metrics = (
+                StepMetrics.measure(batch.groups, logits, train_acc)
+                if any(scheduled) or any(checks) or any(saturated_now)
+                else None
+            )
             leaving = []
             for row, run in enumerate(batch.runs):
                 step, stop_reason = steps[run], ""
                 if saturated_now[row]:
                     memory[run] = dataclasses.replace(memory[run], saturation_step=step)
                 if checks[row]:
-                    stop_reason, memory[run] = stopping_decision(configs[run], memory[run], step, metrics.val_acc[row])
+                    stop_reason, memory[run] = stopping_decision(
+                        configs[run], memory[run], step, metrics.val_acc[row]
+                    )
                 if scheduled[row] or saturated_now[row] or stop_reason:
                     state = _state_of(batch, row, step, memory[run])
-                    yield Snapshot(run=run, step=step, weights=dict(zip(PARAM_NAMES, (t[0].numpy() for t in state.params.tensors()))),
-                                   metrics=metrics.of(row), state=state, is_saturation=saturated_now[row],
-                                   is_final=bool(stop_reason), stop_reason=stop_reason)
+                    yield Snapshot(
+                        run=run,
+                        step=step,
+                        weights=dict(
+                            zip(PARAM_NAMES, (t[0].numpy() for t in state.params.tensors()))
+                        ),
+                        metrics=metrics.of(row),
+                        state=state,
+                        is_saturation=saturated_now[row],
+                        is_final=bool(stop_reason),
+                        stop_reason=stop_reason,
+                    )
                 if metrics is not None and (checks[row] or scheduled[row] or saturated_now[row]):
-                    latest[run] = dict(train_loss=metrics.train_loss[row], train_acc=metrics.train_acc[row],
-                                       val_acc=metrics.val_acc[row])
+                    latest[run] = dict(
+                        train_loss=metrics.train_loss[row],
+                        train_acc=metrics.train_acc[row],
+                        val_acc=metrics.val_acc[row],
+                    )
                 if stop_reason:
                     leaving.append(row)
             if on_step is not None:

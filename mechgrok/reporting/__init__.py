@@ -1,5 +1,6 @@
 """`mechgrok report`: one self-contained HTML page from one or several trajectories
 (analyzing each where no current analysis exists)."""
+
 from __future__ import annotations
 
 import html
@@ -9,16 +10,34 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from mechgrok.analysis.accessor import HEADLINE_ROWS, format_lead, format_number, format_step, format_waveform
+from mechgrok.analysis.accessor import (
+    HEADLINE_ROWS,
+    format_lead,
+    format_number,
+    format_step,
+    format_waveform,
+)
 from mechgrok.config import SATURATION_TRAIN_ACC
 from mechgrok.analysis.pipeline import analyze, default_analysis_path
-from mechgrok.store.outputs import atomic_output, check_output, check_space, write_failure, write_text
+from mechgrok.store.outputs import (
+    atomic_output,
+    check_output,
+    check_space,
+    write_failure,
+    write_text,
+)
 from mechgrok.store.reader import open_trajectory
 from . import figures
 from mechgrok.reporting.explorer import explorer_data, explorer_section, snapshots_per_run
 from mechgrok.reporting.webpage import cards_html, figure_html, figure_png, page, table_html
 from mechgrok.paper import FIG5, paper_row
-from mechgrok.sweep.summary import TABLE2_COLUMNS, group_by_options, run_numbers, summarize_seeds, varying_options
+from mechgrok.sweep.summary import (
+    TABLE2_COLUMNS,
+    group_by_options,
+    run_numbers,
+    summarize_seeds,
+    varying_options,
+)
 
 DEFAULT_REPORT_DIR = Path("reports")
 
@@ -71,15 +90,30 @@ class _Figures:
     def add(self, fig, name: str, caption: str) -> str:
         png = figure_png(fig)
         if self.png_dir is not None:
-            with atomic_output(self.png_dir / f"{name}.png", "figure", self.inputs, force=self.force) as partial:
+            with atomic_output(
+                self.png_dir / f"{name}.png", "figure", self.inputs, force=self.force
+            ) as partial:
                 partial.write_bytes(png)
         return figure_html(png, alt=name.replace("_", " "), caption=caption)
 
 
 def _config_line(trajectory: xr.Dataset) -> str:
     a = trajectory.attrs
-    keys = ["operation", "activation", "precision", "modulus", "width", "train_frac", "noise", "seed", "lr", "weight_decay", "bias",
-            "stop_val_acc", "patience"]
+    keys = [
+        "operation",
+        "activation",
+        "precision",
+        "modulus",
+        "width",
+        "train_frac",
+        "noise",
+        "seed",
+        "lr",
+        "weight_decay",
+        "bias",
+        "stop_val_acc",
+        "patience",
+    ]
     parts = [f"{k} = {a[k]}" for k in keys if k in a]
     if "stop_reason" in a:
         parts.append(f"stopped: {a['stop_reason'] or 'still recording'}")
@@ -89,22 +123,39 @@ def _config_line(trajectory: xr.Dataset) -> str:
 def _convention_sentence(head: dict) -> str:
     """One sentence on how much the structure step depends on the phase-reading convention."""
     paper, own = format_step(head["structure_step"]), format_step(head["structure_step_own"])
-    return (f"Convention check: the structure step is {paper} when the phases of W_b and W_out are read at W_a's dominant "
-            f"frequency (the paper's convention) and {own} when each curve is read at its own dominant frequency; the two "
-            "agree only where the three frequencies do.")
+    return (
+        f"Convention check: the structure step is {paper} when the phases of W_b and W_out are read at W_a's dominant "
+        f"frequency (the paper's convention) and {own} when each curve is read at its own dominant frequency; the two "
+        "agree only where the three frequencies do."
+    )
 
 
 def _headline_table(analysis: xr.Dataset) -> str:
     head = analysis.mechgrok.headline()
     rows = []
     for label, name, digits in HEADLINE_ROWS:
-        rows.append([html.escape(label).replace("phi", "&phi;"), _fmt(head.get(f"{name}_saturation"), digits), _fmt(head.get(f"{name}_final"), digits)])
+        rows.append(
+            [
+                html.escape(label).replace("phi", "&phi;"),
+                _fmt(head.get(f"{name}_saturation"), digits),
+                _fmt(head.get(f"{name}_final"), digits),
+            ]
+        )
     saturation = format_step(head["saturation_step"])
-    return table_html(["", f"at saturation (step {saturation})", f"at the end (step {head['final_step']:,})"], rows)
+    return table_html(
+        ["", f"at saturation (step {saturation})", f"at the end (step {head['final_step']:,})"],
+        rows,
+    )
 
 
-def _run_section(name: str, trajectory: xr.Dataset, analysis: xr.Dataset, figs: _Figures, prefix: str,
-                 detail: bool = True) -> list[str]:
+def _run_section(
+    name: str,
+    trajectory: xr.Dataset,
+    analysis: xr.Dataset,
+    figs: _Figures,
+    prefix: str,
+    detail: bool = True,
+) -> list[str]:
     """A run's cards, headline table and timeline; with `detail` also its static neuron
     galleries, phase scatter and periodicity panels (a sweep leaves those to the explorer)."""
     head = analysis.mechgrok.headline()
@@ -113,54 +164,108 @@ def _run_section(name: str, trajectory: xr.Dataset, analysis: xr.Dataset, figs: 
     saturated = int(head["saturation_step"]) >= 0
     # a run that never saturates is shown a quarter of the way in, and labelled so
     early = int(head["saturation_step"]) if saturated else int(steps[len(steps) // 4])
-    early_label = "saturation" if saturated else f"step {early:,} (never saturated: a quarter of the way in)"
+    early_label = (
+        "saturation" if saturated else f"step {early:,} (never saturated: a quarter of the way in)"
+    )
     middle = int(steps[np.argmin(np.abs(steps - (early + final) / 2))])
     draws = head.get("shuffle_draws") or 1
-    cards = cards_html([
-        (f"saturation step (train acc >= {SATURATION_TRAIN_ACC:g})", format_step(head["saturation_step"])),
-        ("structure step (Sq->Cos >= %.2g)" % analysis.attrs["structure_acc"], format_step(head["structure_step"])),
-        ("grok step (val acc >= %.2g)" % analysis.attrs["grok_acc"], format_step(head["grok_step"])),
-        ("lead: grok - structure (steps)", format_lead(head["lead_steps"])),
-        ("structure step / lead, each curve at its own frequency",
-         f"{format_step(head['structure_step_own'])} / {format_lead(head['lead_steps_own'])}"),
-        ("final validation accuracy", _fmt(head.get("val_acc_final"), 4)),
-        (f"final Sq->Cos / shuffled control (mean, 95th pct of {draws})",
-         f"{_fmt(head.get('ideal_acc_final'))} / {_fmt(head.get('ideal_acc_shuffled_final'))}, {_fmt(head.get('ideal_acc_shuffled_hi_final'))}"),
-        ("final r / r'", f"{_fmt(head.get('r_all_final'), 4)} / {_fmt(head.get('r_structured_final'), 4)}"),
-        ("structured neurons at the end", f"{_fmt(head.get('n_structured_final'), 0)} of {analysis.sizes['neuron']}"),
-        ("W_a waveform at the end (binarization: 1 square, -1 cosine)", format_waveform(head)),
-    ])
-    out = [f"<h2>{html.escape(name)}</h2>", f'<p class="muted">{html.escape(_config_line(trajectory))}</p>', cards,
-           f"<p>{html.escape(_convention_sentence(head))}</p>", _headline_table(analysis)]
-    out.append(figs.add(figures.timeline(analysis, trajectory), f"{prefix}timeline",
-                        "Timeline. Top: real and idealized accuracies with both controls; the gap between Sq-&gt;Cos (blue) and the "
-                        f"shuffled control (gray dotted: mean of {draws} permutations, band up to their 95th percentile) is learned "
-                        "structure, the phase-sum control (orange dashed) is what the construction gives for free, and the green "
-                        "dash-dotted line reads each curve at its own frequency instead of W_a's. Second: losses of the real model "
-                        "beside the progress measures of Nanda et al. (2023): restricted loss (hidden units kept only in their "
-                        "key-frequency a + b components, validation pairs) and excluded loss (those components removed, training "
-                        "pairs). Third: share of structured neurons, median binarization and periodicity. "
-                        "Bottom: circular correlation of &phi;_out with &phi;_a + &phi;_b."))
+    cards = cards_html(
+        [
+            (
+                f"saturation step (train acc >= {SATURATION_TRAIN_ACC:g})",
+                format_step(head["saturation_step"]),
+            ),
+            (
+                "structure step (Sq->Cos >= %.2g)" % analysis.attrs["structure_acc"],
+                format_step(head["structure_step"]),
+            ),
+            (
+                "grok step (val acc >= %.2g)" % analysis.attrs["grok_acc"],
+                format_step(head["grok_step"]),
+            ),
+            ("lead: grok - structure (steps)", format_lead(head["lead_steps"])),
+            (
+                "structure step / lead, each curve at its own frequency",
+                f"{format_step(head['structure_step_own'])} / {format_lead(head['lead_steps_own'])}",
+            ),
+            ("final validation accuracy", _fmt(head.get("val_acc_final"), 4)),
+            (
+                f"final Sq->Cos / shuffled control (mean, 95th pct of {draws})",
+                f"{_fmt(head.get('ideal_acc_final'))} / {_fmt(head.get('ideal_acc_shuffled_final'))}, {_fmt(head.get('ideal_acc_shuffled_hi_final'))}",
+            ),
+            (
+                "final r / r'",
+                f"{_fmt(head.get('r_all_final'), 4)} / {_fmt(head.get('r_structured_final'), 4)}",
+            ),
+            (
+                "structured neurons at the end",
+                f"{_fmt(head.get('n_structured_final'), 0)} of {analysis.sizes['neuron']}",
+            ),
+            ("W_a waveform at the end (binarization: 1 square, -1 cosine)", format_waveform(head)),
+        ]
+    )
+    out = [
+        f"<h2>{html.escape(name)}</h2>",
+        f'<p class="muted">{html.escape(_config_line(trajectory))}</p>',
+        cards,
+        f"<p>{html.escape(_convention_sentence(head))}</p>",
+        _headline_table(analysis),
+    ]
+    out.append(
+        figs.add(
+            figures.timeline(analysis, trajectory),
+            f"{prefix}timeline",
+            "Timeline. Top: real and idealized accuracies with both controls; the gap between Sq-&gt;Cos (blue) and the "
+            f"shuffled control (gray dotted: mean of {draws} permutations, band up to their 95th percentile) is learned "
+            "structure, the phase-sum control (orange dashed) is what the construction gives for free, and the green "
+            "dash-dotted line reads each curve at its own frequency instead of W_a's. Second: losses of the real model "
+            "beside the progress measures of Nanda et al. (2023): restricted loss (hidden units kept only in their "
+            "key-frequency a + b components, validation pairs) and excluded loss (those components removed, training "
+            "pairs). Third: share of structured neurons, median binarization and periodicity. "
+            "Bottom: circular correlation of &phi;_out with &phi;_a + &phi;_b.",
+        )
+    )
     if not detail:
-        out.append('<p class="muted">This run\'s neurons, phases and periodicity are in the explorer above (pick the run); '
-                   f"<code>mechgrok report {html.escape(name)}.h5 --html</code> draws them as static figures.</p>")
+        out.append(
+            '<p class="muted">This run\'s neurons, phases and periodicity are in the explorer above (pick the run); '
+            f"<code>mechgrok report {html.escape(name)}.h5 --html</code> draws them as static figures.</p>"
+        )
         return out
     gallery_steps = sorted({early, middle, final})
     neurons = figures.gallery_neurons(analysis)
     n_structured = int(analysis["structured"].isel(step=-1).sel(neuron=neurons).sum())
-    chosen = ("the most periodic structured neurons" if n_structured == len(neurons) else
-              "the most periodic neurons (none structured at the end)" if n_structured == 0 else
-              f"the most periodic neurons ({n_structured} of them structured at the end)")
+    chosen = (
+        "the most periodic structured neurons"
+        if n_structured == len(neurons)
+        else "the most periodic neurons (none structured at the end)"
+        if n_structured == 0
+        else f"the most periodic neurons ({n_structured} of them structured at the end)"
+    )
     for which, color in (("W_a", "blue"), ("W_b", "vermillion")):
-        out.append(figs.add(figures.neuron_gallery(trajectory, analysis, gallery_steps, which, neurons), f"{prefix}gallery_{which}",
-                            f"{which} rows ({color}) of {chosen} against their ideal square waves (gray) "
-                            f"at {'saturation' if saturated else early_label}, midway and at the end (paper Figs. 1-2), zoomed to at most 5 periods."))
-    out.append(figs.add(figures.phase_scatter([(analysis, early, early_label), (analysis, final, "end")]), f"{prefix}phase_scatter",
-                        "&phi;_out against &phi;_a + &phi;_b (paper Fig. 4); points on the dashed diagonal obey the phase-sum "
-                        "relation. Color: W_a periodicity; outlined: structured neurons."))
-    out.append(figs.add(figures.periodicity_panels(analysis), f"{prefix}periodicity",
-                        "Periodicity at the end with both thresholds, the frequencies the structured neurons use, and each "
-                        "neuron's periodicity over training (ordered by when it becomes structured)."))
+        out.append(
+            figs.add(
+                figures.neuron_gallery(trajectory, analysis, gallery_steps, which, neurons),
+                f"{prefix}gallery_{which}",
+                f"{which} rows ({color}) of {chosen} against their ideal square waves (gray) "
+                f"at {'saturation' if saturated else early_label}, midway and at the end (paper Figs. 1-2), zoomed to at most 5 periods.",
+            )
+        )
+    out.append(
+        figs.add(
+            figures.phase_scatter([(analysis, early, early_label), (analysis, final, "end")]),
+            f"{prefix}phase_scatter",
+            "&phi;_out against &phi;_a + &phi;_b (paper Fig. 4); points on the dashed diagonal obey the phase-sum "
+            "relation. Color: W_a periodicity; outlined: structured neurons.",
+        )
+    )
+    out.append(
+        figs.add(
+            figures.periodicity_panels(analysis),
+            f"{prefix}periodicity",
+            "Periodicity at the end with both thresholds, the frequencies the structured neurons use, and each "
+            "neuron's periodicity over training (ordered by when it becomes structured).",
+        )
+    )
     return out
 
 
@@ -174,9 +279,13 @@ def _paper_cells(noise: float) -> list[str] | None:
         return f'<span class="paper">{_fmt(value, digits) if value is not None else "&lt;0.0001"}</span>'
 
     r = FIG5.get(round(noise, 2), (None, None))
-    return [*(cell(paper[k]) for k in ("final_real", "final_sq_sq", "final_sq_cos", "final_cos_cos")), "", "",
-            *(cell(paper[k]) for k in ("sat_real", "sat_sq_sq", "sat_sq_cos", "sat_cos_cos")),
-            *(f'<span class="paper">{_fmt(v, 3)}</span>' for v in r)]
+    return [
+        *(cell(paper[k]) for k in ("final_real", "final_sq_sq", "final_sq_cos", "final_cos_cos")),
+        "",
+        "",
+        *(cell(paper[k]) for k in ("sat_real", "sat_sq_sq", "sat_sq_cos", "sat_cos_cos")),
+        *(f'<span class="paper">{_fmt(v, 3)}</span>' for v in r),
+    ]
 
 
 def _sweep_sections(runs: list[tuple[str, xr.Dataset, xr.Dataset]], figs: _Figures) -> list[str]:
@@ -190,28 +299,61 @@ def _sweep_sections(runs: list[tuple[str, xr.Dataset, xr.Dataset]], figs: _Figur
     for options, members in groups:
         summary = summarize_seeds(members)
         label = ", ".join(f"{key} {options.get(key)}" for key in varying)
-        table.append([html.escape(label), str(len(members)), *(summary[key].text(4) for _, key in TABLE2_COLUMNS)])
-        comparable = options.get("operation") in (None, "add") and options.get("activation") in (None, "relu")
-        paper = _paper_cells(float(options.get("noise") or 0.0)) if comparable and ("noise" in varying or len(groups) == 1) else None
+        table.append(
+            [
+                html.escape(label),
+                str(len(members)),
+                *(summary[key].text(4) for _, key in TABLE2_COLUMNS),
+            ]
+        )
+        comparable = options.get("operation") in (None, "add") and options.get("activation") in (
+            None,
+            "relu",
+        )
+        paper = (
+            _paper_cells(float(options.get("noise") or 0.0))
+            if comparable and ("noise" in varying or len(groups) == 1)
+            else None
+        )
         if paper is not None:
             table.append(['<span class="paper">paper</span>', "", *paper])
-    per_run = [[html.escape(row["name"]), str(row.get("seed", "")), *(_fmt(row[key], 4) for _, key in TABLE2_COLUMNS)]
-               for options, members in groups for row in sorted(members, key=lambda r: _seed_order(r.get("seed")))]
+    per_run = [
+        [
+            html.escape(row["name"]),
+            str(row.get("seed", "")),
+            *(_fmt(row[key], 4) for _, key in TABLE2_COLUMNS),
+        ]
+        for options, members in groups
+        for row in sorted(members, key=lambda r: _seed_order(r.get("seed")))
+    ]
     n_seeds = sorted({len(members) for _, members in groups})
     seeds_text = f"{n_seeds[0]}" if len(n_seeds) == 1 else f"{n_seeds[0]} to {n_seeds[-1]}"
-    out = ["<h2>Runs compared (the paper's Table 2)</h2>",
-           f"<p>{len(rows)} runs in {len(groups)} group(s) of {seeds_text} seed(s). Each number is the mean over a group's "
-           "seeds with its 95% percentile-bootstrap interval in brackets (4,000 resamples of the seeds; none with one seed): "
-           "validation accuracy of the real model and of the idealized models at the end and at the saturation checkpoint. "
-           'Rows in <span class="paper">blue</span> are the paper\'s values for the same noise level (one run each; its '
-           "idealized accuracies are on its validation split, ours on all p<sup>2</sup> pairs; paper.md).</p>",
-           table_html(["runs", "seeds", *columns], table),
-           "<details><summary>Every run</summary>" + table_html(["run", "seed", *columns], per_run) + "</details>"]
+    out = [
+        "<h2>Runs compared (the paper's Table 2)</h2>",
+        f"<p>{len(rows)} runs in {len(groups)} group(s) of {seeds_text} seed(s). Each number is the mean over a group's "
+        "seeds with its 95% percentile-bootstrap interval in brackets (4,000 resamples of the seeds; none with one seed): "
+        "validation accuracy of the real model and of the idealized models at the end and at the saturation checkpoint. "
+        'Rows in <span class="paper">blue</span> are the paper\'s values for the same noise level (one run each; its '
+        "idealized accuracies are on its validation split, ours on all p<sup>2</sup> pairs; paper.md).</p>",
+        table_html(["runs", "seeds", *columns], table),
+        "<details><summary>Every run</summary>"
+        + table_html(["run", "seed", *columns], per_run)
+        + "</details>",
+    ]
     if len(groups) > 1 and "noise" in varying:
-        out.append(figs.add(figures.noise_curves([(float(options["noise"]), summarize_seeds(members)) for options, members in groups]),
-                            "sweep_noise_curves",
-                            "Final validation accuracy and mean W_a periodicity against label noise (paper Fig. 3): mean over "
-                            "seeds, band: 95% bootstrap interval of the mean (with two or more seeds)."))
+        out.append(
+            figs.add(
+                figures.noise_curves(
+                    [
+                        (float(options["noise"]), summarize_seeds(members))
+                        for options, members in groups
+                    ]
+                ),
+                "sweep_noise_curves",
+                "Final validation accuracy and mean W_a periodicity against label noise (paper Fig. 3): mean over "
+                "seeds, band: 95% bootstrap interval of the mean (with two or more seeds).",
+            )
+        )
     panels, paper_values = [], []
     for name, trajectory, analysis in runs:
         noise, seed = float(trajectory.attrs.get("noise", np.nan)), trajectory.attrs.get("seed", "")
@@ -219,9 +361,19 @@ def _sweep_sections(runs: list[tuple[str, xr.Dataset, xr.Dataset]], figs: _Figur
         paper_r = FIG5.get(round(noise, 2))
         if paper_r:
             paper_values.append(f"noise {noise:g}: r = {paper_r[0]}, r' = {paper_r[1]}")
-    out.append(figs.add(figures.phase_scatter(panels), "sweep_phase_scatter",
-                        "&phi;_out against &phi;_a + &phi;_b at the end of each run (paper Fig. 5). The paper's values: "
-                        + ("; ".join(sorted(set(paper_values))) if paper_values else "none at these noise levels") + "."))
+    out.append(
+        figs.add(
+            figures.phase_scatter(panels),
+            "sweep_phase_scatter",
+            "&phi;_out against &phi;_a + &phi;_b at the end of each run (paper Fig. 5). The paper's values: "
+            + (
+                "; ".join(sorted(set(paper_values)))
+                if paper_values
+                else "none at these noise levels"
+            )
+            + ".",
+        )
+    )
     return out
 
 
@@ -235,16 +387,27 @@ def _seed_order(seed) -> int:
 PAGE_BYTES_AT_LEAST = 5 * 2**20  # every page inlines plotly.js (~4.8 MB)
 
 
-def report(trajectories: list[str | os.PathLike], out: str | os.PathLike | None = None, png_dir: str | os.PathLike | None = None,
-           force: bool = False) -> Path:
+def report(
+    trajectories: list[str | os.PathLike],
+    out: str | os.PathLike | None = None,
+    png_dir: str | os.PathLike | None = None,
+    force: bool = False,
+) -> Path:
     """Write the HTML report for one run or several (a sweep) and return its path. Each
     trajectory is analyzed unless a current analysis sits beside it. An existing report is
     replaced only with `force`; trajectories are only read."""
     paths = [Path(t) for t in trajectories]
     if not paths:
         raise ValueError("no trajectory given")
-    out_path = Path(out) if out is not None else DEFAULT_REPORT_DIR / (
-        (paths[0].stem if len(paths) == 1 else f"{paths[0].stem}_and_{len(paths) - 1}_more") + ".html")
+    out_path = (
+        Path(out)
+        if out is not None
+        else DEFAULT_REPORT_DIR
+        / (
+            (paths[0].stem if len(paths) == 1 else f"{paths[0].stem}_and_{len(paths) - 1}_more")
+            + ".html"
+        )
+    )
     inputs = [*paths, *(default_analysis_path(path) for path in paths)]
     check_output(out_path, "report", inputs, force=force)
     try:  # before the analyses and figures: a full disk or a file-size limit fails at once, not after them
@@ -256,23 +419,51 @@ def report(trajectories: list[str | os.PathLike], out: str | os.PathLike | None 
         for path in paths:
             trajectory = open_trajectory(path)
             runs.append((path.stem, trajectory, analyze(path)))
-        figs = _Figures(Path(png_dir) if png_dir is not None else None, inputs=[*inputs, out_path], force=force)
-        title = f"mechgrok report: {paths[0].stem}" if len(paths) == 1 else f"mechgrok report: {len(paths)} runs"
-        sections = [f"<h1>{html.escape(title)}</h1>",
-                    '<p class="muted">When does the generalizing algorithm appear? Structure read from the weights '
-                    "(idealized models, phase-sum relation, square-wave binarization) against the real model's accuracy.</p>"]
-        recording = [name for name, trajectory, _ in runs if int(trajectory.attrs.get("final_step", 0)) < 0]
+        figs = _Figures(
+            Path(png_dir) if png_dir is not None else None, inputs=[*inputs, out_path], force=force
+        )
+        title = (
+            f"mechgrok report: {paths[0].stem}"
+            if len(paths) == 1
+            else f"mechgrok report: {len(paths)} runs"
+        )
+        sections = [
+            f"<h1>{html.escape(title)}</h1>",
+            '<p class="muted">When does the generalizing algorithm appear? Structure read from the weights '
+            "(idealized models, phase-sum relation, square-wave binarization) against the real model's accuracy.</p>",
+        ]
+        recording = [
+            name for name, trajectory, _ in runs if int(trajectory.attrs.get("final_step", 0)) < 0
+        ]
         if recording:
-            sections.append(f'<p class="note">Still recording when this report was made: {html.escape(", ".join(recording))}; '
-                            "their numbers cover the snapshots committed so far.</p>")
+            sections.append(
+                f'<p class="note">Still recording when this report was made: {html.escape(", ".join(recording))}; '
+                "their numbers cover the snapshots committed so far.</p>"
+            )
         if len(runs) > 1:
             sections += _sweep_sections(runs, figs)
-        limit = snapshots_per_run(len(runs), max(a.sizes["neuron"] for _, _, a in runs), max(t.sizes["token"] for _, t, _ in runs))
-        sections.append(explorer_section([explorer_data(name, trajectory, analysis, limit) for name, trajectory, analysis in runs]))
+        limit = snapshots_per_run(
+            len(runs),
+            max(a.sizes["neuron"] for _, _, a in runs),
+            max(t.sizes["token"] for _, t, _ in runs),
+        )
+        sections.append(
+            explorer_section(
+                [
+                    explorer_data(name, trajectory, analysis, limit)
+                    for name, trajectory, analysis in runs
+                ]
+            )
+        )
         if len(runs) <= 4:  # beyond that the page gets long: the sweep sections summarise
             for name, trajectory, analysis in runs:
-                sections += (_run_section(name, trajectory, analysis, figs, prefix="") if len(runs) == 1 else
-                             _run_section(name, trajectory, analysis, figs, prefix=f"{name}_", detail=False))
+                sections += (
+                    _run_section(name, trajectory, analysis, figs, prefix="")
+                    if len(runs) == 1
+                    else _run_section(
+                        name, trajectory, analysis, figs, prefix=f"{name}_", detail=False
+                    )
+                )
         sections += ["<h2>Definitions</h2>", DEFINITIONS]
         write_text(out_path, page(title, sections), "report", inputs, force=force)
     finally:

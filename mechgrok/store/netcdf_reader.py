@@ -8,6 +8,7 @@ a trajectory took ~0.2-0.4 s and each lazy read ~40 ms whatever its size. Here e
 dimension lengths are read once, at open. Only the root group is read (mechgrok's groups,
 such as a trajectory's `resume`, are not data).
 """
+
 from __future__ import annotations
 
 import os
@@ -20,8 +21,18 @@ from xarray.backends import BackendArray, BackendEntrypoint
 from xarray.core import indexing
 
 # HDF5 and netCDF4 bookkeeping attributes, never shown (the ones h5netcdf hides)
-HIDDEN_ATTRS = frozenset(["REFERENCE_LIST", "CLASS", "DIMENSION_LIST", "NAME", "_Netcdf4Dimid", "_Netcdf4Coordinates",
-                          "_nc3_strict", "_NCProperties"])
+HIDDEN_ATTRS = frozenset(
+    [
+        "REFERENCE_LIST",
+        "CLASS",
+        "DIMENSION_LIST",
+        "NAME",
+        "_Netcdf4Dimid",
+        "_Netcdf4Coordinates",
+        "_nc3_strict",
+        "_NCProperties",
+    ]
+)
 # netCDF4 marks a dimension that has no coordinate variable by this NAME on its scale dataset
 PURE_DIMENSION = b"This is a netCDF dimension but not a netCDF variable"
 
@@ -51,13 +62,17 @@ class _LazyVariable(BackendArray):
         self.dataset, self.shape, self.dtype = dataset, shape, dataset.dtype
 
     def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
-        return indexing.explicit_indexing_adapter(key, self.shape, indexing.IndexingSupport.OUTER_1VECTOR, self._read)
+        return indexing.explicit_indexing_adapter(
+            key, self.shape, indexing.IndexingSupport.OUTER_1VECTOR, self._read
+        )
 
     def _read(self, key: tuple) -> np.ndarray:
         if self.dataset.shape == self.shape:
             return np.asarray(self.dataset[key])
         padding = [(0, full - stored) for full, stored in zip(self.shape, self.dataset.shape)]
-        return _outer_index(np.pad(self.dataset[()], padding, constant_values=self.dataset.fillvalue), key)
+        return _outer_index(
+            np.pad(self.dataset[()], padding, constant_values=self.dataset.fillvalue), key
+        )
 
 
 def _outer_index(array: np.ndarray, key: tuple) -> np.ndarray:
@@ -87,8 +102,11 @@ def _attributes(attrs: h5py.AttributeManager) -> dict:
         info = h5py.check_string_dtype(attrs.get_id(name).dtype)
         if info is not None:
             if info.length is not None and info.length > 1:
-                value = (value.decode(info.encoding, "surrogateescape") if np.isscalar(value) else
-                         [b.decode(info.encoding, "surrogateescape") for b in value.flat])
+                value = (
+                    value.decode(info.encoding, "surrogateescape")
+                    if np.isscalar(value)
+                    else [b.decode(info.encoding, "surrogateescape") for b in value.flat]
+                )
             elif not np.isscalar(value):
                 value = value.tolist()
         if not np.isscalar(value) and len(value) == 1:
@@ -99,9 +117,15 @@ def _attributes(attrs: h5py.AttributeManager) -> dict:
 
 def _encoding(dataset: h5py.Dataset, dims: tuple[str, ...], shape: tuple[int, ...]) -> dict:
     """What xarray's h5netcdf backend records of how a variable is stored."""
-    encoding = {"dtype": dataset.dtype, "contiguous": dataset.chunks is None, "chunksizes": dataset.chunks,
-                "shuffle": dataset.shuffle, "fletcher32": dataset.fletcher32, "original_shape": shape,
-                "zlib": dataset.compression == "gzip"}
+    encoding = {
+        "dtype": dataset.dtype,
+        "contiguous": dataset.chunks is None,
+        "chunksizes": dataset.chunks,
+        "shuffle": dataset.shuffle,
+        "fletcher32": dataset.fletcher32,
+        "original_shape": shape,
+        "zlib": dataset.compression == "gzip",
+    }
     if dataset.chunks is not None:
         encoding["preferred_chunks"] = dict(zip(dims, dataset.chunks))
     if dataset.compression == "gzip":
@@ -121,7 +145,11 @@ class FastNetCDFBackend(BackendEntrypoint):
     def open_dataset(self, filename_or_obj, *, drop_variables=None, **decoders) -> xr.Dataset:
         f = h5py.File(filename_or_obj, "r")
         try:
-            source = os.fspath(filename_or_obj) if isinstance(filename_or_obj, (str, os.PathLike)) else None
+            source = (
+                os.fspath(filename_or_obj)
+                if isinstance(filename_or_obj, (str, os.PathLike))
+                else None
+            )
             ds = xr.decode_cf(_raw_dataset(f, source), drop_variables=drop_variables, **decoders)
         except BaseException:
             f.close()
@@ -152,13 +180,19 @@ def _raw_dataset(f: h5py.File, source: str | None) -> xr.Dataset:
         if dataset.attrs.get("NAME", b"").startswith(PURE_DIMENSION):
             continue
         shape = tuple(sizes[dim] for dim in dims[name])
-        if h5py.check_string_dtype(dataset.dtype) is not None:  # text: small, read now, as str as xarray does
+        if (
+            h5py.check_string_dtype(dataset.dtype) is not None
+        ):  # text: small, read now, as str as xarray does
             data = np.asarray(dataset.asstr()[()]).astype(str)
             encoding = {"dtype": data.dtype}
         else:
             data = indexing.LazilyIndexedArray(_LazyVariable(dataset, shape))
-            encoding = _encoding(dataset, dims[name], shape) | ({"source": source} if source is not None else {})
-        variables[name] = xr.Variable(dims[name], data, _attributes(dataset.attrs), encoding=encoding)
+            encoding = _encoding(dataset, dims[name], shape) | (
+                {"source": source} if source is not None else {}
+            )
+        variables[name] = xr.Variable(
+            dims[name], data, _attributes(dataset.attrs), encoding=encoding
+        )
     return xr.Dataset(variables, attrs=_attributes(f.attrs))
 
 

@@ -10,6 +10,7 @@
 - Write failures (no space, file-size limit, I/O error) become one-line `OutputWriteError`s
   naming the file.
 """
+
 from __future__ import annotations
 
 import errno
@@ -29,8 +30,16 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # errnos of a failed write: disk full, file-size limit, quota, I/O error, read-only file system
 WRITE_FAILURE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EIO, errno.EROFS}
 # HDF5 reports a failed write as a RuntimeError or OSError whose text names the errno
-WRITE_FAILURE_TEXTS = ("No space left", "File too large", "Disk quota", "Input/output error", "Read-only file system",
-                       "file write failed", "unable to extend file", "write failed")
+WRITE_FAILURE_TEXTS = (
+    "No space left",
+    "File too large",
+    "Disk quota",
+    "Input/output error",
+    "Read-only file system",
+    "file write failed",
+    "unable to extend file",
+    "write failed",
+)
 
 
 def file_role(path: Path) -> str | None:
@@ -44,7 +53,10 @@ def file_role(path: Path) -> str | None:
         return _hdf5_role(path)
     if head.startswith(PNG_SIGNATURE):
         return "figure" if b"Software\x00mechgrok" in head else None
-    if REPORT_MARKER.encode() in head or (head.lstrip().lower().startswith(b"<!doctype html") and _tail_has(path, LEGACY_REPORT_MARKER)):
+    if REPORT_MARKER.encode() in head or (
+        head.lstrip().lower().startswith(b"<!doctype html")
+        and _tail_has(path, LEGACY_REPORT_MARKER)
+    ):
         return "report"
     if head.lstrip().startswith(b"{"):
         try:
@@ -83,15 +95,24 @@ def same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def check_output(path: Path, role: str, inputs: Iterable[Path] = (), force: bool = False,
-                 replace_role: bool = False) -> None:
+def check_output(
+    path: Path,
+    role: str,
+    inputs: Iterable[Path] = (),
+    force: bool = False,
+    replace_role: bool = False,
+) -> None:
     """Raise unless `path` may receive a new `role` file: it is none of `inputs`, and if it
     exists it is a mechgrok `role` file and `force` (or `replace_role`: replacing an earlier
     file of this role is the point, as for an analysis cache) allows replacing it."""
     for given in inputs:
         if same_file(path, Path(given)):
-            raise OutputExistsError(f"{path} is an input of this command; refusing to write over it")
-    blocking = next((folder for folder in Path(path).parents if folder.exists() and not folder.is_dir()), None)
+            raise OutputExistsError(
+                f"{path} is an input of this command; refusing to write over it"
+            )
+    blocking = next(
+        (folder for folder in Path(path).parents if folder.exists() and not folder.is_dir()), None
+    )
     if blocking is not None:
         raise OutputExistsError(f"{path}: {blocking} is a file, not a folder", remedy="give {out}")
     if os.path.lexists(path):
@@ -105,8 +126,11 @@ def check_output(path: Path, role: str, inputs: Iterable[Path] = (), force: bool
                 remedy="move it away (a damaged file cannot show what it was) or give {out}",
             )
         if not (force or replace_role):
-            hint = ("pass {resume} to continue it (record) or {force} to replace it" if role == "trajectory"
-                    else "pass {force} to replace it")
+            hint = (
+                "pass {resume} to continue it (record) or {force} to replace it"
+                if role == "trajectory"
+                else "pass {force} to replace it"
+            )
             raise OutputExistsError(f"{path} exists", remedy=hint)
 
 
@@ -125,13 +149,17 @@ def publish(partial: Path, path: Path, replace: bool) -> None:
     try:
         os.link(partial, path)
     except FileExistsError:
-        raise OutputExistsError(f"{path} appeared while this output was being written (another process?); "
-                                "the new output was not kept") from None
+        raise OutputExistsError(
+            f"{path} appeared while this output was being written (another process?); "
+            "the new output was not kept"
+        ) from None
     except OSError as err:
         if err.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV):
             raise
         if os.path.lexists(path):  # file systems without hard links: check, then rename
-            raise OutputExistsError(f"{path} appeared while this output was being written") from None
+            raise OutputExistsError(
+                f"{path} appeared while this output was being written"
+            ) from None
         os.replace(partial, path)
         return
     partial.unlink()
@@ -141,19 +169,32 @@ def is_write_failure(err: BaseException) -> bool:
     """True when `err` is a failed write (full disk, size limit, I/O error), from the OS or HDF5."""
     if isinstance(err, OSError) and err.errno in WRITE_FAILURE_ERRNOS:
         return True
-    return isinstance(err, (OSError, RuntimeError)) and any(text in str(err) for text in WRITE_FAILURE_TEXTS)
+    return isinstance(err, (OSError, RuntimeError)) and any(
+        text in str(err) for text in WRITE_FAILURE_TEXTS
+    )
 
 
 def write_failure(path: Path, err: BaseException) -> OutputWriteError:
     """A one-line OutputWriteError naming `path` and the cause."""
-    reason = os.strerror(err.errno) if isinstance(err, OSError) and err.errno in WRITE_FAILURE_ERRNOS else next(
-        (text for text in WRITE_FAILURE_TEXTS if text in str(err)), str(err).splitlines()[0] if str(err) else type(err).__name__)
+    reason = (
+        os.strerror(err.errno)
+        if isinstance(err, OSError) and err.errno in WRITE_FAILURE_ERRNOS
+        else next(
+            (text for text in WRITE_FAILURE_TEXTS if text in str(err)),
+            str(err).splitlines()[0] if str(err) else type(err).__name__,
+        )
+    )
     return OutputWriteError(f"{path}: could not be written ({reason})")
 
 
 @contextmanager
-def atomic_output(path: str | os.PathLike, role: str, inputs: Iterable[Path] = (), force: bool = False,
-                  replace_role: bool = False) -> Iterator[Path]:
+def atomic_output(
+    path: str | os.PathLike,
+    role: str,
+    inputs: Iterable[Path] = (),
+    force: bool = False,
+    replace_role: bool = False,
+) -> Iterator[Path]:
     """Check `path` under the output rule, yield a partial path to write the whole output
     to, then publish it. On any error the partial file is removed, the old file is kept,
     and a failed write is raised as a one-line OutputWriteError naming `path`."""
@@ -172,8 +213,14 @@ def atomic_output(path: str | os.PathLike, role: str, inputs: Iterable[Path] = (
     _remove(partial)
 
 
-def write_text(path: str | os.PathLike, text: str, role: str, inputs: Iterable[Path] = (), force: bool = False,
-               replace_role: bool = False) -> Path:
+def write_text(
+    path: str | os.PathLike,
+    text: str,
+    role: str,
+    inputs: Iterable[Path] = (),
+    force: bool = False,
+    replace_role: bool = False,
+) -> Path:
     """Write a text output under the output rule (see atomic_output)."""
     with atomic_output(path, role, inputs, force, replace_role) as partial:
         with open(partial, "w", encoding="utf-8") as handle:
@@ -200,7 +247,9 @@ def check_readable_input(path: Path) -> None:
             raise TrajectoryError(f"{path}: a broken symbolic link") from None
         raise InputNotFoundError(f"{path}: no such file") from None
     except OSError as err:
-        raise TrajectoryError(f"{path}: cannot be read ({os.strerror(err.errno) if err.errno else err})") from None
+        raise TrajectoryError(
+            f"{path}: cannot be read ({os.strerror(err.errno) if err.errno else err})"
+        ) from None
     if path.is_dir():
         raise TrajectoryError(f"{path}: is a directory, not a file")
     if not os.access(path, os.R_OK):
@@ -239,7 +288,9 @@ def check_space(folder: Path, nbytes: int) -> None:
     limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
     if limit != resource.RLIM_INFINITY and nbytes > limit:
         raise OSError(errno.EFBIG, os.strerror(errno.EFBIG))
-    folder = next(candidate for candidate in (Path(folder), *Path(folder).parents) if candidate.exists())
+    folder = next(
+        candidate for candidate in (Path(folder), *Path(folder).parents) if candidate.exists()
+    )
     stats = os.statvfs(folder)
     if stats.f_bavail * stats.f_frsize < nbytes:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

@@ -24,6 +24,7 @@ A trajectory is a netCDF4-compatible HDF5 file (readable by h5py, h5netcdf and
 Entries past `n_snapshots` are not data (step -1, NaN weights and metrics): readers here show
 only committed snapshots. Format 1 (no run_id, zero fill values) is read as well.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -55,13 +56,15 @@ VARIABLE_ATTRS = {
     "W_a": ("input weight of each neuron from token a", "1"),
     "W_b": ("input weight of each neuron from token b", "1"),
     "W_out": ("output weight of each neuron to class token", "1"),
-    "b_in": ("first-layer bias", "1"), "b_out": ("output bias", "1"),
+    "b_in": ("first-layer bias", "1"),
+    "b_out": ("output bias", "1"),
     "train_loss": ("mean cross-entropy on the training labels used", "nats"),
     "train_acc": ("accuracy on the training labels used", "1"),
     "train_acc_true": ("accuracy on the true training labels", "1"),
     "val_loss": ("mean cross-entropy on the validation pairs", "nats"),
     "val_acc": ("accuracy on the validation pairs", "1"),
-    "train_a": ("token a of each training pair", "1"), "train_b": ("token b of each training pair", "1"),
+    "train_a": ("token a of each training pair", "1"),
+    "train_b": ("token b of each training pair", "1"),
     "train_label": ("label trained on (noised where train_noised)", "1"),
     "train_label_true": ("true label (a + b) mod p", "1"),
     "train_noised": ("whether the training label was replaced by a wrong class", "1"),
@@ -76,7 +79,9 @@ def config_from_attrs(attrs, path: Path | str = "") -> RunConfig:
         if field.name not in attrs and field.name in OPTIONS_ADDED_LATER:
             continue  # recorded before the option existed: its default (the paper's) is what ran
         if field.name not in attrs:
-            raise TrajectoryError(f"{path}: attribute {field.name!r} missing; not a complete mechgrok trajectory")
+            raise TrajectoryError(
+                f"{path}: attribute {field.name!r} missing; not a complete mechgrok trajectory"
+            )
         value = attrs[field.name]
         try:
             if field.name == "betas":
@@ -92,14 +97,20 @@ def config_from_attrs(attrs, path: Path | str = "") -> RunConfig:
             else:
                 kwargs[field.name] = value.decode() if isinstance(value, bytes) else str(value)
         except (TypeError, ValueError, IndexError):
-            raise TrajectoryError(f"{path}: attribute {field.name!r} is malformed ({value!r})") from None
+            raise TrajectoryError(
+                f"{path}: attribute {field.name!r} is malformed ({value!r})"
+            ) from None
     try:
         return RunConfig(**kwargs)
     except ValueError as err:
         raise TrajectoryError(f"{path}: its recorded options are invalid ({err})") from None
 
 
-OPTIONS_ADDED_LATER = ("operation", "activation", "precision")  # files of earlier versions lack them
+OPTIONS_ADDED_LATER = (
+    "operation",
+    "activation",
+    "precision",
+)  # files of earlier versions lack them
 
 
 def _text_attr(value) -> str | None:
@@ -138,7 +149,9 @@ def check_trajectory_file(path: str | os.PathLike) -> None:
     except TrajectoryError:
         raise
     except (OSError, KeyError, ValueError, RuntimeError, TypeError) as err:
-        raise TrajectoryError(f"{path}: unreadable or truncated HDF5 file ({str(err).splitlines()[0]})") from None
+        raise TrajectoryError(
+            f"{path}: unreadable or truncated HDF5 file ({str(err).splitlines()[0]})"
+        ) from None
 
 
 def _check_layout(f: h5py.File, path: Path) -> None:
@@ -147,32 +160,54 @@ def _check_layout(f: h5py.File, path: Path) -> None:
         raise TrajectoryError(f"{path}: not a mechgrok trajectory (missing {', '.join(missing)})")
     missing = [name for name in REQUIRED_ATTRS if name not in f.attrs]
     if missing:
-        raise TrajectoryError(f"{path}: not a mechgrok trajectory (attribute {missing[0]!r} missing)")
+        raise TrajectoryError(
+            f"{path}: not a mechgrok trajectory (attribute {missing[0]!r} missing)"
+        )
     values = {}
     for name in REQUIRED_ATTRS:
         try:
             values[name] = attr_int(f.attrs[name])
         except (TypeError, ValueError, IndexError):
-            raise TrajectoryError(f"{path}: attribute {name!r} is not an integer ({f.attrs[name]!r})") from None
-    version, n, p, H = values["format_version"], values["n_snapshots"], values["modulus"], values["width"]
+            raise TrajectoryError(
+                f"{path}: attribute {name!r} is not an integer ({f.attrs[name]!r})"
+            ) from None
+    version, n, p, H = (
+        values["format_version"],
+        values["n_snapshots"],
+        values["modulus"],
+        values["width"],
+    )
     if version > FORMAT_VERSION or version < 1:
-        raise TrajectoryError(f"{path}: format version {version} is not one this mechgrok reads (1 to {FORMAT_VERSION})")
+        raise TrajectoryError(
+            f"{path}: format version {version} is not one this mechgrok reads (1 to {FORMAT_VERSION})"
+        )
     if p < 2 or H < 1:
         raise TrajectoryError(f"{path}: attributes modulus {p} and width {H} describe no model")
     if n < 0:
         raise TrajectoryError(f"{path}: attribute 'n_snapshots' is {n}, below 0")
-    expected_dims = {"step": ("step",), **{name: ("step", "neuron", "token") for name in WEIGHT_NAMES}}
+    expected_dims = {
+        "step": ("step",),
+        **{name: ("step", "neuron", "token") for name in WEIGHT_NAMES},
+    }
     for name, dims in expected_dims.items():
         obj = f[name]
         if not isinstance(obj, h5py.Dataset):
-            raise TrajectoryError(f"{path}: {name} is a {type(obj).__name__.lower()}, not a dataset")
+            raise TrajectoryError(
+                f"{path}: {name} is a {type(obj).__name__.lower()}, not a dataset"
+            )
         if name in WEIGHT_NAMES and (obj.ndim != 3 or obj.shape[1:] != (H, p) or obj.shape[0] < n):
-            raise TrajectoryError(f"{path}: {name} has shape {obj.shape}, expected ({n}+, {H}, {p}) (step, neuron, token)")
+            raise TrajectoryError(
+                f"{path}: {name} has shape {obj.shape}, expected ({n}+, {H}, {p}) (step, neuron, token)"
+            )
         if obj.ndim != len(dims) or obj.shape[0] < n:
-            raise TrajectoryError(f"{path}: {name} has shape {obj.shape}, expected at least the {n} committed snapshots")
+            raise TrajectoryError(
+                f"{path}: {name} has shape {obj.shape}, expected at least the {n} committed snapshots"
+            )
         found = dimension_names(f, obj)
         if found is None:
-            raise TrajectoryError(f"{path}: {name} has no netCDF dimensions (not written by h5netcdf/netCDF)")
+            raise TrajectoryError(
+                f"{path}: {name} has no netCDF dimensions (not written by h5netcdf/netCDF)"
+            )
         if found != dims:
             raise TrajectoryError(f"{path}: {name} has dimensions {found}, expected {dims}")
 
@@ -208,12 +243,19 @@ def recorded_progress(path: str | os.PathLike) -> RecordedProgress:
         n = attr_int(f.attrs["n_snapshots"])
         steps = np.asarray(f["step"][:n])
         checkpoint_step, best_val_step = -1, -1
-        latest = latest_slot(np.asarray(f["resume"]["slot_step"][:]), steps) if "resume" in f else None
+        latest = (
+            latest_slot(np.asarray(f["resume"]["slot_step"][:]), steps) if "resume" in f else None
+        )
         if latest is not None:
             checkpoint_step, slot = latest
             best_val_step = read_slot(f["resume"], slot).best_val_step
-        return RecordedProgress(steps, np.asarray(f["val_acc"][:n]), attr_int(f.attrs.get("final_step", -1)),
-                                int(checkpoint_step), best_val_step)
+        return RecordedProgress(
+            steps,
+            np.asarray(f["val_acc"][:n]),
+            attr_int(f.attrs.get("final_step", -1)),
+            int(checkpoint_step),
+            best_val_step,
+        )
 
 
 def open_trajectory(path: str | os.PathLike, chunks: dict | None = None) -> xr.Dataset:
@@ -235,7 +277,9 @@ def open_trajectory(path: str | os.PathLike, chunks: dict | None = None) -> xr.D
             if attempt == LIVE_READ_ATTEMPTS - 1 or (finished and seen_finished):
                 if isinstance(err, TrajectoryError):
                     raise
-                raise TrajectoryError(f"{path}: could not be read consistently while it records ({err}); try again") from None
+                raise TrajectoryError(
+                    f"{path}: could not be read consistently while it records ({err}); try again"
+                ) from None
             seen_finished = finished
             if not finished:
                 time.sleep(LIVE_READ_PAUSE)
@@ -244,7 +288,9 @@ def open_trajectory(path: str | os.PathLike, chunks: dict | None = None) -> xr.D
 
 LIVE_READ_ATTEMPTS = 40
 LIVE_READ_PAUSE = 0.05  # seconds; a recording's flush takes milliseconds
-LIVE_NAN_RETRIES = 3  # NaN weights that persist this long are the run's own (a diverged run), not a torn read
+LIVE_NAN_RETRIES = (
+    3  # NaN weights that persist this long are the run's own (a diverged run), not a torn read
+)
 
 
 class _TornRead(Exception):
@@ -259,7 +305,9 @@ def _open_committed(path: Path, chunks: dict | None, trust_nan: bool = False) ->
         ds = open_netcdf(handle, chunks=None if live else chunks)
     except (OSError, ValueError, RuntimeError, KeyError) as err:
         handle.close()
-        raise TrajectoryError(f"{path}: cannot be opened as netCDF ({str(err).splitlines()[0]})") from None
+        raise TrajectoryError(
+            f"{path}: cannot be opened as netCDF ({str(err).splitlines()[0]})"
+        ) from None
     n = attr_int(ds.attrs["n_snapshots"])
     if ds.sizes["step"] != n:
         ds = ds.isel(step=slice(0, n))
@@ -286,7 +334,9 @@ def _open_committed(path: Path, chunks: dict | None, trust_nan: bool = False) ->
         ds.set_close(close)
     if (ds["step"].values < 0).any():
         ds.close()
-        raise TrajectoryError(f"{path}: a committed snapshot has no step (step -1); the file is damaged")
+        raise TrajectoryError(
+            f"{path}: a committed snapshot has no step (step -1); the file is damaged"
+        )
     ds.attrs["source"] = str(path)
     return ds
 

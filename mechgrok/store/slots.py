@@ -43,7 +43,11 @@ def latest_slot(slot_steps: np.ndarray, committed_steps: np.ndarray) -> tuple[in
     """(step, slot) of the newest valid slot whose step is a committed snapshot, or None.
     A slot naming a step past the committed ones was written for a snapshot that never
     committed and is not used."""
-    usable = [(int(step), slot) for slot, step in enumerate(slot_steps) if step >= 0 and step in committed_steps]
+    usable = [
+        (int(step), slot)
+        for slot, step in enumerate(slot_steps)
+        if step >= 0 and step in committed_steps
+    ]
     return max(usable) if usable else None
 
 
@@ -53,19 +57,29 @@ def create_slots(group: Any, n_flat: int) -> None:
     group.dimensions = {"slot": SLOTS, "flat_param": n_flat, "memory_field": len(MEMORY_FIELDS)}
     group.create_variable("slot_step", ("slot",), np.int64, data=np.full(SLOTS, -1))
     for name in ("adam_m", "adam_v"):
-        group.create_variable(name, ("slot", "flat_param"), np.float32, data=np.zeros((SLOTS, n_flat), np.float32))
-    group.create_variable("memory", ("slot", "memory_field"), np.float64, data=np.zeros((SLOTS, len(MEMORY_FIELDS))))
+        group.create_variable(
+            name, ("slot", "flat_param"), np.float32, data=np.zeros((SLOTS, n_flat), np.float32)
+        )
+    group.create_variable(
+        "memory", ("slot", "memory_field"), np.float64, data=np.zeros((SLOTS, len(MEMORY_FIELDS)))
+    )
     group.attrs["memory_fields"] = " ".join(MEMORY_FIELDS)
 
 
-def write_slot(resume: dict[str, Any], slot: int, step: int, checkpoint: Checkpoint, flush: Callable[[], None]) -> None:
+def write_slot(
+    resume: dict[str, Any], slot: int, step: int, checkpoint: Checkpoint, flush: Callable[[], None]
+) -> None:
     """Write `checkpoint` for `step` into `slot` of the resume datasets. The slot is marked
     invalid and flushed first, so a kill mid-write never leaves a slot whose tag names new data."""
     resume["slot_step"][slot] = -1
     flush()
     resume["adam_m"][slot] = checkpoint.adam_m
     resume["adam_v"][slot] = checkpoint.adam_v
-    resume["memory"][slot] = [checkpoint.best_val_acc, checkpoint.best_val_step, checkpoint.saturation_step]
+    resume["memory"][slot] = [
+        checkpoint.best_val_acc,
+        checkpoint.best_val_step,
+        checkpoint.saturation_step,
+    ]
     resume["slot_step"][slot] = step
 
 

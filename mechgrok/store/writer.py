@@ -8,6 +8,7 @@ Optimizer state is checkpointed at some snapshots only (the recorder's policy); 
 restarts from the latest checkpoint and, training being deterministic, regenerates the
 snapshots after it that are already on file without writing them again.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -24,12 +25,34 @@ import numpy as np
 
 from mechgrok.config import RunConfig
 from mechgrok.errors import FileBusyError, OutputWriteError, TrajectoryError
-from mechgrok.store.outputs import (check_output, check_space, is_write_failure, partial_path, publish, reserve_space,
-                      write_failure)
-from mechgrok.store.slots import Checkpoint, SavedState, create_slots, latest_slot, read_slot, write_slot
+from mechgrok.store.outputs import (
+    check_output,
+    check_space,
+    is_write_failure,
+    partial_path,
+    publish,
+    reserve_space,
+    write_failure,
+)
+from mechgrok.store.slots import (
+    Checkpoint,
+    SavedState,
+    create_slots,
+    latest_slot,
+    read_slot,
+    write_slot,
+)
 from mechgrok.task import TaskSplit
-from mechgrok.store.reader import (FORMAT_VERSION, METRIC_NAMES, STEP_FILL, VARIABLE_ATTRS, WEIGHT_NAMES, attr_int,
-                         check_trajectory_file, config_from_attrs)
+from mechgrok.store.reader import (
+    FORMAT_VERSION,
+    METRIC_NAMES,
+    STEP_FILL,
+    VARIABLE_ATTRS,
+    WEIGHT_NAMES,
+    attr_int,
+    check_trajectory_file,
+    config_from_attrs,
+)
 
 
 def _mechgrok_version() -> str:
@@ -50,10 +73,12 @@ def _config_attrs(config: RunConfig) -> dict:
     attrs = {}
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)
-        attrs[field.name] = np.asarray(value, dtype=np.float64) if field.name == "betas" else (
-            int(value) if isinstance(value, bool) else "off" if value is None else value)
+        attrs[field.name] = (
+            np.asarray(value, dtype=np.float64)
+            if field.name == "betas"
+            else (int(value) if isinstance(value, bool) else "off" if value is None else value)
+        )
     return attrs
-
 
 
 def snapshot_bytes(p: int, H: int) -> int:
@@ -72,8 +97,15 @@ class TrajectoryWriter:
     so a full disk or file-size limit stops the run before HDF5 writes anything, leaving
     every committed snapshot intact and the file resumable."""
 
-    def __init__(self, file: h5netcdf.File, path: Path, config: RunConfig | None, lock: int,
-                 publish_from: Path | None = None, replace: bool = False):
+    def __init__(
+        self,
+        file: h5netcdf.File,
+        path: Path,
+        config: RunConfig | None,
+        lock: int,
+        publish_from: Path | None = None,
+        replace: bool = False,
+    ):
         self._file = file
         self.path = path
         self.config = config  # None for a trajectory of an outside run (see create_external)
@@ -81,21 +113,36 @@ class TrajectoryWriter:
         self._publish_from, self._replace = publish_from, replace
         self._pending_config: RunConfig | None = None
         self.n_snapshots = attr_int(file.attrs["n_snapshots"])
-        self.last_step = int(file.variables["step"][self.n_snapshots - 1]) if self.n_snapshots else -1
+        self.last_step = (
+            int(file.variables["step"][self.n_snapshots - 1]) if self.n_snapshots else -1
+        )
         self._checkpoints = 0
         # Appends go straight to the h5py datasets: h5netcdf's per-write checks cost ~1 ms each.
         h5 = file._h5file
-        self._along_step = {name: h5[name] for name in file.variables if file.variables[name].dimensions[:1] == ("step",)}
-        self._resume = ({name: h5["resume"][name] for name in ("adam_m", "adam_v", "memory", "slot_step")}
-                        if "resume" in h5 else None)
+        self._along_step = {
+            name: h5[name]
+            for name in file.variables
+            if file.variables[name].dimensions[:1] == ("step",)
+        }
+        self._resume = (
+            {name: h5["resume"][name] for name in ("adam_m", "adam_v", "memory", "slot_step")}
+            if "resume" in h5
+            else None
+        )
         self.bias = "b_in" in self._along_step
         p, H = file.dimensions["token"].size, file.dimensions["neuron"].size
         # two snapshots' data plus room for HDF5's metadata (chunk index nodes, attributes)
         self._reserve_bytes = 2 * snapshot_bytes(p, H) + (256 << 10)
 
     @classmethod
-    def create(cls, path: str | os.PathLike, config: RunConfig, task: TaskSplit, force: bool = False,
-               compression: bool = False) -> "TrajectoryWriter":
+    def create(
+        cls,
+        path: str | os.PathLike,
+        config: RunConfig,
+        task: TaskSplit,
+        force: bool = False,
+        compression: bool = False,
+    ) -> "TrajectoryWriter":
         """Start a new trajectory of a mechgrok run at `path` (published with its first
         snapshot). Refuses an existing path unless `force`, and never replaces a file that is
         not a trajectory. `compression`: deflate + shuffle on the weights."""
@@ -106,14 +153,25 @@ class TrajectoryWriter:
             _write_common_schema(f, config.modulus, config.width, config.bias, compression)
             _write_run_schema(f, config, task)
 
-        return cls._create(Path(path), config, config.modulus, config.width, schema, extra_bytes, force)
+        return cls._create(
+            Path(path), config, config.modulus, config.width, schema, extra_bytes, force
+        )
 
     @classmethod
-    def create_external(cls, path: str | os.PathLike, modulus: int, width: int, bias: bool, attrs: dict,
-                        force: bool = False, compression: bool = False) -> "TrajectoryWriter":
+    def create_external(
+        cls,
+        path: str | os.PathLike,
+        modulus: int,
+        width: int,
+        bias: bool,
+        attrs: dict,
+        force: bool = False,
+        compression: bool = False,
+    ) -> "TrajectoryWriter":
         """Start a trajectory of a run trained outside mechgrok (your own loop, an import):
         the same schema without the split and the resume group; `attrs` (strings, numbers,
         numeric arrays) are stored as attributes, next to `origin`."""
+
         def schema(f: h5netcdf.File) -> None:
             _write_common_schema(f, modulus, width, bias, compression)
             f.attrs.update(modulus=int(modulus), width=int(width), bias=int(bias))
@@ -122,8 +180,16 @@ class TrajectoryWriter:
         return cls._create(Path(path), None, modulus, width, schema, 0, force)
 
     @classmethod
-    def _create(cls, path: Path, config: RunConfig | None, p: int, H: int, schema, extra_bytes: int,
-                force: bool) -> "TrajectoryWriter":
+    def _create(
+        cls,
+        path: Path,
+        config: RunConfig | None,
+        p: int,
+        H: int,
+        schema,
+        extra_bytes: int,
+        force: bool,
+    ) -> "TrajectoryWriter":
         check_output(path, "trajectory", force=force)
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -176,13 +242,17 @@ class TrajectoryWriter:
         committed = np.asarray(f.variables["step"][: self.n_snapshots])
         latest = latest_slot(np.asarray(f["resume"].variables["slot_step"][:]), committed)
         if latest is None:
-            raise TrajectoryError(f"{self.path}: no optimizer checkpoint among its snapshots; cannot resume")
+            raise TrajectoryError(
+                f"{self.path}: no optimizer checkpoint among its snapshots; cannot resume"
+            )
         step, slot = latest
         index = int(np.flatnonzero(committed == step)[0])
         self._checkpoints = slot + 1
         weights = {name: np.asarray(f.variables[name][index]) for name in WEIGHT_NAMES}
         for name, size in (("b_in", cfg.width), ("b_out", cfg.modulus)):
-            weights[name] = np.asarray(f.variables[name][index]) if cfg.bias else np.zeros(size, np.float32)
+            weights[name] = (
+                np.asarray(f.variables[name][index]) if cfg.bias else np.zeros(size, np.float32)
+            )
         return SavedState(step, index, weights, read_slot(f["resume"].variables, slot))
 
     def update_config(self, config: RunConfig) -> None:
@@ -197,14 +267,23 @@ class TrajectoryWriter:
             self._file.attrs.update(dict(final_step=-1, stop_reason=""))
             self._pending_config = None
 
-    def write_snapshot(self, step: int, curves: dict[str, np.ndarray], metrics: dict[str, float] | None = None,
-                       checkpoint: Checkpoint | None = None, saturation: bool = False, final_reason: str | None = None) -> None:
+    def write_snapshot(
+        self,
+        step: int,
+        curves: dict[str, np.ndarray],
+        metrics: dict[str, float] | None = None,
+        checkpoint: Checkpoint | None = None,
+        saturation: bool = False,
+        final_reason: str | None = None,
+    ) -> None:
         """Write one snapshot after the last on file, then commit it: the data is flushed to
         disk before `step` and `n_snapshots` name it. `curves`: W_a, W_b, W_out (neuron,
         token), and b_in, b_out where the file has biases; `metrics` missing from the dict
         are stored as NaN. Raises OutputWriteError (file intact, resumable) when the disk is full."""
         if step <= self.last_step:
-            raise ValueError(f"{self.path}: snapshot at step {step} is not after the last on file ({self.last_step})")
+            raise ValueError(
+                f"{self.path}: snapshot at step {step} is not after the last on file ({self.last_step})"
+            )
         metrics = metrics or {}
         with self._write_failures_reported():
             self._reserve()
@@ -235,8 +314,12 @@ class TrajectoryWriter:
         with self._write_failures_reported():
             self._file.dimensions["train_pair"] = len(train_a)
             for name, values in (("train_a", train_a), ("train_b", train_b)):
-                variable = self._file.create_variable(name, ("train_pair",), np.int64, data=np.asarray(values, np.int64))
-                variable.attrs.update(long_name=VARIABLE_ATTRS[name][0], units=VARIABLE_ATTRS[name][1])
+                variable = self._file.create_variable(
+                    name, ("train_pair",), np.int64, data=np.asarray(values, np.int64)
+                )
+                variable.attrs.update(
+                    long_name=VARIABLE_ATTRS[name][0], units=VARIABLE_ATTRS[name][1]
+                )
             self._flush()
 
     def finish(self, reason: str) -> None:
@@ -250,7 +333,9 @@ class TrajectoryWriter:
     def end_at_last_snapshot(self, step: int, reason: str) -> None:
         """A resumed run whose stopping rule ends it at the last step on file: mark it final."""
         if step != self.last_step:
-            raise ValueError(f"{self.path}: step {step} is not the last step on file ({self.last_step})")
+            raise ValueError(
+                f"{self.path}: step {step} is not the last step on file ({self.last_step})"
+            )
         with self._write_failures_reported():
             self._apply_pending_config()
         self.finish(reason)
@@ -269,9 +354,14 @@ class TrajectoryWriter:
         reason = write_failure(self.path, err)
         if self._publish_from is not None:
             return OutputWriteError(f"{reason}; nothing was kept")
-        advice = ("free space, then resume the run ({resume})" if self.config is not None
-                  else "free space and record the rest into a new file")
-        return OutputWriteError(f"{reason} after {self.n_snapshots} snapshots, which are intact", remedy=advice)
+        advice = (
+            "free space, then resume the run ({resume})"
+            if self.config is not None
+            else "free space and record the rest into a new file"
+        )
+        return OutputWriteError(
+            f"{reason} after {self.n_snapshots} snapshots, which are intact", remedy=advice
+        )
 
     def _reserve(self) -> None:
         """Make sure the next snapshot's bytes can be written before HDF5 writes any of them
@@ -331,23 +421,38 @@ def _write_common_schema(f: h5netcdf.File, p: int, H: int, bias: bool, compressi
     f.create_variable("neuron", ("neuron",), np.int64, data=np.arange(H))
     f.create_variable("token", ("token",), np.int64, data=np.arange(p))
     for name in WEIGHT_NAMES:
-        f.create_variable(name, ("step", "neuron", "token"), np.float32, chunks=(1, H, p), fillvalue=np.nan, **packed)
+        f.create_variable(
+            name,
+            ("step", "neuron", "token"),
+            np.float32,
+            chunks=(1, H, p),
+            fillvalue=np.nan,
+            **packed,
+        )
     if bias:
         f.create_variable("b_in", ("step", "neuron"), np.float32, chunks=(64, H), fillvalue=np.nan)
         f.create_variable("b_out", ("step", "token"), np.float32, chunks=(64, p), fillvalue=np.nan)
     for name in METRIC_NAMES:
         f.create_variable(name, ("step",), np.float64, chunks=(1024,), fillvalue=np.nan)
     _describe(f)
-    f.attrs.update(dict(
-        saturation_step=-1, final_step=-1, stop_reason="", n_snapshots=0,
-        format_version=FORMAT_VERSION, mechgrok_version=_mechgrok_version(),
-        torch_version=_torch_version(), created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        run_id=uuid.uuid4().hex, compression="gzip" if compression else "none",
-        Conventions="CF-1.8",
-        title="mechgrok trajectory: weight snapshots of an MLP trained on (a + b) mod p",
-        conventions="W_a[step, neuron, token]: input weight of neuron from token a; entries past n_snapshots are "
-                    "not data (step -1, weights NaN)",
-    ))
+    f.attrs.update(
+        dict(
+            saturation_step=-1,
+            final_step=-1,
+            stop_reason="",
+            n_snapshots=0,
+            format_version=FORMAT_VERSION,
+            mechgrok_version=_mechgrok_version(),
+            torch_version=_torch_version(),
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            run_id=uuid.uuid4().hex,
+            compression="gzip" if compression else "none",
+            Conventions="CF-1.8",
+            title="mechgrok trajectory: weight snapshots of an MLP trained on (a + b) mod p",
+            conventions="W_a[step, neuron, token]: input weight of neuron from token a; entries past n_snapshots are "
+            "not data (step -1, weights NaN)",
+        )
+    )
 
 
 def _write_run_schema(f: h5netcdf.File, config: RunConfig, task: TaskSplit) -> None:
@@ -356,7 +461,9 @@ def _write_run_schema(f: h5netcdf.File, config: RunConfig, task: TaskSplit) -> N
     f.dimensions["train_pair"] = task.train_a.size
     for name in ("train_a", "train_b", "train_label", "train_label_true"):
         f.create_variable(name, ("train_pair",), np.int64, data=getattr(task, name))
-    noised = f.create_variable("train_noised", ("train_pair",), np.int8, data=task.train_noised.astype(np.int8))
+    noised = f.create_variable(
+        "train_noised", ("train_pair",), np.int8, data=task.train_noised.astype(np.int8)
+    )
     noised.attrs.update(flag_values=np.array([0, 1], np.int8), flag_meanings="clean noised")
     _describe(f)
     create_slots(f.create_group("resume"), 2 * p * H + H + H * p + p)
@@ -393,7 +500,9 @@ def _lock_for_writing(file: Path, name: Path) -> int:
         fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         os.close(fd)
-        raise FileBusyError(f"{name}: another process is recording into it", remedy="wait for it to end") from None
+        raise FileBusyError(
+            f"{name}: another process is recording into it", remedy="wait for it to end"
+        ) from None
     return fd
 
 

@@ -1,4 +1,5 @@
 """Seed statistics for sweeps: the mean over seeds with a percentile-bootstrap interval. Pure numpy."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,7 +29,9 @@ class SeedSummary:
         return f"{self.mean:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
 
 
-def seed_summary(values, level: float = LEVEL, resamples: int = RESAMPLES, seed: int = 0) -> SeedSummary:
+def seed_summary(
+    values, level: float = LEVEL, resamples: int = RESAMPLES, seed: int = 0
+) -> SeedSummary:
     """Mean of the finite `values` (one per seed) and the percentile-bootstrap interval of
     that mean at `level`, from `resamples` resamples drawn with a fixed seed (reproducible)."""
     values = np.asarray(values, dtype=float)

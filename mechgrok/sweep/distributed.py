@@ -1,4 +1,5 @@
 """The dask.distributed bridge: run independent tasks on a cluster, or on a LocalCluster."""
+
 from __future__ import annotations
 
 from typing import Any, Callable, Iterator
@@ -19,7 +20,9 @@ def connect(scheduler: str):
         raise SchedulerError(f"no dask scheduler answers at {scheduler} ({err})") from None
 
 
-def map_on_cluster(scheduler: str, function: Callable[..., Any], argument_tuples: list[tuple]) -> Iterator[Any]:
+def map_on_cluster(
+    scheduler: str, function: Callable[..., Any], argument_tuples: list[tuple]
+) -> Iterator[Any]:
     """function(*arguments) for each tuple, computed by the cluster's workers, yielded in
     order as they are gathered (so a consumer can write each result away before the next)."""
     client = connect(scheduler)

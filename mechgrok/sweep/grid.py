@@ -5,6 +5,7 @@ A sweep folder holds one trajectory per run (named by `default_trajectory_name`)
 `index.json`: {"format": "mechgrok-sweep", "version": 1, "runs": [{"path": <file name>,
 "config": {RunConfig fields}}, ...]} (mechgrok.sweep.index).
 """
+
 from __future__ import annotations
 
 from mechgrok.errors import InvalidOptionError
@@ -24,6 +25,7 @@ from mechgrok.task import train_pairs_per_class
 from mechgrok.sweep.index import write_index
 from mechgrok.recording.train import ProgressCallback
 
+
 def expand_grid(options: dict[str, object]) -> list[RunConfig]:
     """One RunConfig per combination of the list-valued options (others, tuples such as
     betas included, are shared), in the order given, the last option varying fastest."""
@@ -37,7 +39,15 @@ def ensemble_key(config: RunConfig) -> tuple:
     number of training pairs included) and the same activation and precision."""
     n_classes = operands(config.operation, config.modulus).size
     n_train = train_pairs_per_class(config.modulus, config.train_frac, config.operation) * n_classes
-    return (config.modulus, config.width, config.bias, config.device, n_train, config.activation, config.precision)
+    return (
+        config.modulus,
+        config.width,
+        config.bias,
+        config.device,
+        n_train,
+        config.activation,
+        config.precision,
+    )
 
 
 def ensemble_groups(configs: list[RunConfig], max_size: int | None = None) -> list[list[int]]:
@@ -49,7 +59,7 @@ def ensemble_groups(configs: list[RunConfig], max_size: int | None = None) -> li
     out = []
     for members in groups.values():
         size = max_size or len(members)
-        out += [members[i:i + size] for i in range(0, len(members), size)]
+        out += [members[i : i + size] for i in range(0, len(members), size)]
     return out
 
 
@@ -63,10 +73,15 @@ def check_distinct_names(configs: list[RunConfig], paths: list[Path]) -> None:
             other = seen[path]
             if other == config:
                 raise InvalidOptionError("the grid has duplicate runs (same options twice)")
-            differing = [f"{f.name} {getattr(other, f.name)!r} and {getattr(config, f.name)!r}"
-                         for f in dataclasses.fields(config) if getattr(other, f.name) != getattr(config, f.name)]
-            raise InvalidOptionError(f"runs with {'; '.join(differing)} would share the file {path.name}; "
-                             "use values that differ in their first 6 significant digits")
+            differing = [
+                f"{f.name} {getattr(other, f.name)!r} and {getattr(config, f.name)!r}"
+                for f in dataclasses.fields(config)
+                if getattr(other, f.name) != getattr(config, f.name)
+            ]
+            raise InvalidOptionError(
+                f"runs with {'; '.join(differing)} would share the file {path.name}; "
+                "use values that differ in their first 6 significant digits"
+            )
         seen[path] = config
 
 
@@ -78,12 +93,27 @@ def default_sweep_folder(configs: list[RunConfig]) -> Path:
     return Path("trajectories") / f"sweep_{len(configs)}runs_{digest}"
 
 
-def _record_group(configs: list[RunConfig], outs: list[Path], resume: bool, force: bool, compression: bool = False,
-                  threads: int | None = None, on_step: ProgressCallback | None = None) -> str | None:
+def _record_group(
+    configs: list[RunConfig],
+    outs: list[Path],
+    resume: bool,
+    force: bool,
+    compression: bool = False,
+    threads: int | None = None,
+    on_step: ProgressCallback | None = None,
+) -> str | None:
     """Record one ensemble; returns None, or a one-line error (so one failing group never
     stops the others, locally or on a dask worker)."""
     try:
-        record_runs(configs, outs, resume=resume, force=force, on_step=on_step, compression=compression, threads=threads)
+        record_runs(
+            configs,
+            outs,
+            resume=resume,
+            force=force,
+            on_step=on_step,
+            compression=compression,
+            threads=threads,
+        )
         return None
     except (ValueError, OSError) as err:
         return str(err).splitlines()[0]
@@ -91,10 +121,17 @@ def _record_group(configs: list[RunConfig], outs: list[Path], resume: bool, forc
         return f"{type(err).__name__}: {err} ({traceback.format_exc(limit=1).splitlines()[-1]})"
 
 
-def record_sweep(configs: list[RunConfig], folder: str | os.PathLike, resume: bool = False, force: bool = False,
-                 scheduler: str | None = None, max_ensemble: int | None = None,
-                 on_step: ProgressCallback | None = None, compression: bool = False,
-                 threads: int | None = None) -> tuple[list[Path], list[str]]:
+def record_sweep(
+    configs: list[RunConfig],
+    folder: str | os.PathLike,
+    resume: bool = False,
+    force: bool = False,
+    scheduler: str | None = None,
+    max_ensemble: int | None = None,
+    on_step: ProgressCallback | None = None,
+    compression: bool = False,
+    threads: int | None = None,
+) -> tuple[list[Path], list[str]]:
     """Record every config into `folder` (one file each, plus the index), as batched
     ensembles. With `scheduler` (an address or "local") each ensemble is a task on a dask
     cluster whose workers must see `folder`, training with one thread each unless `threads`
@@ -121,7 +158,10 @@ def record_sweep(configs: list[RunConfig], folder: str | os.PathLike, resume: bo
     write_index(folder, configs, paths)
     if scheduler is not None and threads is None:
         threads = 1
-    arguments = [([configs[i] for i in g], [paths[i] for i in g], resume, force, compression, threads) for g in groups]
+    arguments = [
+        ([configs[i] for i in g], [paths[i] for i in g], resume, force, compression, threads)
+        for g in groups
+    ]
     if scheduler is None:
         results = [_record_group(*args, on_step=on_step) for args in arguments]
     else:

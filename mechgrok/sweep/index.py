@@ -1,5 +1,6 @@
 """The sweep index (index.json): which trajectory files a sweep folder holds and with which
 options. Reading it needs no torch, so analyze and report stay light."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,7 +16,13 @@ INDEX_NAME = "index.json"
 
 
 def _index_entry(config: RunConfig, path: Path) -> dict:
-    return {"path": path.name, "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()}}
+    return {
+        "path": path.name,
+        "config": {
+            k: (list(v) if isinstance(v, tuple) else v)
+            for k, v in dataclasses.asdict(config).items()
+        },
+    }
 
 
 def write_index(folder: Path, configs: list[RunConfig], paths: list[Path]) -> Path:
@@ -48,7 +55,9 @@ def _read_index(index: Path) -> list[dict]:
     folder = index.parent.resolve()
     for name in names:
         if Path(name).is_absolute() or (folder / name).resolve().parent != folder:
-            raise SweepIndexError(f"{index}: run path {name!r} is not a file inside the sweep folder")
+            raise SweepIndexError(
+                f"{index}: run path {name!r} is not a file inside the sweep folder"
+            )
     return runs
 
 

@@ -2,6 +2,7 @@
 and per group of runs that differ only in their seed, the mean over seeds with a 95%
 bootstrap interval (bootstrap.py). Pure: analysis Datasets in, dicts out; the report and
 the CSV writer format them."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,15 +14,34 @@ from mechgrok.store.reader import OPTIONS_ADDED_LATER
 
 # (column, headline key) of the Table-2-shaped table; validation accuracy of the real model
 # and of the idealized models at the end and at the saturation checkpoint, then controls and r
-TABLE2_COLUMNS = (("final real", "val_acc_final"), ("final Sq->Sq", "ideal_acc_sq_sq_final"),
-                  ("final Sq->Cos", "ideal_acc_final"), ("final Cos->Cos", "ideal_acc_cos_cos_final"),
-                  ("final Sq->Cos own freq.", "ideal_acc_own_final"), ("final shuffled", "ideal_acc_shuffled_final"),
-                  ("sat. real", "val_acc_saturation"), ("sat. Sq->Sq", "ideal_acc_sq_sq_saturation"),
-                  ("sat. Sq->Cos", "ideal_acc_saturation"), ("sat. Cos->Cos", "ideal_acc_cos_cos_saturation"),
-                  ("final r", "r_all_final"), ("final r'", "r_structured_final"))
+TABLE2_COLUMNS = (
+    ("final real", "val_acc_final"),
+    ("final Sq->Sq", "ideal_acc_sq_sq_final"),
+    ("final Sq->Cos", "ideal_acc_final"),
+    ("final Cos->Cos", "ideal_acc_cos_cos_final"),
+    ("final Sq->Cos own freq.", "ideal_acc_own_final"),
+    ("final shuffled", "ideal_acc_shuffled_final"),
+    ("sat. real", "val_acc_saturation"),
+    ("sat. Sq->Sq", "ideal_acc_sq_sq_saturation"),
+    ("sat. Sq->Cos", "ideal_acc_saturation"),
+    ("sat. Cos->Cos", "ideal_acc_cos_cos_saturation"),
+    ("final r", "r_all_final"),
+    ("final r'", "r_structured_final"),
+)
 # run options that make runs comparable; runs equal in all of them are seeds of one group
-GROUP_OPTIONS = ("operation", "activation", "precision", "modulus", "width", "train_frac", "noise", "lr", "weight_decay",
-                 "steps", "stop_val_acc")
+GROUP_OPTIONS = (
+    "operation",
+    "activation",
+    "precision",
+    "modulus",
+    "width",
+    "train_frac",
+    "noise",
+    "lr",
+    "weight_decay",
+    "steps",
+    "stop_val_acc",
+)
 EXTRA_NUMBERS = ("periodicity_mean_final", "lead_steps", "final_step")
 
 
@@ -31,11 +51,17 @@ def run_numbers(analysis: xr.Dataset, trajectory_attrs: dict) -> dict:
     last step."""
     head = analysis.mechgrok.headline()
     # files recorded before an option existed ran its default (the paper's)
-    row = {key: trajectory_attrs.get(key, getattr(RunConfig, key) if key in OPTIONS_ADDED_LATER else None)
-           for key in (*GROUP_OPTIONS, "seed")}
+    row = {
+        key: trajectory_attrs.get(
+            key, getattr(RunConfig, key) if key in OPTIONS_ADDED_LATER else None
+        )
+        for key in (*GROUP_OPTIONS, "seed")
+    }
     for _, key in TABLE2_COLUMNS:
         row[key] = float(head[key]) if head.get(key) is not None else np.nan
-    row["periodicity_mean_final"] = float(np.nanmean(analysis["periodicity_a"].isel(step=-1).values))
+    row["periodicity_mean_final"] = float(
+        np.nanmean(analysis["periodicity_a"].isel(step=-1).values)
+    )
     row["lead_steps"] = float(head["lead_steps"]) if head.get("lead_steps") is not None else np.nan
     row["final_step"] = head["final_step"]
     return row
@@ -52,7 +78,11 @@ def group_by_options(rows: list[dict]) -> list[tuple[dict, list[dict]]]:
 
 
 def _sortable(value):
-    return (0, float(value)) if isinstance(value, (int, float, np.number)) and value is not None else (1, str(value))
+    return (
+        (0, float(value))
+        if isinstance(value, (int, float, np.number)) and value is not None
+        else (1, str(value))
+    )
 
 
 def summarize_seeds(rows: list[dict]) -> dict[str, SeedSummary]:
@@ -63,4 +93,8 @@ def summarize_seeds(rows: list[dict]) -> dict[str, SeedSummary]:
 
 def varying_options(groups: list[tuple[dict, list[dict]]]) -> list[str]:
     """The options that differ between groups (what a group's label must say)."""
-    return [key for key in GROUP_OPTIONS if len({_sortable(options.get(key)) for options, _ in groups}) > 1]
+    return [
+        key
+        for key in GROUP_OPTIONS
+        if len({_sortable(options.get(key)) for options, _ in groups}) > 1
+    ]

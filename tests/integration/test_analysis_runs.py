@@ -1,4 +1,5 @@
 """The analysis of real recorded runs, through the API and the CLI."""
+
 import hashlib
 
 import numpy as np
@@ -11,13 +12,17 @@ from mechgrok.analysis.pipeline import MIN_NEURONS_FOR_STATS
 from mechgrok.config import RunConfig
 from contract import CONTRACT_STEP
 
-pytestmark = pytest.mark.xdist_group("grokked")  # its tests share expensive fixtures: one worker makes them
+pytestmark = pytest.mark.xdist_group(
+    "grokked"
+)  # its tests share expensive fixtures: one worker makes them
 
 
 @pytest.fixture(scope="session")  # made once per worker, kept while other modules run
 def grokked(tmp_path_factory):
     folder = tmp_path_factory.mktemp("grok")
-    path = mechgrok.record(RunConfig(**GROKKING, steps=1500, stop_val_acc=0.99), out=folder / "grok.h5")
+    path = mechgrok.record(
+        RunConfig(**GROKKING, steps=1500, stop_val_acc=0.99), out=folder / "grok.h5"
+    )
     return path
 
 
@@ -27,12 +32,19 @@ def test_recorded_run_agrees_in_character_with_the_paper(grokked):
     assert sat > 0 and result.attrs["grok_step"] > sat
     at_sat = result.sel(step=sat)
     assert at_sat.ideal_acc > at_sat.val_acc + 0.3  # structure readable before generalization
-    assert result.attrs["structure_step"] <= result.attrs["grok_step"] and result.attrs["lead_steps"] >= 0
+    assert (
+        result.attrs["structure_step"] <= result.attrs["grok_step"]
+        and result.attrs["lead_steps"] >= 0
+    )
     final = result.isel(step=-1)
     assert final.n_structured >= MIN_NEURONS_FOR_STATS and final.r_structured > 0.95
     assert final.ideal_acc_shuffled < 0.3 < final.ideal_acc
     # all_acc combines train (true labels) and validation accuracy over the p^2 pairs
-    from_weights = mechgrok.analyze(mechgrok.open_trajectory(grokked).drop_vars(["val_acc"])).isel(step=-1).all_acc
+    from_weights = (
+        mechgrok.analyze(mechgrok.open_trajectory(grokked).drop_vars(["val_acc"]))
+        .isel(step=-1)
+        .all_acc
+    )
     assert float(final.all_acc) == pytest.approx(float(from_weights), abs=1e-6)
 
 
@@ -55,9 +67,14 @@ def test_cli_analyze_writes_reuses_and_forces(grokked, tmp_path):
     assert set(CONTRACT_STEP) <= set(ds.data_vars) and ds.attrs["source"] == str(grokked)
     assert ds.attrs["shuffle_draws"] == 16
     ds.close()
-    run_cli("analyze", str(grokked), "--out", str(out), "--quiet", "--shuffle-draws", "3", check=True)  # another analysis: redone
+    run_cli(
+        "analyze", str(grokked), "--out", str(out), "--quiet", "--shuffle-draws", "3", check=True
+    )  # another analysis: redone
     with xr.open_dataset(out, engine="h5netcdf") as fewer:
-        assert fewer.attrs["shuffle_draws"] == 3 and (fewer.ideal_acc_shuffled_hi >= fewer.ideal_acc_shuffled - 1e-12).all()
+        assert (
+            fewer.attrs["shuffle_draws"] == 3
+            and (fewer.ideal_acc_shuffled_hi >= fewer.ideal_acc_shuffled - 1e-12).all()
+        )
 
 
 def test_cli_analyze_bad_inputs(tmp_path, grokked):
@@ -65,12 +82,18 @@ def test_cli_analyze_bad_inputs(tmp_path, grokked):
     text.write_text("hello")
     truncated = tmp_path / "cut.h5"
     truncated.write_bytes(grokked.read_bytes()[:4096])
-    cases = [(tmp_path / "missing.h5", "no such file"), (text, "not an HDF5 file"), (truncated, "truncated")]
+    cases = [
+        (tmp_path / "missing.h5", "no such file"),
+        (text, "not an HDF5 file"),
+        (truncated, "truncated"),
+    ]
     for path, message in cases:
         assert_one_line_error(run_cli("analyze", str(path)), message)
     keep = tmp_path / "keep.h5"
     keep.write_bytes(grokked.read_bytes())
-    assert_one_line_error(run_cli("analyze", str(grokked), "--out", str(keep)), "not a mechgrok analysis")
+    assert_one_line_error(
+        run_cli("analyze", str(grokked), "--out", str(keep)), "not a mechgrok analysis"
+    )
     assert keep.read_bytes() == grokked.read_bytes()
 
 

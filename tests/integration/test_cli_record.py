@@ -8,8 +8,20 @@ from conftest import ForkedCli, assert_one_line_error, run_cli
 from mechgrok.store.reader import attr_int, open_trajectory
 
 # long enough (a few seconds) that the kill lands mid-recording
-KILLABLE = ["--modulus", "23", "--width", "64", "--train-frac", "0.5", "--steps", "4000", "--every", "20",
-            "--stop-val-acc", "1.0"]
+KILLABLE = [
+    "--modulus",
+    "23",
+    "--width",
+    "64",
+    "--train-frac",
+    "0.5",
+    "--steps",
+    "4000",
+    "--every",
+    "20",
+    "--stop-val-acc",
+    "1.0",
+]
 
 
 def _snapshots_on_file(path) -> int:
@@ -48,31 +60,65 @@ def test_sigkill_leaves_a_readable_file_and_resume_matches_uninterrupted(tmp_pat
 
 
 def test_cli_records_and_summarises(tmp_path):
-    proc = run_cli("record", "--modulus", "11", "--width", "8", "--steps", "30", "--train-frac", "0.5", cwd=tmp_path, check=True)
+    proc = run_cli(
+        "record",
+        "--modulus",
+        "11",
+        "--width",
+        "8",
+        "--steps",
+        "30",
+        "--train-frac",
+        "0.5",
+        cwd=tmp_path,
+        check=True,
+    )
     path = tmp_path / "trajectories" / "p11_w8_tf0.5_noise0_seed0.h5"
     assert path.exists()
     assert "wrote" in proc.stderr and "final step 30" in proc.stderr
     # the same command again refuses and leaves the file alone
     before = path.read_bytes()
-    again = run_cli("record", "--modulus", "11", "--width", "8", "--steps", "30", "--train-frac", "0.5", cwd=tmp_path)
+    again = run_cli(
+        "record",
+        "--modulus",
+        "11",
+        "--width",
+        "8",
+        "--steps",
+        "30",
+        "--train-frac",
+        "0.5",
+        cwd=tmp_path,
+    )
     assert_one_line_error(again, "exists", "--resume")
     assert path.read_bytes() == before
 
 
-@pytest.mark.parametrize("args,fragment", [
-    (["--modulus", "2"], "--modulus"),
-    (["--width", "0"], "--width"),
-    (["--train-frac", "1.5"], "--train-frac"),
-    (["--train-frac", "0"], "--train-frac"),
-    (["--noise", "1"], "--noise"),
-    (["--every", "0"], "--every"),
-    (["--steps", "-1"], "--steps"),
-    (["--device", "quantum"], "device"),
-    (["--betas", "0.9"], "--betas"),
-    (["--modulus", "11", "--train-frac", "0.01"], "train_frac"),
-    (["--resume", "--force"], "exclude"),
-])
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["--modulus", "2"], "--modulus"),
+        (["--width", "0"], "--width"),
+        (["--train-frac", "1.5"], "--train-frac"),
+        (["--train-frac", "0"], "--train-frac"),
+        (["--noise", "1"], "--noise"),
+        (["--every", "0"], "--every"),
+        (["--steps", "-1"], "--steps"),
+        (["--device", "quantum"], "device"),
+        (["--betas", "0.9"], "--betas"),
+        (["--modulus", "11", "--train-frac", "0.01"], "train_frac"),
+        (["--resume", "--force"], "exclude"),
+    ],
+)
 def test_impossible_parameters_give_one_line_errors(tmp_path, args, fragment):
-    proc = run_cli("record", *args, "--steps" if "--steps" not in args else "--quiet", *(["1"] if "--steps" not in args else []), cwd=tmp_path)
+    proc = run_cli(
+        "record",
+        *args,
+        "--steps" if "--steps" not in args else "--quiet",
+        *(["1"] if "--steps" not in args else []),
+        cwd=tmp_path,
+    )
     assert_one_line_error(proc, fragment)
-    assert not (tmp_path / "trajectories").exists() or not any((tmp_path / "trajectories").iterdir())
+    assert not (tmp_path / "trajectories").exists() or not any(
+        (tmp_path / "trajectories").iterdir()
+    )

@@ -1,4 +1,5 @@
 """`mechgrok import`: small real runs saved in each container, imported exactly."""
+
 import hashlib
 import json
 import pickle
@@ -47,7 +48,9 @@ def _assert_exact(path, states):
             np.testing.assert_array_equal(ds.W_a.isel(step=i).values, first[:, :P])
             np.testing.assert_array_equal(ds.W_b.isel(step=i).values, first[:, P:])
             np.testing.assert_array_equal(ds.W_out.isel(step=i).values, second.T)
-            np.testing.assert_array_equal(ds.b_out.isel(step=i).values, states[step]["2.bias"].numpy())
+            np.testing.assert_array_equal(
+                ds.b_out.isel(step=i).values, states[step]["2.bias"].numpy()
+            )
         return ds.load()
 
 
@@ -56,7 +59,10 @@ def test_a_folder_of_per_step_files_with_metrics(tmp_path, trained):
     folder = tmp_path / "run"
     folder.mkdir()
     for step in STEPS:  # Y-Agent style: {epoch}.pth holding {'model', 'epoch', metrics}
-        torch.save({"model": states[step], "epoch": step, "train_loss": losses[step], "test_acc": 0.5}, folder / f"{step}.pth")
+        torch.save(
+            {"model": states[step], "epoch": step, "train_loss": losses[step], "test_acc": 0.5},
+            folder / f"{step}.pth",
+        )
     torch.save({"train": torch.arange(5)}, folder / "train_data.pth")  # not a checkpoint: skipped
     run_cli("import", str(folder), "--out", str(tmp_path / "t.h5"), "--quiet", check=True)
     ds = _assert_exact(tmp_path / "t.h5", states)
@@ -72,16 +78,31 @@ def test_single_files_holding_every_checkpoint(tmp_path, trained, layout):
     source = tmp_path / "run.pt"
     train_indices = torch.tensor([0, 5, P + 3, P * P - 1])  # pairs a * p + b
     if layout == "list":  # TransformerLens demo style
-        torch.save({"checkpoints": [states[s] for s in STEPS], "checkpoint_epochs": list(STEPS),
-                    "train_losses": losses, "test_losses": losses, "train_indices": train_indices}, source)
+        torch.save(
+            {
+                "checkpoints": [states[s] for s in STEPS],
+                "checkpoint_epochs": list(STEPS),
+                "train_losses": losses,
+                "test_losses": losses,
+                "train_indices": train_indices,
+            },
+            source,
+        )
     else:  # {epoch: state_dict}
         torch.save({step: states[step] for step in reversed(STEPS)}, source)
     run_cli("import", str(source), "--out", str(tmp_path / "t.h5"), "--quiet", check=True)
     ds = _assert_exact(tmp_path / "t.h5", states)
     if layout == "list":
         np.testing.assert_allclose(ds.val_loss.values, [losses[s] for s in STEPS])
-        assert list(ds.train_a.values) == [0, 0, 1, P - 1] and list(ds.train_b.values) == [0, 5, 3, P - 1]
-        assert np.isfinite(mechgrok.analyze(tmp_path / "t.h5").all_acc.values).all()  # scored from the weights
+        assert list(ds.train_a.values) == [0, 0, 1, P - 1] and list(ds.train_b.values) == [
+            0,
+            5,
+            3,
+            P - 1,
+        ]
+        assert np.isfinite(
+            mechgrok.analyze(tmp_path / "t.h5").all_acc.values
+        ).all()  # scored from the weights
 
 
 def test_safetensors_with_a_manifest_of_checksums(tmp_path, trained):
@@ -92,7 +113,13 @@ def test_safetensors_with_a_manifest_of_checksums(tmp_path, trained):
     for step in STEPS:
         name = f"checkpoint_epoch_{step:05d}.safetensors"
         safetensors.torch.save_file(states[step], str(folder / name))
-        rows.append({"step": step, "file": name, "sha256": hashlib.sha256((folder / name).read_bytes()).hexdigest()})
+        rows.append(
+            {
+                "step": step,
+                "file": name,
+                "sha256": hashlib.sha256((folder / name).read_bytes()).hexdigest(),
+            }
+        )
     (folder / "config.json").write_text(json.dumps({"p": P}))
     run_cli("import", str(folder), "--out", str(tmp_path / "plain.h5"), "--quiet", check=True)
     _assert_exact(tmp_path / "plain.h5", states)
@@ -101,7 +128,9 @@ def test_safetensors_with_a_manifest_of_checksums(tmp_path, trained):
     _assert_exact(tmp_path / "t.h5", states)
     damaged = folder / rows[1]["file"]
     damaged.write_bytes(damaged.read_bytes()[:-8] + b"\0" * 8)
-    assert_one_line_error(run_cli("import", str(folder), "--out", str(tmp_path / "d.h5")), "sha256 differs")
+    assert_one_line_error(
+        run_cli("import", str(folder), "--out", str(tmp_path / "d.h5")), "sha256 differs"
+    )
     assert not (tmp_path / "d.h5").exists()
 
 
@@ -114,31 +143,56 @@ def test_bad_sources_give_one_line_errors_and_write_nothing(tmp_path, trained):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert_one_line_error(run_cli("import", str(empty), "--out", str(tmp_path / "o.h5")), "no .pt")
-    assert_one_line_error(run_cli("import", str(tmp_path / "missing"), "--out", str(tmp_path / "o.h5")), "no such file")
+    assert_one_line_error(
+        run_cli("import", str(tmp_path / "missing"), "--out", str(tmp_path / "o.h5")),
+        "no such file",
+    )
     truncated = tmp_path / "cut.pt"
     torch.save({"checkpoints": [states[0]], "checkpoint_epochs": [0]}, truncated)
     truncated.write_bytes(truncated.read_bytes()[:200])
-    assert_one_line_error(run_cli("import", str(truncated), "--out", str(tmp_path / "o.h5")), "cut.pt", "truncated")
+    assert_one_line_error(
+        run_cli("import", str(truncated), "--out", str(tmp_path / "o.h5")), "cut.pt", "truncated"
+    )
     pickled = tmp_path / "pickled.pt"
-    torch.save({"checkpoints": [states[0]], "checkpoint_epochs": [0], "config": Config()}, pickled, pickle_module=pickle)
-    assert_one_line_error(run_cli("import", str(pickled), "--out", str(tmp_path / "o.h5")), "--trust-pickle")
+    torch.save(
+        {"checkpoints": [states[0]], "checkpoint_epochs": [0], "config": Config()},
+        pickled,
+        pickle_module=pickle,
+    )
+    assert_one_line_error(
+        run_cli("import", str(pickled), "--out", str(tmp_path / "o.h5")), "--trust-pickle"
+    )
     other = tmp_path / "other.pt"
-    other.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))  # not a torch file at all: not blamed on pickled objects
-    assert_one_line_error(run_cli("import", str(other), "--out", str(tmp_path / "o.h5")), "not a readable torch checkpoint")
+    other.write_bytes(
+        b"\x89HDF\r\n\x1a\n" + bytes(100)
+    )  # not a torch file at all: not blamed on pickled objects
+    assert_one_line_error(
+        run_cli("import", str(other), "--out", str(tmp_path / "o.h5")),
+        "not a readable torch checkpoint",
+    )
     mixed = tmp_path / "mixed"
     mixed.mkdir()
     torch.save(states[0], mixed / "0.pt")
-    wide = torch.nn.Sequential(torch.nn.Linear(2 * P, H + 1), torch.nn.ReLU(), torch.nn.Linear(H + 1, P)).state_dict()
+    wide = torch.nn.Sequential(
+        torch.nn.Linear(2 * P, H + 1), torch.nn.ReLU(), torch.nn.Linear(H + 1, P)
+    ).state_dict()
     torch.save(wide, mixed / "20.pt")
-    assert_one_line_error(run_cli("import", str(mixed), "--out", str(tmp_path / "o.h5")), "20.pt", "differ")
+    assert_one_line_error(
+        run_cli("import", str(mixed), "--out", str(tmp_path / "o.h5")), "20.pt", "differ"
+    )
     shapeless = tmp_path / "shapeless.pt"
     torch.save({0: {"x": torch.zeros(3, 4)}}, shapeless)
-    assert_one_line_error(run_cli("import", str(shapeless), "--out", str(tmp_path / "o.h5")), "modulus")
+    assert_one_line_error(
+        run_cli("import", str(shapeless), "--out", str(tmp_path / "o.h5")), "modulus"
+    )
     assert not (tmp_path / "o.h5").exists()
     existing = tmp_path / "keep.txt"
     existing.write_text("mine")
     torch.save({0: states[0]}, tmp_path / "ok.pt")
-    assert_one_line_error(run_cli("import", str(tmp_path / "ok.pt"), "--out", str(existing), "--force"), "not a mechgrok trajectory")
+    assert_one_line_error(
+        run_cli("import", str(tmp_path / "ok.pt"), "--out", str(existing), "--force"),
+        "not a mechgrok trajectory",
+    )
     assert existing.read_text() == "mine"
 
 
@@ -148,12 +202,19 @@ def test_a_killed_import_keeps_every_completed_snapshot(tmp_path):
 
     states = {"0.weight": torch.zeros(64, 2 * 23), "2.weight": torch.zeros(23, 64)}
     source = tmp_path / "many.pt"
-    torch.save({"checkpoints": [{k: v + i for k, v in states.items()} for i in range(3000)],
-                "checkpoint_epochs": list(range(3000))}, source)
+    torch.save(
+        {
+            "checkpoints": [{k: v + i for k, v in states.items()} for i in range(3000)],
+            "checkpoint_epochs": list(range(3000)),
+        },
+        source,
+    )
     out = tmp_path / "t.h5"
     proc = ForkedCli("import", str(source), "--out", str(out), "--quiet")
     deadline = time.time() + 60
-    while time.time() < deadline and proc.poll() is None and not out.exists():  # published with its first snapshot
+    while (
+        time.time() < deadline and proc.poll() is None and not out.exists()
+    ):  # published with its first snapshot
         time.sleep(0.01)
     time.sleep(0.2)
     assert proc.poll() is None, "the import ended before it could be killed"

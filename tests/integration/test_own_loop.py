@@ -1,4 +1,5 @@
 """Recording from the user's own training loop (mechgrok.Recorder), as README shows it."""
+
 import re
 from pathlib import Path
 
@@ -40,7 +41,9 @@ def test_the_readme_example_runs_and_its_file_holds_the_models_exact_weights(tmp
 
 def test_bad_snapshots_are_refused_and_an_interrupted_loop_leaves_an_unfinished_file(tmp_path):
     p, width = 11, 8
-    model = torch.nn.Sequential(torch.nn.Linear(2 * p, width), torch.nn.ReLU(), torch.nn.Linear(width, p))
+    model = torch.nn.Sequential(
+        torch.nn.Linear(2 * p, width), torch.nn.ReLU(), torch.nn.Linear(width, p)
+    )
     path = tmp_path / "r.h5"
     with pytest.raises(RuntimeError, match="stopped"):
         with mechgrok.Recorder(path) as rec:
@@ -50,11 +53,18 @@ def test_bad_snapshots_are_refused_and_an_interrupted_loop_leaves_an_unfinished_
             with pytest.raises(ValueError, match="not after the last"):
                 rec.snapshot(0, model)
             with pytest.raises(LayoutError, match="shapes"):
-                rec.snapshot(2, torch.nn.Sequential(torch.nn.Linear(2 * p, 9), torch.nn.ReLU(), torch.nn.Linear(9, p)))
+                rec.snapshot(
+                    2,
+                    torch.nn.Sequential(
+                        torch.nn.Linear(2 * p, 9), torch.nn.ReLU(), torch.nn.Linear(9, p)
+                    ),
+                )
             rec.snapshot(5, model.state_dict())
             raise RuntimeError("stopped")
     with h5py.File(path, "r") as f:
-        assert f.attrs["final_step"] == -1 and f.attrs["n_snapshots"] == 2 and f.attrs["modulus"] == p
+        assert (
+            f.attrs["final_step"] == -1 and f.attrs["n_snapshots"] == 2 and f.attrs["modulus"] == p
+        )
     with pytest.raises(OutputExistsError, match="exists"):
         mechgrok.Recorder(path, modulus=p).snapshot(0, model)
 
@@ -62,7 +72,9 @@ def test_bad_snapshots_are_refused_and_an_interrupted_loop_leaves_an_unfinished_
 def test_a_gelu_model_is_scored_with_gelu(tmp_path):
     p, width = 11, 32
     torch.manual_seed(1)
-    model = torch.nn.Sequential(torch.nn.Linear(2 * p, width), torch.nn.GELU(), torch.nn.Linear(width, p))
+    model = torch.nn.Sequential(
+        torch.nn.Linear(2 * p, width), torch.nn.GELU(), torch.nn.Linear(width, p)
+    )
     a, b = torch.cartesian_prod(torch.arange(p), torch.arange(p)).T
     x = torch.cat([torch.nn.functional.one_hot(a, p), torch.nn.functional.one_hot(b, p)], 1).float()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
@@ -73,6 +85,8 @@ def test_a_gelu_model_is_scored_with_gelu(tmp_path):
     with mechgrok.Recorder(tmp_path / "g.h5", activation="gelu") as rec:
         rec.snapshot(0, model)
     expected = (model(x).argmax(-1) == (a + b) % p).float().mean().item()
-    assert mechgrok.analyze(tmp_path / "g.h5").all_acc.item() == pytest.approx(expected, abs=1e-6)  # same pairs right
+    assert mechgrok.analyze(tmp_path / "g.h5").all_acc.item() == pytest.approx(
+        expected, abs=1e-6
+    )  # same pairs right
     with pytest.raises(ValueError, match="unknown activation"):
         mechgrok.Recorder(tmp_path / "x.h5", activation="tanh")

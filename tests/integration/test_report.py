@@ -8,7 +8,9 @@ import mechgrok
 from conftest import GROKKING, assert_one_line_error, run_cli
 from mechgrok.config import RunConfig
 
-pytestmark = pytest.mark.xdist_group("report")  # its tests share expensive fixtures: one worker makes them
+pytestmark = pytest.mark.xdist_group(
+    "report"
+)  # its tests share expensive fixtures: one worker makes them
 
 
 class _Collector(HTMLParser):
@@ -32,8 +34,13 @@ class _Collector(HTMLParser):
 @pytest.fixture(scope="session")  # made once per worker, kept while other modules run
 def runs(tmp_path_factory):
     folder = tmp_path_factory.mktemp("report")
-    clean = mechgrok.record(RunConfig(**GROKKING, steps=1200, stop_val_acc=0.99), out=folder / "clean.h5")
-    noisy = mechgrok.record(RunConfig(**GROKKING, steps=600, noise=0.05, seed=1, stop_val_acc=0.99), out=folder / "noisy.h5")
+    clean = mechgrok.record(
+        RunConfig(**GROKKING, steps=1200, stop_val_acc=0.99), out=folder / "clean.h5"
+    )
+    noisy = mechgrok.record(
+        RunConfig(**GROKKING, steps=600, noise=0.05, seed=1, stop_val_acc=0.99),
+        out=folder / "noisy.h5",
+    )
     return folder, clean, noisy
 
 
@@ -47,7 +54,16 @@ def single_report(runs, tmp_path_factory):
     folder, clean, _ = runs
     before = _digest(clean)
     out_dir = tmp_path_factory.mktemp("single")
-    proc = run_cli("report", str(clean), "--html", "--out", str(out_dir / "r.html"), "--png-dir", str(out_dir / "png"), check=True)
+    proc = run_cli(
+        "report",
+        str(clean),
+        "--html",
+        "--out",
+        str(out_dir / "r.html"),
+        "--png-dir",
+        str(out_dir / "png"),
+        check=True,
+    )
     return out_dir / "r.html", out_dir / "png", proc, before
 
 
@@ -59,11 +75,23 @@ def test_single_run_report_is_self_contained_and_matches_the_analysis(runs, sing
     parser = _Collector()
     parser.feed(text)
     assert parser.external == []  # nothing fetched: no scripts, stylesheets or remote images
-    assert len(parser.images) == 5 and all(src.startswith("data:image/png;base64,") for src in parser.images)
-    assert sorted(p.name for p in png_dir.iterdir()) == ["gallery_W_a.png", "gallery_W_b.png", "periodicity.png",
-                                                                   "phase_scatter.png", "timeline.png"]
+    assert len(parser.images) == 5 and all(
+        src.startswith("data:image/png;base64,") for src in parser.images
+    )
+    assert sorted(p.name for p in png_dir.iterdir()) == [
+        "gallery_W_a.png",
+        "gallery_W_b.png",
+        "periodicity.png",
+        "phase_scatter.png",
+        "timeline.png",
+    ]
     head = mechgrok.analyze(clean).mechgrok.headline()
-    for key, digits in (("ideal_acc_final", 3), ("ideal_acc_shuffled_final", 3), ("r_structured_final", 4), ("val_acc_final", 4)):
+    for key, digits in (
+        ("ideal_acc_final", 3),
+        ("ideal_acc_shuffled_final", 3),
+        ("r_structured_final", 4),
+        ("val_acc_final", 4),
+    ):
         assert f"{head[key]:.{digits}f}" in text, key
     assert f"{head['grok_step']:,}" in text and f"{head['saturation_step']:,}" in text
     assert _digest(clean) == before
@@ -81,22 +109,39 @@ def test_sweep_report_has_the_table_and_paper_values(sweep_report):
     assert "0.9970" in text  # the paper's final Sq->Cos at alpha = 0.05
     assert "0.9991" in text  # ... and its clean model's final accuracy
     assert len(re.findall(r"data:image/png;base64,", text)) >= 3
-    assert text.count("<figcaption>Timeline.") == 2 and "are in the explorer above" in text  # each run: cards and timeline
+    assert (
+        text.count("<figcaption>Timeline.") == 2 and "are in the explorer above" in text
+    )  # each run: cards and timeline
 
 
 def test_report_refuses_existing_output_and_bad_inputs(runs, tmp_path):
     folder, clean, _ = runs
     out = tmp_path / "exists.html"
     out.write_text("keep me")
-    assert_one_line_error(run_cli("report", str(clean), "--html", "--out", str(out)), "exists", "not a mechgrok report")
-    assert_one_line_error(run_cli("report", str(clean), "--html", "--out", str(out), "--force"), "not a mechgrok report")
+    assert_one_line_error(
+        run_cli("report", str(clean), "--html", "--out", str(out)),
+        "exists",
+        "not a mechgrok report",
+    )
+    assert_one_line_error(
+        run_cli("report", str(clean), "--html", "--out", str(out), "--force"),
+        "not a mechgrok report",
+    )
     assert out.read_text() == "keep me"
-    made = tmp_path / "made.html"  # a page mechgrok made (recognised by its generator tag) needs --force
-    made.write_text('<!DOCTYPE html><html><head><meta name="generator" content="mechgrok 0.1.0"></head></html>')
-    assert_one_line_error(run_cli("report", str(clean), "--html", "--out", str(made)), "exists", "--force")
+    made = (
+        tmp_path / "made.html"
+    )  # a page mechgrok made (recognised by its generator tag) needs --force
+    made.write_text(
+        '<!DOCTYPE html><html><head><meta name="generator" content="mechgrok 0.1.0"></head></html>'
+    )
+    assert_one_line_error(
+        run_cli("report", str(clean), "--html", "--out", str(made)), "exists", "--force"
+    )
     bad = tmp_path / "bad.h5"
     bad.write_text("nope")
-    assert_one_line_error(run_cli("report", str(bad), "--html", "--out", str(tmp_path / "x.html")), "not an HDF5 file")
+    assert_one_line_error(
+        run_cli("report", str(bad), "--html", "--out", str(tmp_path / "x.html")), "not an HDF5 file"
+    )
     assert_one_line_error(run_cli("report", str(tmp_path / "missing.h5"), "--html"), "no such file")
     assert not (tmp_path / "x.html").exists()
 
@@ -110,9 +155,16 @@ def _open_in_chromium(page_path, width=1300):
     browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
     page = browser.new_page(viewport={"width": width, "height": 900})
     errors, requests = [], []
-    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.on(
+        "console", lambda message: errors.append(message.text) if message.type == "error" else None
+    )
     page.on("pageerror", lambda error: errors.append(str(error)))
-    page.on("request", lambda request: None if request.url.startswith(("file:", "data:")) else requests.append(request.url))
+    page.on(
+        "request",
+        lambda request: (
+            None if request.url.startswith(("file:", "data:")) else requests.append(request.url)
+        ),
+    )
     page.goto(page_path.as_uri(), wait_until="load")
     page.wait_for_function("window.mechgrokExplorer !== undefined", timeout=30_000)
     return playwright, browser, page, errors, requests
@@ -134,24 +186,39 @@ def test_the_explorer_scrubs_and_selects_in_a_real_browser(single_report):
         scatter_at_end = page.evaluate("document.getElementById('mg-scatter').data[1].x.slice()")
         reached = page.evaluate("mechgrokExplorer.setStep(30)")
         assert reached != steps and page.evaluate("mechgrokExplorer.currentStep()") == reached
-        assert page.evaluate("document.getElementById('mg-scatter').data[1].x") != scatter_at_end  # redrawn at the new step
+        assert (
+            page.evaluate("document.getElementById('mg-scatter').data[1].x") != scatter_at_end
+        )  # redrawn at the new step
         assert page.evaluate("mechgrokExplorer.setStep(10 ** 9)") == steps  # clamped to the run
-        assert page.evaluate("document.getElementById('mg-slider').value") == page.evaluate("document.getElementById('mg-slider').max")
+        assert page.evaluate("document.getElementById('mg-slider').value") == page.evaluate(
+            "document.getElementById('mg-slider').max"
+        )
         # clicking a point of the scatter selects its neuron (the point farthest from the others, so the click is unambiguous)
         index = page.evaluate(ISOLATED_POINT)
-        expected = page.evaluate(f"document.getElementById('mg-scatter').data[1].customdata[{index}]")
+        expected = page.evaluate(
+            f"document.getElementById('mg-scatter').data[1].customdata[{index}]"
+        )
         page.evaluate(f"mechgrokExplorer.setNeuron({1 if expected == 0 else 0})")
-        point = page.locator("#mg-scatter .scatterlayer .trace").nth(1).locator("path.point").nth(index)
+        point = (
+            page.locator("#mg-scatter .scatterlayer .trace").nth(1).locator("path.point").nth(index)
+        )
         point.scroll_into_view_if_needed()
         box = point.bounding_box()
         page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
         page.wait_for_function(f"mechgrokExplorer.currentNeuron() === {expected}", timeout=5000)
         assert f"neuron {expected} at step" in page.inner_text("#mg-neuron-text")
-        assert page.evaluate("mechgrokExplorer.setNeuron(2)") == 2 and "neuron 2 at step" in page.inner_text("#mg-neuron-text")
-        narrow = browser.new_page(viewport={"width": 420, "height": 800})  # a phone-width window lays out without errors
+        assert page.evaluate(
+            "mechgrokExplorer.setNeuron(2)"
+        ) == 2 and "neuron 2 at step" in page.inner_text("#mg-neuron-text")
+        narrow = browser.new_page(
+            viewport={"width": 420, "height": 800}
+        )  # a phone-width window lays out without errors
         narrow.goto(out.as_uri(), wait_until="load")
         narrow.wait_for_function("window.mechgrokExplorer !== undefined", timeout=30_000)
-        assert narrow.evaluate("document.getElementById('mg-scatter').getBoundingClientRect().width") <= 420
+        assert (
+            narrow.evaluate("document.getElementById('mg-scatter').getBoundingClientRect().width")
+            <= 420
+        )
     finally:
         browser.close()
         playwright.stop()
@@ -164,7 +231,9 @@ def test_a_sweep_explorer_switches_runs(sweep_report):
         assert page.evaluate("mechgrokExplorer.runs()") == ["clean", "noisy"]
         page.select_option("#mg-run", "1")
         assert page.evaluate("document.getElementById('mg-timeline').layout.shapes.length") >= 1
-        assert page.evaluate("mechgrokExplorer.currentStep()") <= 600  # the noisy run is capped at 600 steps
+        assert (
+            page.evaluate("mechgrokExplorer.currentStep()") <= 600
+        )  # the noisy run is capped at 600 steps
     finally:
         browser.close()
         playwright.stop()

@@ -15,9 +15,16 @@ GRID = ["--modulus", "13", "--width", "16", "--train-frac", "0.5", "--steps", "4
 
 
 def test_grid_expansion_and_ensemble_grouping():
-    grid = expand_grid(dict(modulus=13, width=[8, 16], noise=[0.0, 0.1], seed=[0, 1, 2], betas=(0.9, 0.98)))
+    grid = expand_grid(
+        dict(modulus=13, width=[8, 16], noise=[0.0, 0.1], seed=[0, 1, 2], betas=(0.9, 0.98))
+    )
     assert len(grid) == 12 and all(c.betas == (0.9, 0.98) for c in grid)
-    assert [(c.width, c.noise, c.seed) for c in grid[:4]] == [(8, 0.0, 0), (8, 0.0, 1), (8, 0.0, 2), (8, 0.1, 0)]
+    assert [(c.width, c.noise, c.seed) for c in grid[:4]] == [
+        (8, 0.0, 0),
+        (8, 0.0, 1),
+        (8, 0.0, 2),
+        (8, 0.1, 0),
+    ]
     groups = ensemble_groups(grid)
     assert sorted(len(g) for g in groups) == [6, 6]  # widths differ: two ensembles
     assert all(len({grid[i].width for i in g}) == 1 for g in groups)
@@ -26,7 +33,18 @@ def test_grid_expansion_and_ensemble_grouping():
 
 
 def test_cli_sweep_records_each_run_like_alone_and_index_feeds_analyze(tmp_path):
-    run_cli("record", *GRID, "--noise", "0,0.2", "--seed", "0,1", "--out", str(tmp_path / "sw"), "--quiet", check=True)
+    run_cli(
+        "record",
+        *GRID,
+        "--noise",
+        "0,0.2",
+        "--seed",
+        "0,1",
+        "--out",
+        str(tmp_path / "sw"),
+        "--quiet",
+        check=True,
+    )
     index = json.loads((tmp_path / "sw" / "index.json").read_text())
     assert len(index["runs"]) == 4
     paths = resolve_trajectories([tmp_path / "sw"])
@@ -47,8 +65,22 @@ def test_sweep_refuses_existing_files_and_resume_skips_complete_runs(tmp_path):
     run_cli("record", *GRID, "--seed", "0,1", "--out", str(tmp_path / "sw"), "--quiet", check=True)
     files = sorted((tmp_path / "sw").glob("*.h5"))
     before = {f: f.read_bytes() for f in files}
-    assert_one_line_error(run_cli("record", *GRID, "--seed", "0,1", "--out", str(tmp_path / "sw")), "exists", "--resume")
-    run_cli("record", *GRID, "--seed", "0,1", "--out", str(tmp_path / "sw"), "--resume", "--quiet", check=True)
+    assert_one_line_error(
+        run_cli("record", *GRID, "--seed", "0,1", "--out", str(tmp_path / "sw")),
+        "exists",
+        "--resume",
+    )
+    run_cli(
+        "record",
+        *GRID,
+        "--seed",
+        "0,1",
+        "--out",
+        str(tmp_path / "sw"),
+        "--resume",
+        "--quiet",
+        check=True,
+    )
     assert {f: f.read_bytes() for f in files} == before
 
 
@@ -70,16 +102,25 @@ def test_a_failing_ensemble_does_not_stop_the_others(tmp_path):
 def test_sweep_on_a_local_dask_cluster(tmp_path):
     from distributed import LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  dashboard_address=None) as cluster:
-        grid = [RunConfig(modulus=13, width=16, train_frac=0.5, steps=30, every=10, seed=s) for s in (0, 1)] + \
-               [RunConfig(modulus=11, width=8, train_frac=0.5, steps=30, every=10)]
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+    ) as cluster:
+        grid = [
+            RunConfig(modulus=13, width=16, train_frac=0.5, steps=30, every=10, seed=s)
+            for s in (0, 1)
+        ] + [RunConfig(modulus=11, width=8, train_frac=0.5, steps=30, every=10)]
         paths, errors = record_sweep(grid, tmp_path / "sw", scheduler=cluster.scheduler_address)
         assert errors == []
         for path, config in zip(paths, grid):
             ds = open_trajectory(path)
-            assert ds.attrs["final_step"] == 30 and ds.attrs["seed"] == config.seed and ds.sizes["token"] == config.modulus
+            assert (
+                ds.attrs["final_step"] == 30
+                and ds.attrs["seed"] == config.seed
+                and ds.sizes["token"] == config.modulus
+            )
         # analysis chunks spread over the same cluster give the local result
-        remote = mechgrok.analyze(paths[0], scheduler=cluster.scheduler_address, chunk_steps=1, save=False)
+        remote = mechgrok.analyze(
+            paths[0], scheduler=cluster.scheduler_address, chunk_steps=1, save=False
+        )
         local = mechgrok.analyze(paths[0], save=False)
         np.testing.assert_allclose(remote.ideal_acc.values, local.ideal_acc.values)

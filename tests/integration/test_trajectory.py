@@ -29,7 +29,13 @@ def test_file_opens_in_xarray_with_named_dims(recorded, tiny_config):
     for field in dataclasses.fields(RunConfig):
         assert field.name in ds.attrs
     assert ds.attrs["modulus"] == 11 and ds.attrs["final_step"] == 60
-    assert {"format_version", "mechgrok_version", "torch_version", "created", "saturation_step"} <= set(ds.attrs)
+    assert {
+        "format_version",
+        "mechgrok_version",
+        "torch_version",
+        "created",
+        "saturation_step",
+    } <= set(ds.attrs)
     assert ds.train_noised.sum() == 0 and ds.sizes["train_pair"] == 11 * round(0.5 * 11)
     with h5py.File(recorded, "r") as f:  # plain h5py sees the same arrays
         np.testing.assert_array_equal(f["W_a"][3], ds.W_a.isel(step=3).values)
@@ -40,14 +46,18 @@ def test_weights_on_file_are_the_models_rows(recorded, tiny_config):
 
     last = list(train_ensemble([tiny_config]))[-1]
     ds = open_trajectory(recorded)
-    np.testing.assert_array_equal(ds.W_a.isel(step=-1).values, last.weights["W_a"].T)  # (neuron, token)
+    np.testing.assert_array_equal(
+        ds.W_a.isel(step=-1).values, last.weights["W_a"].T
+    )  # (neuron, token)
     np.testing.assert_array_equal(ds.W_out.isel(step=-1).values, last.weights["W_out"])
 
 
 def test_open_trajectory_is_lazy(recorded):
     ds = open_trajectory(recorded)
     assert not ds.W_a.variable._in_memory
-    chunked = open_trajectory(recorded, chunks={})  # dask arrays on the stored chunks: one snapshot each
+    chunked = open_trajectory(
+        recorded, chunks={}
+    )  # dask arrays on the stored chunks: one snapshot each
     assert chunked.W_a.chunks[0][0] == 1
 
 
@@ -56,18 +66,36 @@ def _assert_same_as_h5netcdf(path, **options):
     their types), variable order, dtypes, stored layout, and the same reads by any indexing."""
     ours, theirs = open_netcdf(path, **options), xr.open_dataset(path, engine="h5netcdf", **options)
     xr.testing.assert_identical(ours, theirs)
-    assert list(ours.data_vars) == list(theirs.data_vars) and list(ours.coords) == list(theirs.coords)
-    assert {k: type(v) for k, v in ours.attrs.items()} == {k: type(v) for k, v in theirs.attrs.items()}
+    assert list(ours.data_vars) == list(theirs.data_vars) and list(ours.coords) == list(
+        theirs.coords
+    )
+    assert {k: type(v) for k, v in ours.attrs.items()} == {
+        k: type(v) for k, v in theirs.attrs.items()
+    }
     for name, variable in theirs.variables.items():
         assert ours[name].dtype == variable.dtype and ours[name].chunks == variable.chunks, name
-        for key in ("dtype", "chunksizes", "zlib", "complevel", "shuffle", "source", "_FillValue", "units"):
+        for key in (
+            "dtype",
+            "chunksizes",
+            "zlib",
+            "complevel",
+            "shuffle",
+            "source",
+            "_FillValue",
+            "units",
+        ):
             mine, xarrays = ours[name].encoding.get(key), variable.encoding.get(key)
-            assert mine == xarrays or (mine != mine and xarrays != xarrays), (name, key)  # (NaN fill values)
+            assert mine == xarrays or (mine != mine and xarrays != xarrays), (
+                name,
+                key,
+            )  # (NaN fill values)
         if variable.ndim:
             dim = variable.dims[0]
             picks = {dim: [0, -1, 1]}, {dim: slice(None, None, 2)}, {dim: -1}
             for pick in picks:
-                np.testing.assert_array_equal(ours[name].isel(pick).values, variable.isel(pick).values)
+                np.testing.assert_array_equal(
+                    ours[name].isel(pick).values, variable.isel(pick).values
+                )
     ours.close(), theirs.close()
 
 
@@ -77,20 +105,35 @@ def test_our_netcdf_reader_matches_xarrays_h5netcdf_engine(recorded, tmp_path):
     _assert_same_as_h5netcdf(mechgrok.analyze(recorded).encoding["source"])
     torn = tmp_path / "torn.h5"
     torn.write_bytes(recorded.read_bytes())
-    with h5py.File(torn, "r+") as f:  # killed between two appends: W_a one entry longer than the rest
+    with h5py.File(
+        torn, "r+"
+    ) as f:  # killed between two appends: W_a one entry longer than the rest
         f["W_a"].resize(f["W_a"].shape[0] + 1, axis=0)
     _assert_same_as_h5netcdf(torn)
     padded, whole = open_netcdf(torn), open_netcdf(torn).load()
     assert padded.sizes["step"] == 14 and np.isnan(padded.val_acc.values[-1])
-    for pick in (dict(step=[0, -1], token=3), dict(step=-1, neuron=[2, 0]), dict(step=slice(1, None, 3), neuron=1)):
-        np.testing.assert_array_equal(padded.W_b.isel(pick).values, whole.W_b.isel(pick).values)  # W_b padded, W_a not
-    other = tmp_path / "other.nc"  # what else netCDF holds: text, int fill values, times, scalars, attribute lists
-    xr.Dataset({"label": ("run", np.array(["clean", "noisy"], dtype=object)),
-                "count": ("run", np.array([3, -1]), {"_FillValue": -1}),
-                "when": ("run", np.array(["2026-01-01", "2026-02-01"], dtype="datetime64[ns]")),
-                "scale": ((), 2.5), "curve": (("step", "run"), np.arange(6.0).reshape(3, 2))},
-               coords={"run": [0, 1]}, attrs={"names": ["a", "b"], "one": [7]}).to_netcdf(
-        other, engine="h5netcdf", unlimited_dims=["step"])
+    for pick in (
+        dict(step=[0, -1], token=3),
+        dict(step=-1, neuron=[2, 0]),
+        dict(step=slice(1, None, 3), neuron=1),
+    ):
+        np.testing.assert_array_equal(
+            padded.W_b.isel(pick).values, whole.W_b.isel(pick).values
+        )  # W_b padded, W_a not
+    other = (
+        tmp_path / "other.nc"
+    )  # what else netCDF holds: text, int fill values, times, scalars, attribute lists
+    xr.Dataset(
+        {
+            "label": ("run", np.array(["clean", "noisy"], dtype=object)),
+            "count": ("run", np.array([3, -1]), {"_FillValue": -1}),
+            "when": ("run", np.array(["2026-01-01", "2026-02-01"], dtype="datetime64[ns]")),
+            "scale": ((), 2.5),
+            "curve": (("step", "run"), np.arange(6.0).reshape(3, 2)),
+        },
+        coords={"run": [0, 1]},
+        attrs={"names": ["a", "b"], "one": [7]},
+    ).to_netcdf(other, engine="h5netcdf", unlimited_dims=["step"])
     _assert_same_as_h5netcdf(other)
 
 
@@ -113,7 +156,9 @@ def test_a_half_written_snapshot_is_dropped_and_resume_matches(tmp_path, tiny_co
     full = mechgrok.record(tiny_config, out=tmp_path / "full.h5")
     partial = tmp_path / "partial.h5"
     mechgrok.record(dataclasses.replace(tiny_config, steps=30), out=partial)
-    with h5py.File(partial, "r+") as f:  # as if killed after step 30 and mid-way through the next write
+    with h5py.File(
+        partial, "r+"
+    ) as f:  # as if killed after step 30 and mid-way through the next write
         f.attrs["final_step"], f.attrs["stop_reason"] = -1, ""
         for name in ("W_a", "step", "val_acc"):
             f[name].resize(f[name].shape[0] + 1, axis=0)
@@ -148,8 +193,13 @@ def _bad_files(tmp_path, recorded):
     wrong_shape.write_bytes(recorded.read_bytes())
     with h5py.File(wrong_shape, "r+") as f:
         f.attrs["modulus"] = 13
-    return {"missing.h5": "no such file", "text.h5": "not an HDF5 file", "truncated.h5": "truncated",
-            "other.h5": "missing W_a", "wrong_shape.h5": "expected"}, tmp_path
+    return {
+        "missing.h5": "no such file",
+        "text.h5": "not an HDF5 file",
+        "truncated.h5": "truncated",
+        "other.h5": "missing W_a",
+        "wrong_shape.h5": "expected",
+    }, tmp_path
 
 
 def test_bad_files_raise_one_line_errors_naming_the_file(tmp_path, recorded):
@@ -157,17 +207,25 @@ def test_bad_files_raise_one_line_errors_naming_the_file(tmp_path, recorded):
     for name, message in cases.items():
         with pytest.raises((TrajectoryError, FileNotFoundError)) as info:
             open_trajectory(folder / name)
-        assert name in str(info.value) and message in str(info.value) and "\n" not in str(info.value)
+        assert (
+            name in str(info.value) and message in str(info.value) and "\n" not in str(info.value)
+        )
 
 
-def test_resume_from_an_earlier_checkpoint_regenerates_without_rewriting(tmp_path, tiny_config, monkeypatch):
+def test_resume_from_an_earlier_checkpoint_regenerates_without_rewriting(
+    tmp_path, tiny_config, monkeypatch
+):
     import mechgrok.recording.runs
 
-    monkeypatch.setattr(mechgrok.recording.runs, "CHECKPOINT_SECONDS", 1e9)  # checkpoints only at step 0 and the final step
+    monkeypatch.setattr(
+        mechgrok.recording.runs, "CHECKPOINT_SECONDS", 1e9
+    )  # checkpoints only at step 0 and the final step
     full = mechgrok.record(tiny_config, out=tmp_path / "full.h5")
     cut = tmp_path / "cut.h5"
     cut.write_bytes(full.read_bytes())
-    with h5py.File(cut, "r+") as f:  # as if killed after 8 snapshots, long after the last checkpoint
+    with h5py.File(
+        cut, "r+"
+    ) as f:  # as if killed after 8 snapshots, long after the last checkpoint
         f.attrs["n_snapshots"], f.attrs["final_step"], f.attrs["stop_reason"] = 8, -1, ""
         f["resume"]["slot_step"][:] = np.where(f["resume"]["slot_step"][:] == 0, 0, -1)
         f["W_a"][7] = 123.0  # a marker: snapshots on file are kept, not rewritten
@@ -175,7 +233,9 @@ def test_resume_from_an_earlier_checkpoint_regenerates_without_rewriting(tmp_pat
     a, b = open_trajectory(full), open_trajectory(cut)
     assert list(a.step.values) == list(b.step.values)
     assert (b.W_a.isel(step=7).values == 123.0).all()
-    np.testing.assert_array_equal(a.W_a.isel(step=slice(8, None)).values, b.W_a.isel(step=slice(8, None)).values)
+    np.testing.assert_array_equal(
+        a.W_a.isel(step=slice(8, None)).values, b.W_a.isel(step=slice(8, None)).values
+    )
     np.testing.assert_array_equal(a.val_acc.values, b.val_acc.values)
 
 
@@ -184,7 +244,9 @@ def _as_if_killed(path):
         f.attrs["final_step"], f.attrs["stop_reason"] = -1, ""
 
 
-def test_resume_with_options_that_end_before_the_file_is_refused_and_untouched(tmp_path, tiny_config):
+def test_resume_with_options_that_end_before_the_file_is_refused_and_untouched(
+    tmp_path, tiny_config
+):
     config = dataclasses.replace(tiny_config, steps=40, eval_every=5)
     path = mechgrok.record(config, out=tmp_path / "r.h5")
     _as_if_killed(path)
@@ -194,27 +256,46 @@ def test_resume_with_options_that_end_before_the_file_is_refused_and_untouched(t
     reached = float(open_trajectory(path).val_acc.sel(step=20))
     with pytest.raises(ResumeError, match="would have stopped the run at step"):
         mechgrok.record(dataclasses.replace(config, stop_val_acc=reached), out=path, resume=True)
-    with pytest.raises(ResumeError, match=r"patience 1 would have stopped the run at step \d+, before"):
+    with pytest.raises(
+        ResumeError, match=r"patience 1 would have stopped the run at step \d+, before"
+    ):
         mechgrok.record(dataclasses.replace(config, patience=1), out=path, resume=True)
     assert path.read_bytes() == before
 
 
-def test_resume_whose_rule_ends_at_the_last_step_on_file_marks_it_final_truthfully(tmp_path, tiny_config):
+def test_resume_whose_rule_ends_at_the_last_step_on_file_marks_it_final_truthfully(
+    tmp_path, tiny_config
+):
     path = mechgrok.record(dataclasses.replace(tiny_config, steps=40), out=tmp_path / "r.h5")
     _as_if_killed(path)
     mechgrok.record(dataclasses.replace(tiny_config, steps=40), out=path, resume=True)
     ds = open_trajectory(path)
-    assert ds.attrs["final_step"] == 40 == int(ds.step[-1]) and ds.attrs["stop_reason"] == "step cap 40 reached"
+    assert (
+        ds.attrs["final_step"] == 40 == int(ds.step[-1])
+        and ds.attrs["stop_reason"] == "step cap 40 reached"
+    )
 
 
-def test_an_analysis_streamed_to_file_in_uneven_chunks_equals_the_one_in_memory(tmp_path, tiny_config):
+def test_an_analysis_streamed_to_file_in_uneven_chunks_equals_the_one_in_memory(
+    tmp_path, tiny_config
+):
     # 71 snapshots: more than one storage chunk (64 steps), met by analysis chunks of 5
-    path = mechgrok.record(dataclasses.replace(tiny_config, steps=70, every=1), out=tmp_path / "t.h5")
+    path = mechgrok.record(
+        dataclasses.replace(tiny_config, steps=70, every=1), out=tmp_path / "t.h5"
+    )
     streamed = mechgrok.analyze(path, chunk_steps=5)
     assert streamed.sizes["step"] == 71
     in_memory = mechgrok.analyze(open_trajectory(path), chunk_steps=7)
     for name in in_memory.data_vars:  # floats are stored as float32
         if in_memory[name].dtype.kind == "f":
-            np.testing.assert_allclose(streamed[name].values, in_memory[name].values, rtol=1e-6, equal_nan=True, err_msg=name)
+            np.testing.assert_allclose(
+                streamed[name].values,
+                in_memory[name].values,
+                rtol=1e-6,
+                equal_nan=True,
+                err_msg=name,
+            )
         else:
-            np.testing.assert_array_equal(streamed[name].values, in_memory[name].values, err_msg=name)
+            np.testing.assert_array_equal(
+                streamed[name].values, in_memory[name].values, err_msg=name
+            )

@@ -1,5 +1,6 @@
 """keep_freed_memory: a freed block is reused instead of mapped afresh. Measured in a fresh
 interpreter: a test process's heap already holds freed blocks that would serve the request."""
+
 import json
 import resource
 import subprocess
@@ -9,7 +10,9 @@ import pytest
 
 from mechgrok.recording import allocator
 
-BLOCK = 20 * 2**20  # below MMAP_BYTES: served by the heap once kept; by a fresh mapping at glibc's start
+BLOCK = (
+    20 * 2**20
+)  # below MMAP_BYTES: served by the heap once kept; by a fresh mapping at glibc's start
 
 MEASURE = f"""
 import ctypes, json, resource
@@ -41,7 +44,9 @@ print(json.dumps([at_start, faults_per_block()]))
 
 @pytest.mark.skipif(allocator._glibc() is None, reason="glibc's mallopt is not available here")
 def test_freed_memory_is_kept_for_reuse():
-    run = subprocess.run([sys.executable, "-c", MEASURE], capture_output=True, text=True, check=True)
+    run = subprocess.run(
+        [sys.executable, "-c", MEASURE], capture_output=True, text=True, check=True
+    )
     at_start, kept = json.loads(run.stdout)
     pages = BLOCK / resource.getpagesize()
     assert at_start > 0.9 * pages  # each block a fresh mapping: every page faults in

@@ -1,4 +1,5 @@
 """The analysis on planted weights, where every answer is known exactly."""
+
 import warnings
 
 import numpy as np
@@ -12,11 +13,19 @@ from contract import CONTRACT_ATTRS, CONTRACT_NEURON, CONTRACT_STEP
 from planted import as_dataset, planted_algorithm
 
 
-
 def _with_extras(snapshot, p, rng):
     """Append 6 pure-noise neurons, one dead and one constant neuron to a planted snapshot."""
-    extra = {name: np.concatenate([snapshot[name], 0.3 * rng.standard_normal((6, p)), np.zeros((1, p)), np.full((1, p), 0.4)])
-             for name in ("W_a", "W_b", "W_out")}
+    extra = {
+        name: np.concatenate(
+            [
+                snapshot[name],
+                0.3 * rng.standard_normal((6, p)),
+                np.zeros((1, p)),
+                np.full((1, p), 0.4),
+            ]
+        )
+        for name in ("W_a", "W_b", "W_out")
+    }
     return dict(snapshot, **extra)
 
 
@@ -40,7 +49,9 @@ def test_planted_frequencies_phases_and_flags_are_recovered(planted):
         assert at.structured.values[:n_planted].all() and not at.structured.values[n_planted:].any()
         assert at.unstructured.values[-2:].all()  # dead and constant
         assert at.freq_a.values[-2] == 0 and at.freq_a.values[-1] == 0
-        assert np.isnan(at.phase_a.values[-2:]).all() and np.isnan(at.periodicity_a.values[-2:]).all()
+        assert (
+            np.isnan(at.phase_a.values[-2:]).all() and np.isnan(at.periodicity_a.values[-2:]).all()
+        )
         assert at.n_structured == n_planted
     cosine = result.isel(step=1)
     for key in ("a", "b", "out"):
@@ -54,7 +65,9 @@ def test_planted_algorithm_scores_and_controls(planted):
     _, result = planted
     square, cosine = result.isel(step=0), result.isel(step=1)
     for at in (square, cosine):
-        assert at.ideal_acc >= 0.99 and at.ideal_acc_phase_sum >= 0.99 and at.ideal_acc_cos_cos >= 0.99
+        assert (
+            at.ideal_acc >= 0.99 and at.ideal_acc_phase_sum >= 0.99 and at.ideal_acc_cos_cos >= 0.99
+        )
         assert at.ideal_acc_shuffled < 0.2  # chance is 1/23
     # sampled square waves carry their phase only to within the sampling grid; cosines exactly
     assert square.r_structured > 0.99 and square.phase_sum_coherence > 0.99
@@ -62,7 +75,9 @@ def test_planted_algorithm_scores_and_controls(planted):
     n = 100
     assert np.median(square.binarization_a.values[:n]) > 0.9
     assert np.median(cosine.binarization_a.values[:n]) < -0.9
-    assert abs(np.nanmedian(square.binarization_a.values[n:n + 6])) < np.median(square.binarization_a.values[:n])
+    assert abs(np.nanmedian(square.binarization_a.values[n : n + 6])) < np.median(
+        square.binarization_a.values[:n]
+    )
     assert square.square_vs_cosine_t < -5 and cosine.square_vs_cosine_t > 5
 
 
@@ -85,7 +100,9 @@ def test_no_structured_neurons_gives_nan_statistics_without_warnings():
     noise["W_a"][1] = 0.0  # a snapshot of dead neurons
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        out = analyze_arrays(noise["W_a"], noise["W_b"], noise["W_out"], AnalysisParams().resolved(p))
+        out = analyze_arrays(
+            noise["W_a"], noise["W_b"], noise["W_out"], AnalysisParams().resolved(p)
+        )
     assert out["n_structured"].tolist() == [0, 0]
     for name in ("r_structured", "phase_sum_coherence", "square_vs_cosine_t"):
         assert np.isnan(out[name]).all(), name

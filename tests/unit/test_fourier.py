@@ -10,7 +10,13 @@ primes = st.sampled_from([3, 5, 7, 11, 13, 17, 23, 29, 31, 97])
 
 
 @settings(max_examples=200, deadline=None)
-@given(p=primes, data=st.data(), phi=st.floats(-np.pi, np.pi - 1e-9), amp=st.floats(0.1, 10), offset=st.floats(-3, 3))
+@given(
+    p=primes,
+    data=st.data(),
+    phi=st.floats(-np.pi, np.pi - 1e-9),
+    amp=st.floats(0.1, 10),
+    offset=st.floats(-3, 3),
+)
 def test_cosine_rows_give_their_frequency_phase_and_amplitude(p, data, phi, amp, offset):
     k = data.draw(st.integers(1, (p - 1) // 2))
     F = fourier.spectrum(planted_rows([k], [phi], p, amplitude=amp, offset=offset))
@@ -32,7 +38,9 @@ def test_spectrum_is_numpys_fft(p):
         expected = np.fft.fft(rows.astype(np.float32).astype(np.float64), axis=-1)
     assert F.dtype == np.complex128 and F.shape == rows.shape
     assert np.isnan(F[0, 0]).all()
-    np.testing.assert_allclose(F[~np.isnan(rows[..., 0])], expected[~np.isnan(rows[..., 0])], rtol=0, atol=1e-12 * p)
+    np.testing.assert_allclose(
+        F[~np.isnan(rows[..., 0])], expected[~np.isnan(rows[..., 0])], rtol=0, atol=1e-12 * p
+    )
     assert fourier.dominant_frequency(F)[0, 1] == 0
 
 
@@ -49,8 +57,12 @@ def test_square_levels_are_nanmedians_of_each_half(p, rows, seed):
     positive = np.cos(theta) >= 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # an empty half
-        np.testing.assert_array_equal(high, np.nanmedian(np.where(positive, values, np.nan), axis=-1))
-        np.testing.assert_array_equal(low, np.nanmedian(np.where(positive, np.nan, values), axis=-1))
+        np.testing.assert_array_equal(
+            high, np.nanmedian(np.where(positive, values, np.nan), axis=-1)
+        )
+        np.testing.assert_array_equal(
+            low, np.nanmedian(np.where(positive, np.nan, values), axis=-1)
+        )
 
 
 @given(angle=st.floats(-1e6, 1e6))
@@ -89,10 +101,16 @@ def _dense_distance(rows, theta_fn, curve_fn, p, scale):
 def test_cosine_distance_matches_dense_search(seed):
     rng = np.random.default_rng(seed)
     p, k, phi, amp, offset = 23, int(rng.integers(1, 12)), rng.uniform(-np.pi, np.pi), 0.8, 0.1
-    row = planted_rows([k], [phi], p, kind="square", amplitude=0.6, offset=0.1)[0] + 0.2 * rng.standard_normal(p)
+    row = planted_rows([k], [phi], p, kind="square", amplitude=0.6, offset=0.1)[
+        0
+    ] + 0.2 * rng.standard_normal(p)
     theta = fourier.wave_angle(np.array([k]), np.array([phi]), p)
-    fast = fourier.cosine_distance(row[None], theta, np.array([k]), np.array([amp]), np.array([offset]), np.array([amp]))[0]
-    slow = _dense_distance(row, None, lambda g: offset + amp * np.cos(2 * np.pi * k * g / p - phi), p, amp)
+    fast = fourier.cosine_distance(
+        row[None], theta, np.array([k]), np.array([amp]), np.array([offset]), np.array([amp])
+    )[0]
+    slow = _dense_distance(
+        row, None, lambda g: offset + amp * np.cos(2 * np.pi * k * g / p - phi), p, amp
+    )
     assert fast == pytest.approx(slow, abs=2e-3)
 
 
@@ -103,7 +121,9 @@ def test_square_distance_matches_dense_search(seed):
     high, low, scale = 0.5, -0.4, 0.6
     row = planted_rows([k], [phi], p, kind="cos", amplitude=0.5)[0] + 0.2 * rng.standard_normal(p)
     theta = fourier.wave_angle(np.array([k]), np.array([phi]), p)
-    fast = fourier.square_distance(row[None], theta, np.array([k]), np.array([high]), np.array([low]), np.array([scale]))[0]
+    fast = fourier.square_distance(
+        row[None], theta, np.array([k]), np.array([high]), np.array([low]), np.array([scale])
+    )[0]
     # reference: the square wave as a polyline with vertical edges, densely sampled (edges included)
     grid = np.linspace(-2, p + 2, (p + 4) * 2000)
     levels = np.where(np.cos(2 * np.pi * k * grid / p - phi) >= 0, high, low)
@@ -121,7 +141,11 @@ def test_binarization_orders_square_above_cosine_above_noise():
     freq, phase = rng.integers(1, 15, n), rng.uniform(-np.pi, np.pi, n)
     scores = {}
     for kind in ("square", "cos", "noise"):
-        rows = rng.standard_normal((n, p)) if kind == "noise" else planted_rows(freq, phase, p, kind=kind, amplitude=0.5)
+        rows = (
+            rng.standard_normal((n, p))
+            if kind == "noise"
+            else planted_rows(freq, phase, p, kind=kind, amplitude=0.5)
+        )
         F = fourier.spectrum(rows)
         k = fourier.dominant_frequency(F)
         ph = fourier.phase_at(F, k)
@@ -141,12 +165,18 @@ def test_boundary_fraction_sees_intermediate_values_only_at_edges():
     p, k, phi = 31, 3, 0.4
     theta = fourier.wave_angle(np.array([k]), np.array([phi]), p)
     square = planted_rows([k], [phi], p, kind="square", amplitude=0.5)[0]
-    soft = np.where(np.abs(np.cos(theta[0])) < 0.3, 0.0, square)  # intermediate values at the edges only
+    soft = np.where(
+        np.abs(np.cos(theta[0])) < 0.3, 0.0, square
+    )  # intermediate values at the edges only
     assert fourier.boundary_fraction(soft[None], theta, np.array([0.5]), np.array([-0.5]))[0] == 1.0
     middle = square.copy()
     middle[np.argmax(np.cos(theta[0]))] = 0.0  # an intermediate value at a crest, far from an edge
-    assert fourier.boundary_fraction(middle[None], theta, np.array([0.5]), np.array([-0.5]))[0] == 0.0
-    assert np.isnan(fourier.boundary_fraction(square[None], theta, np.array([0.5]), np.array([-0.5]))[0])
+    assert (
+        fourier.boundary_fraction(middle[None], theta, np.array([0.5]), np.array([-0.5]))[0] == 0.0
+    )
+    assert np.isnan(
+        fourier.boundary_fraction(square[None], theta, np.array([0.5]), np.array([-0.5]))[0]
+    )
 
 
 angles = st.lists(st.floats(-np.pi, np.pi), min_size=5, max_size=40)
@@ -162,7 +192,9 @@ def test_circular_correlation_identity_negation_and_rotation(x, shift):
     assert fourier.circular_correlation(x, -x) == pytest.approx(-1.0, abs=1e-9)
     assert fourier.circular_correlation(x, x + shift) == pytest.approx(1.0, abs=1e-9)
     y = np.random.default_rng(0).uniform(-np.pi, np.pi, x.size)
-    assert fourier.circular_correlation(x + shift, y + 0.3) == pytest.approx(fourier.circular_correlation(x, y), abs=1e-9)
+    assert fourier.circular_correlation(x + shift, y + 0.3) == pytest.approx(
+        fourier.circular_correlation(x, y), abs=1e-9
+    )
 
 
 def test_circular_correlation_matches_pairwise_definition_on_evenly_spread_phases():
@@ -182,10 +214,19 @@ def test_circular_correlation_matches_pairwise_definition_on_evenly_spread_phase
 def test_inverse_participation_ratio_on_known_spectra():
     p = 97
     x = np.arange(p)
-    rows = np.stack([np.cos(2 * np.pi * 5 * x / p + 0.3), np.sign(np.cos(2 * np.pi * 5 * x / p + 0.3)),
-                     np.random.default_rng(0).normal(size=p), np.ones(p), np.zeros(p)])
+    rows = np.stack(
+        [
+            np.cos(2 * np.pi * 5 * x / p + 0.3),
+            np.sign(np.cos(2 * np.pi * 5 * x / p + 0.3)),
+            np.random.default_rng(0).normal(size=p),
+            np.ones(p),
+            np.zeros(p),
+        ]
+    )
     ipr = fourier.inverse_participation_ratio(fourier.spectrum(rows))
     assert ipr[0] == pytest.approx(1.0, abs=1e-12)  # one frequency
-    assert ipr[1] == pytest.approx(64 / 96, abs=0.01)  # square wave: sum 1/n^4 / (sum 1/n^2)^2 over odd n
+    assert ipr[1] == pytest.approx(
+        64 / 96, abs=0.01
+    )  # square wave: sum 1/n^4 / (sum 1/n^2)^2 over odd n
     assert ipr[2] < 0.1  # noise spreads over the 48 frequencies (2/48 expected)
     assert np.isnan(ipr[3]) and np.isnan(ipr[4])  # constant and dead rows

@@ -1,4 +1,5 @@
 """Finding W_a, W_b, W_out in other codebases' parameter layouts."""
+
 import numpy as np
 import pytest
 import torch  # a dependency: a skip would hide a broken install
@@ -11,8 +12,16 @@ P, H = 11, 8
 @pytest.fixture
 def planted():
     rng = np.random.default_rng(0)
-    return {name: rng.normal(size=shape).astype(np.float32)
-            for name, shape in (("W_a", (H, P)), ("W_b", (H, P)), ("W_out", (H, P)), ("b_in", (H,)), ("b_out", (P,)))}
+    return {
+        name: rng.normal(size=shape).astype(np.float32)
+        for name, shape in (
+            ("W_a", (H, P)),
+            ("W_b", (H, P)),
+            ("W_out", (H, P)),
+            ("b_in", (H,)),
+            ("b_out", (P,)),
+        )
+    }
 
 
 def _check(curves, planted, with_bias=True):
@@ -22,14 +31,21 @@ def _check(curves, planted, with_bias=True):
 
 
 def test_nn_linear_layout_as_stored_by_torch(planted):
-    state = {"fc1.weight": np.concatenate([planted["W_a"], planted["W_b"]], 1), "fc1.bias": planted["b_in"],
-             "fc2.weight": planted["W_out"].T, "fc2.bias": planted["b_out"]}
+    state = {
+        "fc1.weight": np.concatenate([planted["W_a"], planted["W_b"]], 1),
+        "fc1.bias": planted["b_in"],
+        "fc2.weight": planted["W_out"].T,
+        "fc2.bias": planted["b_out"],
+    }
     _check(curves_from_parameters(state), planted)  # the modulus is inferred: sides 2p and p
     _check(curves_from_parameters(state, modulus=P), planted)
 
 
 def test_transposed_layout_without_biases(planted):
-    state = {"W_in": np.concatenate([planted["W_a"], planted["W_b"]], 1).T, "W_out": planted["W_out"]}
+    state = {
+        "W_in": np.concatenate([planted["W_a"], planted["W_b"]], 1).T,
+        "W_out": planted["W_out"],
+    }
     _check(curves_from_parameters(state, modulus=P), planted, with_bias=False)
 
 
@@ -39,10 +55,16 @@ def test_torch_tensors_and_direct_mappings(planted):
 
 
 def test_ambiguous_or_unrecognisable_shapes_say_what_to_do(planted):
-    square = {"a.weight": np.zeros((P, 2 * P), np.float32), "b.weight": np.zeros((P, P), np.float32)}
+    square = {
+        "a.weight": np.zeros((P, 2 * P), np.float32),
+        "b.weight": np.zeros((P, P), np.float32),
+    }
     with pytest.raises(LayoutError, match="width equals the modulus"):
         curves_from_parameters(square, modulus=P)
-    both = {"a.weight": np.zeros((2 * P, 2 * P), np.float32), "b.weight": np.zeros((P, 2 * P), np.float32)}
+    both = {
+        "a.weight": np.zeros((2 * P, 2 * P), np.float32),
+        "b.weight": np.zeros((P, 2 * P), np.float32),
+    }
     with pytest.raises(LayoutError, match="several parameters could be the input layer"):
         curves_from_parameters(both, modulus=P)
     with pytest.raises(LayoutError, match="no input layer found"):
@@ -50,18 +72,27 @@ def test_ambiguous_or_unrecognisable_shapes_say_what_to_do(planted):
     with pytest.raises(LayoutError, match="give the modulus"):
         curves_from_parameters({"x": np.zeros((3, 4), np.float32)})
     with pytest.raises(LayoutError, match="no parameter named 'nope'"):
-        curves_from_parameters({"x": np.zeros((3, 4), np.float32)}, modulus=P, keys={"input": "nope"})
+        curves_from_parameters(
+            {"x": np.zeros((3, 4), np.float32)}, modulus=P, keys={"input": "nope"}
+        )
 
 
 def test_a_shared_input_weight_named_by_keys(planted):
-    state = {"mlp.W_in": planted["W_a"], "mlp.W_out": planted["W_out"].T}  # Y-Agent: [H, p] and [p, H]
-    curves = curves_from_parameters(state, modulus=P, keys={"input": "mlp.W_in", "output": "mlp.W_out"})
+    state = {
+        "mlp.W_in": planted["W_a"],
+        "mlp.W_out": planted["W_out"].T,
+    }  # Y-Agent: [H, p] and [p, H]
+    curves = curves_from_parameters(
+        state, modulus=P, keys={"input": "mlp.W_in", "output": "mlp.W_out"}
+    )
     np.testing.assert_array_equal(curves["W_a"], planted["W_a"])
     np.testing.assert_array_equal(curves["W_b"], planted["W_a"])
     np.testing.assert_array_equal(curves["W_out"], planted["W_out"])
     with pytest.raises(LayoutError, match="name the output weight"):
         curves_from_parameters(state, modulus=P, keys={"input": "mlp.W_in"})
-    with pytest.raises(LayoutError, match="no input layer found"):  # shapes alone cannot tell input from output
+    with pytest.raises(
+        LayoutError, match="no input layer found"
+    ):  # shapes alone cannot tell input from output
         curves_from_parameters(state, modulus=P)
 
 
@@ -70,8 +101,13 @@ def test_activations_match_torch(name):
     from mechgrok.models.activations import activate
 
     x = np.linspace(-6, 6, 2001, dtype=np.float32)
-    expected = {"relu": torch.relu, "gelu": torch.nn.functional.gelu, "silu": torch.nn.functional.silu,
-                "quadratic": torch.square, "identity": lambda t: t}[name](torch.from_numpy(x.copy())).numpy()
+    expected = {
+        "relu": torch.relu,
+        "gelu": torch.nn.functional.gelu,
+        "silu": torch.nn.functional.silu,
+        "quadratic": torch.square,
+        "identity": lambda t: t,
+    }[name](torch.from_numpy(x.copy())).numpy()
     np.testing.assert_allclose(activate(name, x.copy()), expected, atol=2e-6, rtol=1e-6)
 
 
@@ -91,11 +127,23 @@ def test_embedding_mlps_give_their_exact_effective_input_curves(form):
             pre = first(embed(a) + embed(b))
         else:
             pre = first(embed(a)) + second(embed(b)) - second.bias
-    keys = {"embedding": "embed.weight", "input": "first.weight", "output": "out.weight", "b_in": "first.bias"}
-    state = {"embed.weight": embed.weight, "first.weight": first.weight, "first.bias": first.bias, "out.weight": out.weight}
+    keys = {
+        "embedding": "embed.weight",
+        "input": "first.weight",
+        "output": "out.weight",
+        "b_in": "first.bias",
+    }
+    state = {
+        "embed.weight": embed.weight,
+        "first.weight": first.weight,
+        "first.bias": first.bias,
+        "out.weight": out.weight,
+    }
     if form == "one per token":
         keys["input_b"], state["second.weight"] = "second.weight", second.weight
     curves = curves_from_parameters(state, modulus=P, keys=keys)
-    rebuilt = curves["W_a"][:, a.numpy()] + curves["W_b"][:, b.numpy()] + curves["b_in"][:, None]  # (H, pairs)
+    rebuilt = (
+        curves["W_a"][:, a.numpy()] + curves["W_b"][:, b.numpy()] + curves["b_in"][:, None]
+    )  # (H, pairs)
     np.testing.assert_allclose(rebuilt.T, pre.numpy(), atol=1e-5)
     np.testing.assert_array_equal(curves["W_out"], out.weight.detach().numpy().T)

@@ -1,5 +1,6 @@
 """Reading, analysis and reporting must not load torch (every dask worker and every
 `mechgrok analyze`/`report` would pay ~2 s for it)."""
+
 import subprocess
 import sys
 
@@ -16,5 +17,7 @@ print(sorted(m for m in ("torch", "mechgrok.recording.train", "mechgrok.recordin
 
 
 def test_reading_analysis_and_reporting_do_not_import_torch(tmp_path):
-    proc = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True, check=True, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-c", CODE], capture_output=True, text=True, check=True, cwd=tmp_path
+    )
     assert proc.stdout.strip().splitlines()[-1] == "[]"

@@ -1,4 +1,5 @@
 """Means over seeds with bootstrap intervals, and grouping a sweep's runs by their options."""
+
 import numpy as np
 import pytest
 
@@ -30,8 +31,18 @@ def test_one_seed_no_interval_and_nan_values_left_out():
 
 def test_runs_are_grouped_by_every_option_but_the_seed():
     def run(noise, seed, value):
-        return dict(modulus=23, width=32, train_frac=0.5, noise=noise, lr=1e-2, weight_decay=1.0, steps=100,
-                    stop_val_acc=0.99, seed=seed, val_acc_final=value)
+        return dict(
+            modulus=23,
+            width=32,
+            train_frac=0.5,
+            noise=noise,
+            lr=1e-2,
+            weight_decay=1.0,
+            steps=100,
+            stop_val_acc=0.99,
+            seed=seed,
+            val_acc_final=value,
+        )
 
     rows = [run(0.1, 0, 0.5), run(0.0, 1, 0.9), run(0.1, 1, 0.7), run(0.0, 0, 1.0)]
     groups = group_by_options(rows)
@@ -41,13 +52,22 @@ def test_runs_are_grouped_by_every_option_but_the_seed():
     summary = summarize_seeds(groups[1][1])
     assert summary["val_acc_final"].n == 2 and summary["val_acc_final"].mean == pytest.approx(0.6)
     assert summary["ideal_acc_final"].n == 0  # missing numbers are NaN, not zero
-    mixed = group_by_options([dict(run(0.0, 0, 1.0), precision="fp32"), dict(run(0.0, 1, 0.9), precision="bf16")])
-    assert len(mixed) == 2 and varying_options(mixed) == ["precision"]  # another precision is not another seed
+    mixed = group_by_options(
+        [dict(run(0.0, 0, 1.0), precision="fp32"), dict(run(0.0, 1, 0.9), precision="bf16")]
+    )
+    assert len(mixed) == 2 and varying_options(mixed) == [
+        "precision"
+    ]  # another precision is not another seed
 
 
 def test_a_run_recorded_before_an_option_existed_counts_as_its_default():
     analysis = mechgrok.analyze(as_dataset(planted_algorithm(23), planted_algorithm(23, seed=1)))
-    old = run_numbers(analysis, dict(modulus=23, noise=0.0, seed=0))  # no operation, activation, precision attributes
+    old = run_numbers(
+        analysis, dict(modulus=23, noise=0.0, seed=0)
+    )  # no operation, activation, precision attributes
     assert (old["operation"], old["activation"], old["precision"]) == ("add", "relu", "fp32")
-    assert run_numbers(analysis, dict(modulus=23, noise=0.0, seed=0, precision="bf16"))["precision"] == "bf16"
+    assert (
+        run_numbers(analysis, dict(modulus=23, noise=0.0, seed=0, precision="bf16"))["precision"]
+        == "bf16"
+    )
     assert old["lr"] is None  # options every file has are not invented

@@ -11,7 +11,9 @@ def test_split_is_stratified_and_partitions_all_pairs(p, frac):
     assert np.all(np.bincount(task.train_label_true, minlength=p) == per_class)
     assert np.all((task.train_a + task.train_b) % p == task.train_label_true)
     assert np.all((task.val_a + task.val_b) % p == task.val_label)
-    pairs = {(a, b) for a, b in zip(task.train_a, task.train_b)} | {(a, b) for a, b in zip(task.val_a, task.val_b)}
+    pairs = {(a, b) for a, b in zip(task.train_a, task.train_b)} | {
+        (a, b) for a, b in zip(task.val_a, task.val_b)
+    }
     assert len(pairs) == p * p == task.train_a.size + task.val_a.size
 
 
@@ -36,8 +38,15 @@ def test_same_seed_same_split_and_other_seed_differs():
     assert not np.array_equal(a.train_a, c.train_a)
 
 
-@pytest.mark.parametrize("p,frac,noise,message", [(2, 0.3, 0.0, "modulus"), (11, 0.0, 0.0, "train_frac"),
-                                                  (11, 0.02, 0.0, "per answer class"), (11, 0.5, 1.0, "noise")])
+@pytest.mark.parametrize(
+    "p,frac,noise,message",
+    [
+        (2, 0.3, 0.0, "modulus"),
+        (11, 0.0, 0.0, "train_frac"),
+        (11, 0.02, 0.0, "per answer class"),
+        (11, 0.5, 1.0, "noise"),
+    ],
+)
 def test_impossible_parameters_raise_value_error(p, frac, noise, message):
     with pytest.raises(ValueError, match=message):
         make_task(p, frac, noise, 0)

@@ -1,11 +1,18 @@
 """The thread count for training: chosen from the step's size and the free cores, given by
 --threads, and never left changed in the caller's process."""
+
 import pytest
 import torch
 
 import mechgrok.recording.threads
 
-from mechgrok.recording.threads import PARALLEL_FLOP_PER_STEP, choose_threads, free_cores, torch_threads, training_flop_per_step
+from mechgrok.recording.threads import (
+    PARALLEL_FLOP_PER_STEP,
+    choose_threads,
+    free_cores,
+    torch_threads,
+    training_flop_per_step,
+)
 
 
 def test_small_steps_train_on_one_thread_and_large_ones_on_the_free_cores(monkeypatch):
@@ -13,10 +20,14 @@ def test_small_steps_train_on_one_thread_and_large_ones_on_the_free_cores(monkey
     paper = training_flop_per_step(modulus=97, width=256, n_train=2813)
     assert tiny < PARALLEL_FLOP_PER_STEP < paper
     monkeypatch.setattr(mechgrok.recording.threads.os, "cpu_count", lambda: 4)
-    monkeypatch.setattr(mechgrok.recording.threads, "_busy_cores", lambda interval, cores: 1.2)  # another process on ~1 core
+    monkeypatch.setattr(
+        mechgrok.recording.threads, "_busy_cores", lambda interval, cores: 1.2
+    )  # another process on ~1 core
     assert choose_threads(tiny) == 1
     assert free_cores() == 3 and choose_threads(paper) == 3
-    monkeypatch.setattr(mechgrok.recording.threads, "_busy_cores", lambda interval, cores: 5.0)  # oversubscribed: still 1
+    monkeypatch.setattr(
+        mechgrok.recording.threads, "_busy_cores", lambda interval, cores: 5.0
+    )  # oversubscribed: still 1
     assert choose_threads(paper) == 1
     assert choose_threads(tiny, requested=3) == 3
     with pytest.raises(ValueError, match="threads"):
