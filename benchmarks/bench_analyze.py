@@ -21,12 +21,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from revisions import alternated_outputs
 
 import mechgrok
-from mechgrok.analysis.pipeline import AnalysisParams, analyze_arrays, neuron_structure
 from mechgrok.analysis.idealize import square
+from mechgrok.analysis.pipeline import AnalysisParams, analyze_arrays, neuron_structure
 from mechgrok.operations import law_labels
-from revisions import alternated_outputs
 
 
 def bench_demo(folder: Path) -> None:
@@ -65,7 +65,7 @@ def _loop_reference(W_a, W_b, W_out, params: AnalysisParams) -> dict:
             )
         logits = np.zeros((p * p, p))
         x = np.arange(p)
-        for i, r in enumerate(rows):
+        for r in rows:
             k = int(r["freq_a"][0])
             if k == 0:
                 continue
@@ -109,9 +109,9 @@ def bench_memory(gigabytes: float, folder: Path) -> None:
     """Write a synthetic trajectory of random weights, then analyze it in a child process and
     read that process's peak resident memory."""
     from mechgrok.config import RunConfig
-    from mechgrok.task import make_task
+    from mechgrok.recording.train import Snapshot, initial_state
     from mechgrok.store.writer import TrajectoryWriter
-    from mechgrok.recording.train import initial_state, Snapshot
+    from mechgrok.task import make_task
 
     config = RunConfig(steps=10**7, every=1, stop_val_acc=1.0)
     path = folder / "big.h5"

@@ -50,7 +50,7 @@ def main() -> None:
 
     def open_and_read(reader, path, name):
         with reader(path) as ds:
-            ds[name].isel(step=ds.sizes["step"] // 2).values
+            _ = ds[name].isel(step=ds.sizes["step"] // 2).values
 
     for label, path, name in (
         ("trajectory", args.trajectory, "W_a"),
@@ -59,13 +59,16 @@ def main() -> None:
         print(f"{label} {path.name}:")
         for task, action in (
             ("open", open_only),
-            (f"open + read one snapshot of {name}", lambda r, p: open_and_read(r, p, name)),
+            (
+                f"open + read one snapshot of {name}",
+                lambda r, p, name=name: open_and_read(r, p, name),
+            ),
         ):
             times = {}
             for _ in range(2):  # alternated: load drifts hit both readers alike
                 for reader_name, reader in readers.items():
                     times.setdefault(reader_name, []).append(
-                        _seconds(lambda: action(reader, path), args.repeats // 2)
+                        _seconds(lambda a=action, r=reader, p=path: a(r, p), args.repeats // 2)
                     )
             ours, theirs = (statistics.median(times[k]) for k in ("mechgrok", "h5netcdf"))
             print(

@@ -25,9 +25,9 @@ import torch
 import mechgrok
 from mechgrok.config import RunConfig
 from mechgrok.operations import operands
-from mechgrok.task import train_pairs_per_class
 from mechgrok.recording.threads import choose_threads, torch_threads, training_flop_per_step
 from mechgrok.recording.train import train_ensemble
+from mechgrok.task import train_pairs_per_class
 
 PAPER_NOISE_LEVELS = 19
 

@@ -24,13 +24,13 @@ import time
 from pathlib import Path
 
 import torch
+from revisions import alternated_outputs
 
 import mechgrok.recording.train as train_module
 from mechgrok import record
 from mechgrok.config import RunConfig
-from mechgrok.task import make_task
 from mechgrok.recording.train import train_ensemble
-from revisions import alternated_outputs
+from mechgrok.task import make_task
 
 
 def reference_loop_seconds(config: RunConfig) -> float:

@@ -52,7 +52,7 @@ def main() -> None:
         ensemble = time.perf_counter() - start
         assert not errors, errors
     print(
-        f"device {args.device} ({torch.cuda.get_device_name() if args.device.startswith('cuda') else 'CPU, %d threads' % torch.get_num_threads()}), "
+        f"device {args.device} ({torch.cuda.get_device_name() if args.device.startswith('cuda') else f'CPU, {torch.get_num_threads()} threads'}), "
         f"p={args.modulus}, width {args.width}, 30% split, {args.runs} runs x {args.steps} steps, default log snapshot schedule"
     )
     print(

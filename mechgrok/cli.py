@@ -337,8 +337,8 @@ def record(
     if resume and force:
         raise click.UsageError("--resume and --force exclude each other")
     from mechgrok.recording.runs import DEFAULT_TRAJECTORY_DIR, default_trajectory_name, record_runs
-    from mechgrok.sweep.grid import expand_grid
     from mechgrok.store.reader import read_config
+    from mechgrok.sweep.grid import expand_grid
 
     grid = expand_grid(dict(options, every=every if every is not None else 0))
     if len(grid) > 1 or scheduler is not None:
@@ -449,10 +449,10 @@ def _record_sweep(
     threads: int | None,
     stop_if_interrupted: Callable[..., None],
 ) -> None:
-    from mechgrok.sweep.grid import default_sweep_folder, ensemble_groups, record_sweep
-    from mechgrok.sweep.index import INDEX_NAME
     from mechgrok.recording.stopping import is_complete
     from mechgrok.store.reader import recorded_progress
+    from mechgrok.sweep.grid import default_sweep_folder, ensemble_groups, record_sweep
+    from mechgrok.sweep.index import INDEX_NAME
 
     folder = out if out is not None else default_sweep_folder(grid)
     if folder.exists() and not folder.is_dir():
@@ -546,7 +546,7 @@ class RecordProgress:
         )
         self._progress.update(self._bar, completed=step, status=status)
 
-    def __enter__(self) -> "RecordProgress":
+    def __enter__(self) -> RecordProgress:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -643,10 +643,11 @@ def analyze(
     TRAJECTORIES are files, sweep folders or sweep index.json files. Writes
     <trajectory>.analysis.h5 (dims step, neuron) beside each and prints a summary; a
     current analysis is reused unless --force."""
-    from mechgrok.analysis.pipeline import analyze as run_analysis, default_analysis_path
+    from mechgrok.analysis.pipeline import analyze as run_analysis
+    from mechgrok.analysis.pipeline import default_analysis_path
     from mechgrok.config import modulus_caveat
-    from mechgrok.sweep.index import resolve_trajectories
     from mechgrok.store.reader import attr_int
+    from mechgrok.sweep.index import resolve_trajectories
 
     paths = resolve_trajectories(list(trajectories))
     if out is not None and len(paths) > 1:
@@ -690,8 +691,10 @@ def summary_table(result, title: str):
         HEADLINE_ROWS,
         format_lead,
         format_number,
-        format_step as step,
         format_waveform,
+    )
+    from mechgrok.analysis.accessor import (
+        format_step as step,
     )
 
     head = result.mechgrok.headline()

@@ -6,11 +6,11 @@ types and the trajectory reader all check against it. Pure Python: no torch, no 
 
 from __future__ import annotations
 
-from mechgrok.errors import InvalidOptionError, ResourceError
-
 import math
 import os
 from dataclasses import dataclass
+
+from mechgrok.errors import InvalidOptionError, ResourceError
 
 MIN_MODULUS = (
     5  # p = 3 has one frequency (k = 1), so periodicity and dominant frequency say nothing

@@ -13,13 +13,12 @@ positions and the phase law is phi_out = phi_a + phi_b (add, mul) or phi_a - phi
 
 from __future__ import annotations
 
-from mechgrok.errors import InvalidOptionError
-
 from dataclasses import dataclass
 
 import numpy as np
 
 from mechgrok.config import check_operation
+from mechgrok.errors import InvalidOptionError
 
 
 def operate(operation: str, a: np.ndarray, b: np.ndarray, p: int) -> np.ndarray:

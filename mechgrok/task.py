@@ -4,13 +4,12 @@ and label noise on the training set. Pure numpy, no I/O."""
 
 from __future__ import annotations
 
-from mechgrok.errors import InvalidOptionError
-
 from dataclasses import dataclass
 
 import numpy as np
 
 from mechgrok.config import check_option
+from mechgrok.errors import InvalidOptionError
 from mechgrok.operations import operands, second_operand
 
 

@@ -16,10 +16,10 @@ os.environ["COLUMNS"] = "200"  # before rich's console reads it: summaries on on
 # tiny models: one thread each, so that pytest-xdist's workers do not spin-wait on each other's cores
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from click.testing import CliRunner  # noqa: E402
+from click.testing import CliRunner
 
-from mechgrok.cli import main  # noqa: E402
-from mechgrok.config import RunConfig  # noqa: E402
+from mechgrok.cli import main
+from mechgrok.config import RunConfig
 
 TINY = dict(modulus=11, width=16, train_frac=0.5, steps=60, every=5)
 # groks (validation accuracy > 0.95) in under 1,000 steps, about a second

@@ -21,8 +21,8 @@ import functools
 
 import numpy as np
 
-from mechgrok.models.activations import activate
 from mechgrok.analysis.fourier import wave_angle
+from mechgrok.models.activations import activate
 from mechgrok.operations import law_labels
 
 IDEAL_VARIANTS = ("sq_cos", "sq_sq", "cos_cos", "phase_sum", "shuffled", "shuffled_hi", "own")
@@ -177,7 +177,7 @@ def _class_basis(frequencies: np.ndarray, p: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=4)
-def _screened_scorer(frequencies: tuple[int, ...], p: int, sign: int) -> "_ScreenedScorer":
+def _screened_scorer(frequencies: tuple[int, ...], p: int, sign: int) -> _ScreenedScorer:
     """One scorer per set of frequencies in use: read-outs and snapshots that share the set
     share its tables (the label columns are (2K, p^2), ~4 MB at p = 97)."""
     return _ScreenedScorer(_class_basis(np.array(frequencies), p), law_labels(p, sign))

@@ -9,11 +9,11 @@ chunk of snapshots; chunks can be spread over a dask.distributed cluster.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,18 +24,18 @@ import xarray as xr
 from threadpoolctl import threadpool_limits
 
 from mechgrok.analysis import fourier
-from mechgrok.config import ANALYSIS_LIMITS, MIN_MODULUS, SATURATION_TRAIN_ACC, check_option
-from mechgrok.errors import OutputExistsError, TrajectoryError
-from mechgrok.store.outputs import atomic_output, check_space, same_file
 from mechgrok.analysis.idealize import IDEAL_VARIANTS, SHUFFLE_DRAWS, ideal_accuracies
-from mechgrok.store.netcdf_reader import open_netcdf
-from mechgrok.operations import GroupView, group_view, operate
 from mechgrok.analysis.progress import (
     KEY_FREQS_RULE,
     check_key_frequencies,
     key_frequencies,
     real_model_measures,
 )
+from mechgrok.config import ANALYSIS_LIMITS, MIN_MODULUS, SATURATION_TRAIN_ACC, check_option
+from mechgrok.errors import OutputExistsError, TrajectoryError
+from mechgrok.operations import GroupView, group_view, operate
+from mechgrok.store.netcdf_reader import open_netcdf
+from mechgrok.store.outputs import atomic_output, check_space, same_file
 from mechgrok.store.reader import attr_float, attr_int, open_trajectory, trajectory_identity
 
 ANALYSIS_FORMAT_VERSION = (
@@ -72,7 +72,7 @@ class AnalysisParams:
         None  # None: chosen from the last snapshot (progress.key_frequencies)
     )
 
-    def resolved(self, p: int) -> "AnalysisParams":
+    def resolved(self, p: int) -> AnalysisParams:
         """Thresholds filled in for modulus p; raises ValueError on values outside
         config.ANALYSIS_LIMITS (NaN and infinities included), key frequencies outside
         1..(p-1)//2, or p < MIN_MODULUS."""
@@ -520,7 +520,7 @@ def analyze_dataset(
     # chunks run two at a time on threads: BLAS threads on top of them would oversubscribe the cores (1.6x slower here)
     blas_limit = threadpool_limits(1, user_api="blas")
     try:
-        for (start, _), chunk in zip(bounds, chunks):
+        for _bounds, chunk in zip(bounds, chunks):
             two_d = {name: values for name, values in chunk.items() if values.ndim == 2}
             if stream is not None:
                 stream.write(two_d)

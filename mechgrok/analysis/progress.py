@@ -58,7 +58,7 @@ class KeyProjection:
     class_order: np.ndarray  # (pair,): pair indices sorted by class, p groups of p
 
     @classmethod
-    def of(cls, key_freqs: tuple[int, ...], p: int, sign: int = 1) -> "KeyProjection":
+    def of(cls, key_freqs: tuple[int, ...], p: int, sign: int = 1) -> KeyProjection:
         angle = 2 * np.pi * np.outer(np.arange(p), np.asarray(key_freqs, dtype=float)) / p
         pair_class = law_labels(p, sign)
         return cls(

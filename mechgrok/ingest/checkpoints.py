@@ -19,21 +19,20 @@ Checkpoints are read one at a time (a single file through torch.load's mmap), wi
 
 from __future__ import annotations
 
-from mechgrok.errors import CheckpointImportError, InputNotFoundError, InvalidOptionError
-
 import hashlib
 import json
 import os
 import pickle
 import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable, Mapping
 
 import numpy as np
 
-from mechgrok.models.activations import check_activation
 from mechgrok.config import OPERATIONS, check_operation
+from mechgrok.errors import CheckpointImportError, InputNotFoundError, InvalidOptionError
 from mechgrok.ingest.layouts import LayoutError, curves_from_parameters
+from mechgrok.models.activations import check_activation
 from mechgrok.store.writer import TrajectoryWriter
 
 TORCH_SUFFIXES = (".pt", ".pth")
@@ -218,7 +217,7 @@ def _single_file_entries(path: Path, content) -> list[Entry]:
                     if isinstance(content.get(key), (list, tuple))
                 }
 
-                def metrics_at(step: int) -> dict:
+                def metrics_at(step: int, series: dict = series) -> dict:
                     # loss lists are per step (index = step) where long enough, as these codebases log every step
                     return {
                         name: float(values[step])
@@ -230,7 +229,7 @@ def _single_file_entries(path: Path, content) -> list[Entry]:
                     (
                         step,
                         f"{path}[{states_key}][{i}]",
-                        lambda i=i, step=step: (states[i], metrics_at(step)),
+                        lambda i=i, step=step, states=states: (states[i], metrics_at(step)),
                     )
                     for i, step in enumerate(steps)
                 ]

@@ -21,11 +21,11 @@ parameter of each role: {"input": name, "output": name, "b_in": name, "b_out": n
 
 from __future__ import annotations
 
-from typing import Mapping
-
-from mechgrok.errors import CheckpointImportError
+from collections.abc import Mapping
 
 import numpy as np
+
+from mechgrok.errors import CheckpointImportError
 
 ROLES = ("input", "input_b", "embedding", "output", "b_in", "b_out")
 CURVES = ("W_a", "W_b", "W_out", "b_in", "b_out")

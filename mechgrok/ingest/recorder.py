@@ -13,17 +13,16 @@ under its name with the first snapshot. Parameters are mapped by layouts.curves_
 
 from __future__ import annotations
 
-from mechgrok.errors import InvalidOptionError
-
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
-from mechgrok.models.activations import check_activation
 from mechgrok.config import OPERATIONS
+from mechgrok.errors import InvalidOptionError
 from mechgrok.ingest.layouts import LayoutError, curves_from_parameters
+from mechgrok.models.activations import check_activation
 from mechgrok.store.reader import METRIC_NAMES
 from mechgrok.store.writer import TrajectoryWriter
 
@@ -111,7 +110,7 @@ class Recorder:
             self._writer.close()
             self._writer = None
 
-    def __enter__(self) -> "Recorder":
+    def __enter__(self) -> Recorder:
         return self
 
     def __exit__(self, kind, error, traceback) -> None:

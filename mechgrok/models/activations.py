@@ -7,11 +7,10 @@ form, erf to ~1.5e-7 by Abramowitz & Stegun 7.1.26), silu(x) = x sigmoid(x), qua
 
 from __future__ import annotations
 
-from mechgrok.errors import InvalidOptionError
-
 import numpy as np
 
 from mechgrok.config import ACTIVATIONS
+from mechgrok.errors import InvalidOptionError
 
 
 def check_activation(name: str) -> str:

@@ -41,7 +41,7 @@ class MLPParams:
         return torch.cat([t.reshape(t.shape[0], -1) for t in self.tensors()], 1)
 
     @staticmethod
-    def from_flat(flat: torch.Tensor, modulus: int, width: int) -> "MLPParams":
+    def from_flat(flat: torch.Tensor, modulus: int, width: int) -> MLPParams:
         """Views into an (M, P) buffer laid out as `flat()` writes it (no copy)."""
         p, H = modulus, width
         shapes = [(p, H), (p, H), (1, H), (H, p), (1, p)]

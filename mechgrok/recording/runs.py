@@ -9,15 +9,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
+from mechgrok.config import RunConfig, check_fits_in_memory
 from mechgrok.errors import ResumeError
 from mechgrok.operations import operands
-from mechgrok.task import make_task, train_pairs_per_class
 from mechgrok.recording.allocator import keep_freed_memory
+from mechgrok.recording.stopping import earliest_stop_on_file, is_complete
 from mechgrok.recording.threads import choose_threads, torch_threads, training_flop_per_step
-from mechgrok.config import RunConfig, check_fits_in_memory
-from mechgrok.store.outputs import check_output
 from mechgrok.recording.train import (
     ProgressCallback,
     Snapshot,
@@ -26,9 +23,10 @@ from mechgrok.recording.train import (
     state_from_saved,
     train_ensemble,
 )
-from mechgrok.recording.stopping import earliest_stop_on_file, is_complete
+from mechgrok.store.outputs import check_output
 from mechgrok.store.reader import read_config, recorded_progress
 from mechgrok.store.writer import TrajectoryWriter
+from mechgrok.task import make_task, train_pairs_per_class
 
 DEFAULT_TRAJECTORY_DIR = Path("trajectories")
 # Options that only decide when to stop or what to keep: a resumed run may change them.

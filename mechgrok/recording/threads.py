@@ -5,12 +5,12 @@ chosen from the work per step and the cores other processes leave free, and can 
 
 from __future__ import annotations
 
-from mechgrok.errors import InvalidOptionError
-
 import contextlib
 import os
 import time
-from typing import Iterator
+from collections.abc import Iterator
+
+from mechgrok.errors import InvalidOptionError
 
 PARALLEL_FLOP_PER_STEP = 5e7  # below this (e.g. p = 23, width 128: 14 MFLOP) a step is too small to share between threads
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -219,7 +219,7 @@ class _Batch:
         return MLPParams.from_flat(self.flat_params, self.modulus, self.width)
 
     @functools.cached_property
-    def groups(self) -> list["_Batch"]:
+    def groups(self) -> list[_Batch]:
         """The batch as consecutive groups of models that share one pass through the step
         (views into this batch's tensors; see CPU_GROUP_ACTIVATION_BYTES)."""
         M, n_pairs = self.train_a.shape
@@ -230,7 +230,7 @@ class _Batch:
             return [self]
         return [self._rows(start, min(start + size, M)) for start in range(0, M, size)]
 
-    def _rows(self, start: int, stop: int) -> "_Batch":
+    def _rows(self, start: int, stop: int) -> _Batch:
         """Models start..stop-1 as a batch of views (updates to this batch's buffers show)."""
         return dataclasses.replace(
             self,
@@ -239,7 +239,7 @@ class _Batch:
             **{name: getattr(self, name)[start:stop] for name in _PER_MODEL_TENSORS},
         )
 
-    def keep(self, rows: list[int]) -> "_Batch":
+    def keep(self, rows: list[int]) -> _Batch:
         index = torch.tensor(rows, dtype=torch.long, device=self.train_a.device)
         return _Batch(
             runs=[self.runs[r] for r in rows],
@@ -427,7 +427,7 @@ class StepMetrics:
     @classmethod
     def measure(
         cls, groups: list[_Batch], logits: list[torch.Tensor], train_acc: list[float]
-    ) -> "StepMetrics":
+    ) -> StepMetrics:
         """From the training step's logits of each group of models (train_acc already read
         from them) and one validation pass, group by group."""
         columns: dict[str, list[float]] = {

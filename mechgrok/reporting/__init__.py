@@ -17,8 +17,11 @@ from mechgrok.analysis.accessor import (
     format_step,
     format_waveform,
 )
-from mechgrok.config import SATURATION_TRAIN_ACC
 from mechgrok.analysis.pipeline import analyze, default_analysis_path
+from mechgrok.config import SATURATION_TRAIN_ACC
+from mechgrok.paper import FIG5, paper_row
+from mechgrok.reporting.explorer import explorer_data, explorer_section, snapshots_per_run
+from mechgrok.reporting.webpage import cards_html, figure_html, figure_png, page, table_html
 from mechgrok.store.outputs import (
     atomic_output,
     check_output,
@@ -27,10 +30,6 @@ from mechgrok.store.outputs import (
     write_text,
 )
 from mechgrok.store.reader import open_trajectory
-from . import figures
-from mechgrok.reporting.explorer import explorer_data, explorer_section, snapshots_per_run
-from mechgrok.reporting.webpage import cards_html, figure_html, figure_png, page, table_html
-from mechgrok.paper import FIG5, paper_row
 from mechgrok.sweep.summary import (
     TABLE2_COLUMNS,
     group_by_options,
@@ -38,6 +37,8 @@ from mechgrok.sweep.summary import (
     summarize_seeds,
     varying_options,
 )
+
+from . import figures
 
 DEFAULT_REPORT_DIR = Path("reports")
 
@@ -176,11 +177,11 @@ def _run_section(
                 format_step(head["saturation_step"]),
             ),
             (
-                "structure step (Sq->Cos >= %.2g)" % analysis.attrs["structure_acc"],
+                f"structure step (Sq->Cos >= {analysis.attrs['structure_acc']:.2g})",
                 format_step(head["structure_step"]),
             ),
             (
-                "grok step (val acc >= %.2g)" % analysis.attrs["grok_acc"],
+                f"grok step (val acc >= {analysis.attrs['grok_acc']:.2g})",
                 format_step(head["grok_step"]),
             ),
             ("lead: grok - structure (steps)", format_lead(head["lead_steps"])),
@@ -355,7 +356,7 @@ def _sweep_sections(runs: list[tuple[str, xr.Dataset, xr.Dataset]], figs: _Figur
             )
         )
     panels, paper_values = [], []
-    for name, trajectory, analysis in runs:
+    for _name, trajectory, analysis in runs:
         noise, seed = float(trajectory.attrs.get("noise", np.nan)), trajectory.attrs.get("seed", "")
         panels.append((analysis, int(analysis["step"].values[-1]), f"noise {noise:g}, seed {seed}"))
         paper_r = FIG5.get(round(noise, 2))

@@ -17,9 +17,9 @@ import errno
 import json
 import os
 import uuid
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from mechgrok.errors import InputNotFoundError, OutputExistsError, OutputWriteError, TrajectoryError
 

@@ -8,8 +8,9 @@ model's flat order; `memory` (slot, memory_field) float64, MEMORY_FIELDS."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

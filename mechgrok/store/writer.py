@@ -34,15 +34,6 @@ from mechgrok.store.outputs import (
     reserve_space,
     write_failure,
 )
-from mechgrok.store.slots import (
-    Checkpoint,
-    SavedState,
-    create_slots,
-    latest_slot,
-    read_slot,
-    write_slot,
-)
-from mechgrok.task import TaskSplit
 from mechgrok.store.reader import (
     FORMAT_VERSION,
     METRIC_NAMES,
@@ -53,6 +44,15 @@ from mechgrok.store.reader import (
     check_trajectory_file,
     config_from_attrs,
 )
+from mechgrok.store.slots import (
+    Checkpoint,
+    SavedState,
+    create_slots,
+    latest_slot,
+    read_slot,
+    write_slot,
+)
+from mechgrok.task import TaskSplit
 
 
 def _mechgrok_version() -> str:
@@ -142,7 +142,7 @@ class TrajectoryWriter:
         task: TaskSplit,
         force: bool = False,
         compression: bool = False,
-    ) -> "TrajectoryWriter":
+    ) -> TrajectoryWriter:
         """Start a new trajectory of a mechgrok run at `path` (published with its first
         snapshot). Refuses an existing path unless `force`, and never replaces a file that is
         not a trajectory. `compression`: deflate + shuffle on the weights."""
@@ -167,7 +167,7 @@ class TrajectoryWriter:
         attrs: dict,
         force: bool = False,
         compression: bool = False,
-    ) -> "TrajectoryWriter":
+    ) -> TrajectoryWriter:
         """Start a trajectory of a run trained outside mechgrok (your own loop, an import):
         the same schema without the split and the resume group; `attrs` (strings, numbers,
         numeric arrays) are stored as attributes, next to `origin`."""
@@ -189,7 +189,7 @@ class TrajectoryWriter:
         schema,
         extra_bytes: int,
         force: bool,
-    ) -> "TrajectoryWriter":
+    ) -> TrajectoryWriter:
         check_output(path, "trajectory", force=force)
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -213,7 +213,7 @@ class TrajectoryWriter:
         return cls(f, path, config, lock, publish_from=partial, replace=path.exists())
 
     @classmethod
-    def reopen(cls, path: str | os.PathLike) -> tuple["TrajectoryWriter", SavedState | None]:
+    def reopen(cls, path: str | os.PathLike) -> tuple[TrajectoryWriter, SavedState | None]:
         """Open an unfinished trajectory to continue it. Returns the writer and the state at its
         latest checkpoint (None when it has no snapshot yet); drops a half-written snapshot."""
         path = Path(path)
@@ -403,7 +403,7 @@ class TrajectoryWriter:
                 raise self._write_failure(err) from None
             raise
 
-    def __enter__(self) -> "TrajectoryWriter":
+    def __enter__(self) -> TrajectoryWriter:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -8,8 +8,6 @@ A sweep folder holds one trajectory per run (named by `default_trajectory_name`)
 
 from __future__ import annotations
 
-from mechgrok.errors import InvalidOptionError
-
 import dataclasses
 import itertools
 import os
@@ -17,13 +15,13 @@ import traceback
 from pathlib import Path
 
 from mechgrok.config import RunConfig, check_fits_in_memory
-from mechgrok.errors import OutputExistsError
-from mechgrok.store.outputs import check_output
-from mechgrok.recording.runs import default_trajectory_name, record_runs
+from mechgrok.errors import InvalidOptionError, MechgrokError, OutputExistsError
 from mechgrok.operations import operands
-from mechgrok.task import train_pairs_per_class
-from mechgrok.sweep.index import write_index
+from mechgrok.recording.runs import default_trajectory_name, record_runs
 from mechgrok.recording.train import ProgressCallback
+from mechgrok.store.outputs import check_output
+from mechgrok.sweep.index import write_index
+from mechgrok.task import train_pairs_per_class
 
 
 def expand_grid(options: dict[str, object]) -> list[RunConfig]:
@@ -115,9 +113,10 @@ def _record_group(
             threads=threads,
         )
         return None
-    except (ValueError, OSError) as err:
-        return str(err).splitlines()[0]
-    except Exception as err:  # a worker-side bug: keep the sweep going, report it
+    except (MechgrokError, OSError) as err:
+        text = err.render(cli=True) if isinstance(err, MechgrokError) else str(err)
+        return text.splitlines()[0]
+    except Exception as err:  # noqa: BLE001 - a worker-side bug: keep the sweep going, report it with its place
         return f"{type(err).__name__}: {err} ({traceback.format_exc(limit=1).splitlines()[-1]})"
 
 

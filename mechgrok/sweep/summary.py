@@ -8,9 +8,9 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from mechgrok.sweep.bootstrap import SeedSummary, seed_summary
 from mechgrok.config import RunConfig
 from mechgrok.store.reader import OPTIONS_ADDED_LATER
+from mechgrok.sweep.bootstrap import SeedSummary, seed_summary
 
 # (column, headline key) of the Table-2-shaped table; validation accuracy of the real model
 # and of the idealized models at the end and at the saturation checkpoint, then controls and r

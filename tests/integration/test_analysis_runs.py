@@ -5,12 +5,12 @@ import hashlib
 import numpy as np
 import pytest
 import xarray as xr
+from conftest import GROKKING, assert_one_line_error, run_cli
+from contract import CONTRACT_STEP
 
 import mechgrok
-from conftest import GROKKING, assert_one_line_error, run_cli
 from mechgrok.analysis.pipeline import MIN_NEURONS_FOR_STATS
 from mechgrok.config import RunConfig
-from contract import CONTRACT_STEP
 
 pytestmark = pytest.mark.xdist_group(
     "grokked"

@@ -3,8 +3,8 @@ import time
 import h5py
 import numpy as np
 import pytest
-
 from conftest import ForkedCli, assert_one_line_error, run_cli
+
 from mechgrok.store.reader import attr_int, open_trajectory
 
 # long enough (a few seconds) that the kill lands mid-recording
@@ -28,7 +28,7 @@ def _snapshots_on_file(path) -> int:
     try:
         with h5py.File(path, "r", locking=False) as f:
             return attr_int(f.attrs["n_snapshots"])
-    except Exception:  # absent, or caught mid-write: poll again
+    except Exception:  # noqa: BLE001 - absent, or caught mid-write: poll again
         return 0
 
 

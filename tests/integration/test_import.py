@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import safetensors.torch  # a dependency: a skip would hide a broken install
 import torch
+from conftest import ForkedCli, assert_one_line_error, run_cli
 
 import mechgrok
-from conftest import ForkedCli, assert_one_line_error, run_cli
 from mechgrok.store.reader import open_trajectory
 
 P, H, STEPS = 13, 16, (0, 20, 40, 60)

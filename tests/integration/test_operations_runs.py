@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from conftest import assert_one_line_error, run_cli
 
 import mechgrok
-from conftest import assert_one_line_error, run_cli
 
 TINY = [
     "--modulus",

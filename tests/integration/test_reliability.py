@@ -11,12 +11,12 @@ import h5py
 import numpy as np
 import pytest
 import xarray as xr
+from conftest import ForkedCli, assert_one_line_error, run_cli, run_forked
 
 import mechgrok
-from conftest import ForkedCli, assert_one_line_error, run_cli, run_forked
 from mechgrok.errors import FileBusyError, OutputExistsError, TrajectoryError
-from mechgrok.sweep.index import resolve_trajectories
 from mechgrok.store.reader import open_trajectory
+from mechgrok.sweep.index import resolve_trajectories
 
 SMALL = [
     "--modulus",

@@ -3,9 +3,9 @@ import re
 from html.parser import HTMLParser
 
 import pytest
+from conftest import GROKKING, assert_one_line_error, run_cli
 
 import mechgrok
-from conftest import GROKKING, assert_one_line_error, run_cli
 from mechgrok.config import RunConfig
 
 pytestmark = pytest.mark.xdist_group(

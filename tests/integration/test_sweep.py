@@ -1,15 +1,15 @@
-import pytest
 import json
 
 import numpy as np
+import pytest
+from conftest import assert_one_line_error, run_cli
 
 import mechgrok
-from conftest import assert_one_line_error, run_cli
 from mechgrok.config import RunConfig
 from mechgrok.paper import NOISE_LEVELS
+from mechgrok.store.reader import open_trajectory
 from mechgrok.sweep.grid import ensemble_groups, expand_grid, record_sweep
 from mechgrok.sweep.index import resolve_trajectories
-from mechgrok.store.reader import open_trajectory
 
 GRID = ["--modulus", "13", "--width", "16", "--train-frac", "0.5", "--steps", "40", "--every", "10"]
 

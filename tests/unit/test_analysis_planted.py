@@ -5,12 +5,12 @@ import warnings
 import numpy as np
 import pytest
 import xarray as xr
-
-import mechgrok
-from mechgrok.analysis.pipeline import MIN_NEURONS_FOR_STATS, analyze_arrays, AnalysisParams
-from mechgrok.analysis.fourier import wrap_angle
 from contract import CONTRACT_ATTRS, CONTRACT_NEURON, CONTRACT_STEP
 from planted import as_dataset, planted_algorithm
+
+import mechgrok
+from mechgrok.analysis.fourier import wrap_angle
+from mechgrok.analysis.pipeline import MIN_NEURONS_FOR_STATS, AnalysisParams, analyze_arrays
 
 
 def _with_extras(snapshot, p, rng):

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from planted import planted_rows
 
 from mechgrok.analysis import fourier
-from planted import planted_rows
 
 primes = st.sampled_from([3, 5, 7, 11, 13, 17, 23, 29, 31, 97])
 

@@ -4,12 +4,12 @@ reading each operation's law on planted weights with known phases."""
 import numpy as np
 import pytest
 import xarray as xr
+from planted import planted_rows
 
 import mechgrok
 from mechgrok.config import RunConfig
 from mechgrok.operations import group_view, law_labels, operate, primitive_root
 from mechgrok.task import make_task
-from planted import planted_rows
 
 
 @pytest.mark.parametrize("operation", ["add", "sub", "mul", "div"])

@@ -3,6 +3,7 @@ of Nanda et al. (2023), on planted weights where the answers are known."""
 
 import numpy as np
 import pytest
+from planted import as_dataset, planted_algorithm
 
 import mechgrok
 from mechgrok.analysis.fourier import wave_angle
@@ -23,7 +24,6 @@ from mechgrok.analysis.progress import (
     key_frequencies,
     losses_from_hidden,
 )
-from planted import as_dataset, planted_algorithm
 
 
 @pytest.mark.parametrize("p, n, n_freqs", [(11, 9, 5), (23, 40, 3), (31, 64, 15)])

@@ -2,11 +2,11 @@
 
 import numpy as np
 import pytest
+from planted import as_dataset, planted_algorithm
 
 import mechgrok
 from mechgrok.sweep.bootstrap import seed_summary
 from mechgrok.sweep.summary import group_by_options, run_numbers, summarize_seeds, varying_options
-from planted import as_dataset, planted_algorithm
 
 
 def test_bootstrap_interval_contains_the_mean_and_shrinks_with_more_seeds():

@@ -5,7 +5,6 @@ import pytest
 import torch
 
 import mechgrok.recording.threads
-
 from mechgrok.recording.threads import (
     PARALLEL_FLOP_PER_STEP,
     choose_threads,

@@ -5,10 +5,9 @@ import pytest
 import torch
 from conftest import GROKKING
 
+import mechgrok.recording.train as train_module
 from mechgrok.config import ACTIVATIONS, RunConfig
 from mechgrok.models.mlp import MLPParams, activate, init_params
-from mechgrok.task import make_task
-import mechgrok.recording.train as train_module
 from mechgrok.recording.train import (
     _adamw_update,
     _forward_backward,
@@ -19,6 +18,7 @@ from mechgrok.recording.train import (
     snapshot_steps,
     train_ensemble,
 )
+from mechgrok.task import make_task
 
 
 def _batch(config, seeds=(0,)):
