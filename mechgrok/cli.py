@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from mechgrok.config import ACTIVATIONS, OPERATIONS, PRECISIONS, RunConfig
 from mechgrok.paper import NOISE_LEVELS as PAPER_NOISE_LEVELS
@@ -517,7 +517,7 @@ class RecordProgress:
         ]
         self._progress = Progress(*columns, console=console)
         self._total = total_steps
-        self._bar = None
+        self._bar: TaskID | None = None
         self._last_draw = 0.0
         self._first: tuple[float, int] | None = None
         self._stop_if_interrupted = stop_if_interrupted

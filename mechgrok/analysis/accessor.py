@@ -12,6 +12,8 @@ On an analysis (freq_a, ideal_acc, ... on step, neuron):
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import xarray as xr
 
@@ -185,7 +187,7 @@ class MechgrokAccessor:
         phases = {name: np.nan_to_num(fourier.phase_at(spectra[name], freq)) for name in rows}
         if variant == "phase_sum":
             phases["W_out"] = phases["W_a"] + self.group().sign * phases["W_b"]
-        shapes = {
+        shapes: dict[str, tuple[Callable, Callable]] = {
             "sq_cos": (square, np.cos),
             "sq_sq": (square, square),
             "cos_cos": (np.cos, np.cos),

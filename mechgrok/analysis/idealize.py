@@ -162,7 +162,7 @@ def cosine_readout_accuracies(
         for v in range(width):
             coefficients = sums[:, :, v, :].reshape(2 * frequencies.size, -1)  # (2K, pairs), a view
             accuracies[first + v] = (
-                scorer.accuracy(coefficients)
+                scorer.accuracy(coefficients)  # type: ignore[union-attr]  # made where screen has any
                 if screen[first + v]
                 else _credit(coefficients.T @ basis, labels, exact_ties=False)
             )
@@ -277,7 +277,7 @@ def ideal_accuracies(
             for name, value in scores.items():
                 result[name][row] = value
         if own is not None:
-            result["own"][row] = _own_snapshot(
+            result["own"][row] = _own_snapshot(  # type: ignore[call-arg]  # mypy miscounts *(4 items)
                 freq[row],
                 phase_a[row],
                 *(own[k][row] for k in ("freq_b", "freq_out", "phase_b_own", "phase_out_own")),

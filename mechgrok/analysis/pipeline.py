@@ -16,6 +16,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import h5netcdf
 import h5py
@@ -221,6 +222,7 @@ def analyze_arrays(
     progress measures are evaluated (progress.py; None: all pairs). Tokens are in the order of
     the operation's group (operations.group_view) and `sign` is its law."""
     W_a, W_b, W_out = (np.asarray(w, dtype=np.float64) for w in (W_a, W_b, W_out))
+    assert params.threshold is not None and params.threshold_low is not None  # resolved by analyze
     neurons = neuron_structure(W_a, W_b, W_out, params.threshold, params.threshold_low, sign)
     result = dict(neurons)
     result.update(step_summary(neurons, sign))
@@ -297,7 +299,7 @@ def trajectory_group(ds: xr.Dataset) -> GroupView:
         raise TrajectoryError(f"{ds.attrs.get('source', 'dataset')}: {err}") from None
 
 
-def weights_in_group_order(part: xr.Dataset, view: GroupView) -> dict[str, np.ndarray | None]:
+def weights_in_group_order(part: xr.Dataset, view: GroupView) -> dict[str, Any]:
     """W_a, W_b, W_out (step, neuron, position) and b_in, b_out of a trajectory slice with their
     token axis in the group's order (mul, div: discrete-log order, token 0 left out)."""
     dims = {
@@ -307,7 +309,7 @@ def weights_in_group_order(part: xr.Dataset, view: GroupView) -> dict[str, np.nd
         "b_in": ("step", "neuron"),
         "b_out": ("step", "token"),
     }
-    arrays = {
+    arrays: dict[str, Any] = {
         name: part[name].transpose(*order).values if name in part else None
         for name, order in dims.items()
     }
@@ -347,7 +349,7 @@ def _ordered_map(function, items: list, workers: int | None = None):
     array loops, so on 2 cores two chunks at a time run ~1.4x faster than one."""
     workers = workers or min(2, os.cpu_count() or 1)
     with ThreadPoolExecutor(workers) as pool:
-        pending = deque()
+        pending: deque = deque()
         for item in items:
             pending.append(pool.submit(function, item))
             if len(pending) >= 2 * workers:
@@ -481,7 +483,7 @@ def analyze_dataset(
         params.key_freqs is None
     ):  # the paper reads them from the trained model: here the last snapshot
         last_weights = weights_in_group_order(ds.isel(step=[-1]), view)
-        last = neuron_structure(
+        last = neuron_structure(  # type: ignore[call-arg]  # three weights unpacked
             *(last_weights[name][0] for name in WEIGHTS),
             params.threshold,
             params.threshold_low,
@@ -510,7 +512,8 @@ def analyze_dataset(
         # one per chunk), a larger one chunk by chunk
         source_ds = ds.compute() if ds.nbytes <= READ_AT_ONCE_BYTES else ds
         chunks = _ordered_map(
-            lambda bound: _chunk_from_dataset(source_ds, *bound, params, not has_metrics), bounds
+            lambda bound: _chunk_from_dataset(source_ds, *bound, params, not has_metrics),  # type: ignore[call-arg]
+            bounds,
         )
     steps = ds["step"].values if "step" in ds.coords or "step" in ds else np.arange(n_steps)
     neurons = ds["neuron"].values if "neuron" in ds.coords else np.arange(ds.sizes["neuron"])
@@ -576,6 +579,7 @@ def analyze_dataset(
             return out
         stream.finish(out.drop_dims("neuron", errors="ignore").drop_vars("neuron", errors="ignore"))
         stream = None
+        assert stream_to is not None  # a stream is made only with a path to stream to
         return open_netcdf(stream_to)
     finally:
         blas_limit.restore_original_limits()
@@ -732,7 +736,7 @@ for _key, _weight in WEIGHT_LABELS.items():
 def variable_attrs(name: str, boolean: bool = False) -> dict:
     """CF attributes (long_name, units; flag_values/flag_meanings for booleans) of an analysis variable."""
     long_name, units = VARIABLE_ATTRS.get(name, (name.replace("_", " "), "1"))
-    attrs = {"long_name": long_name, "units": units}
+    attrs: dict[str, object] = {"long_name": long_name, "units": units}
     if boolean:
         attrs.update(
             flag_values=np.array([0, 1], np.int8), flag_meanings="false true", dtype="bool"

@@ -174,7 +174,7 @@ def real_model_measures(
                 b_out_step,
                 keys,
                 train_index,
-                train_label,
+                train_label,  # type: ignore[arg-type]  # given with train_index
                 val_index,
                 labels[val_index],
             )

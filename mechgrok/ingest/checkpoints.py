@@ -26,6 +26,7 @@ import pickle
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -126,6 +127,7 @@ def import_checkpoints(
                 mapped.release()
             if on_snapshot is not None:
                 on_snapshot(done + 1, len(entries))
+        assert writer is not None  # made with the first checkpoint, and there is one
         writer.finish(f"imported: last of {len(entries)} checkpoints")
     except (ValueError, OSError):
         if writer is not None:
@@ -140,7 +142,7 @@ def import_checkpoints(
     return out
 
 
-Entry = tuple[int, str, Callable[[], tuple[Mapping, dict]]]
+Entry = tuple[int, str, Callable[[], Any]]  # step, label, loader of (state dict, metrics)
 
 
 def _entries(source: Path, trust_pickle: bool) -> tuple[list[Entry], str, int | None, object]:
@@ -229,7 +231,7 @@ def _single_file_entries(path: Path, content) -> list[Entry]:
                     (
                         step,
                         f"{path}[{states_key}][{i}]",
-                        lambda i=i, step=step, states=states: (states[i], metrics_at(step)),
+                        lambda i=i, step=step, states=states: (states[i], metrics_at(step)),  # type: ignore[misc]
                     )
                     for i, step in enumerate(steps)
                 ]
@@ -239,7 +241,8 @@ def _single_file_entries(path: Path, content) -> list[Entry]:
             and all(isinstance(v, Mapping) for v in content.values())
         ):
             return [
-                (int(key), f"{path}[{key}]", lambda key=key: (content[key], {})) for key in content
+                (int(key), f"{path}[{key}]", lambda key=key: (content[key], {}))  # type: ignore[misc]
+                for key in content
             ]
         state, metrics, step = _unpack(content, path)
         if state is not None:

@@ -510,11 +510,11 @@ def train_ensemble(
                 else None
             )
             saturated_now = [
-                unsaturated[row] and train_acc[row] >= SATURATION_TRAIN_ACC
+                unsaturated[row] and train_acc[row] >= SATURATION_TRAIN_ACC  # type: ignore[index]
                 for row in range(len(batch.runs))
             ]
             metrics = (
-                StepMetrics.measure(batch.groups, logits, train_acc)
+                StepMetrics.measure(batch.groups, list(logits), train_acc)  # type: ignore[arg-type]
                 if any(scheduled) or any(checks) or any(saturated_now)
                 else None
             )
@@ -525,7 +525,10 @@ def train_ensemble(
                     memory[run] = dataclasses.replace(memory[run], saturation_step=step)
                 if checks[row]:
                     stop_reason, memory[run] = stopping_decision(
-                        configs[run], memory[run], step, metrics.val_acc[row]
+                        configs[run],
+                        memory[run],
+                        step,
+                        metrics.val_acc[row],  # type: ignore[union-attr]
                     )
                 if scheduled[row] or saturated_now[row] or stop_reason:
                     state = _state_of(batch, row, step, memory[run])
@@ -535,7 +538,7 @@ def train_ensemble(
                         weights=dict(
                             zip(PARAM_NAMES, (t[0].numpy() for t in state.params.tensors()))
                         ),
-                        metrics=metrics.of(row),
+                        metrics=metrics.of(row),  # type: ignore[union-attr]
                         state=state,
                         is_saturation=saturated_now[row],
                         is_final=bool(stop_reason),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -389,7 +390,7 @@ PAGE_BYTES_AT_LEAST = 5 * 2**20  # every page inlines plotly.js (~4.8 MB)
 
 
 def report(
-    trajectories: list[str | os.PathLike],
+    trajectories: Sequence[str | os.PathLike],
     out: str | os.PathLike | None = None,
     png_dir: str | os.PathLike | None = None,
     force: bool = False,

@@ -42,7 +42,7 @@ STYLE = {
 def _styled(figure_function):
     @functools.wraps(figure_function)
     def draw(*args, **kwargs) -> Figure:
-        with matplotlib.rc_context(STYLE):
+        with matplotlib.rc_context(STYLE):  # type: ignore[arg-type]  # keys are rc names
             return figure_function(*args, **kwargs)
 
     return draw

@@ -103,7 +103,7 @@ def _attributes(attrs: h5py.AttributeManager) -> dict:
         if info is not None:
             if info.length is not None and info.length > 1:
                 value = (
-                    value.decode(info.encoding, "surrogateescape")
+                    value.decode(info.encoding, "surrogateescape")  # type: ignore[union-attr]
                     if np.isscalar(value)
                     else [b.decode(info.encoding, "surrogateescape") for b in value.flat]
                 )
@@ -180,6 +180,7 @@ def _raw_dataset(f: h5py.File, source: str | None) -> xr.Dataset:
         if dataset.attrs.get("NAME", b"").startswith(PURE_DIMENSION):
             continue
         shape = tuple(sizes[dim] for dim in dims[name])
+        data: np.ndarray | indexing.LazilyIndexedArray
         if (
             h5py.check_string_dtype(dataset.dtype) is not None
         ):  # text: small, read now, as str as xarray does

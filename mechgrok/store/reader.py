@@ -32,6 +32,7 @@ import hashlib
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -71,10 +72,10 @@ VARIABLE_ATTRS = {
 }
 
 
-def config_from_attrs(attrs, path: Path | str = "") -> RunConfig:
+def config_from_attrs(attrs, path: str | os.PathLike = "") -> RunConfig:
     """Rebuild the RunConfig a trajectory was recorded with from its attributes; a missing
     or malformed attribute is a TrajectoryError naming it."""
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     for field in dataclasses.fields(RunConfig):
         if field.name not in attrs and field.name in OPTIONS_ADDED_LATER:
             continue  # recorded before the option existed: its default (the paper's) is what ran

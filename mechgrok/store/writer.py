@@ -239,6 +239,7 @@ class TrajectoryWriter:
 
     def _read_latest_state(self) -> SavedState:
         f, cfg = self._file, self.config
+        assert cfg is not None  # only mechgrok's own runs are resumed
         committed = np.asarray(f.variables["step"][: self.n_snapshots])
         latest = latest_slot(np.asarray(f["resume"].variables["slot_step"][:]), committed)
         if latest is None:
@@ -379,6 +380,7 @@ class TrajectoryWriter:
 
     def _write_checkpoint(self, step: int, checkpoint: Checkpoint) -> None:
         """Optimizer state into the older of the two slots (slots.write_slot)."""
+        assert self._resume is not None  # only mechgrok's own runs have checkpoints
         write_slot(self._resume, self._checkpoints % 2, step, checkpoint, self._flush)
         self._checkpoints += 1
 
