@@ -10,26 +10,9 @@ from datetime import datetime, timezone
 
 from matplotlib.figure import Figure
 
-from mechgrok.reporting.explorer import EXPLORER_CSS
+from mechgrok.reporting.static import static_text
 
 FIGURE_SOFTWARE = "mechgrok"  # PNG tEXt "Software": how outputs.file_role knows our figures
-
-CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0; color: #1b1b1b; background: #fafafa; }
-main { max-width: 1100px; margin: 0 auto; padding: 1.5rem 1.2rem 3rem; }
-h1 { font-size: 1.6rem; margin: 0 0 .3rem; } h2 { font-size: 1.25rem; margin: 2.2rem 0 .6rem; border-bottom: 1px solid #ddd; padding-bottom: .25rem; }
-h3 { font-size: 1.05rem; margin: 1.4rem 0 .4rem; }
-p, li { line-height: 1.5; } .muted { color: #666; font-size: .9rem; }
-table { border-collapse: collapse; margin: .6rem 0 1rem; font-size: .9rem; background: white; }
-th, td { border: 1px solid #ddd; padding: .3rem .55rem; text-align: right; } th { background: #f0f0f0; }
-td:first-child, th:first-child { text-align: left; }
-.paper { color: #0072B2; } .note { background: #fff4d6; border: 1px solid #e8d28a; padding: .5rem .8rem; border-radius: 6px; } .grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(230px, 1fr)); gap: .6rem; }
-.card { background: white; border: 1px solid #e2e2e2; border-radius: 6px; padding: .6rem .8rem; }
-.card .value { font-size: 1.35rem; font-weight: 600; } .card .label { color: #555; font-size: .85rem; }
-figure { margin: 1rem 0; background: white; border: 1px solid #e2e2e2; border-radius: 6px; padding: .6rem; }
-figure img { width: 100%; height: auto; display: block; } figcaption { color: #444; font-size: .9rem; margin-top: .4rem; }
-code { background: #f0f0f0; padding: 0 .25rem; border-radius: 3px; }
-"""
 
 
 def figure_png(fig: Figure, dpi: int = 110) -> bytes:
@@ -80,7 +63,7 @@ def page(title: str, sections: list[str]) -> str:
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f'<meta name="viewport" content="width=device-width, initial-scale=1">'
         f'<meta name="generator" content="mechgrok {_version()}">'
-        f"<title>{html.escape(title)}</title><style>{CSS}{EXPLORER_CSS}</style></head><body><main>"
+        f"<title>{html.escape(title)}</title><style>{static_text('page.css')}{static_text('explorer.css')}</style></head><body><main>"
         + "".join(sections)
         + f'<p class="muted">Made by mechgrok on {created}. Self-contained: figures are embedded, nothing is fetched.</p>'
         + "</main></body></html>"
