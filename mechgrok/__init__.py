@@ -8,14 +8,11 @@ nor xarray. Datasets opened through `mechgrok.open_trajectory` or returned by
 from __future__ import annotations
 
 from importlib import import_module as _import_module
-from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
-from importlib.metadata import version as _version
 from typing import Any
 
-try:
-    __version__ = _version("mechgrok")
-except _PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0+unknown"
+from mechgrok.config import installed_version as _installed_version
+
+__version__ = _installed_version("mechgrok")
 
 _PUBLIC = {
     "RunConfig": "mechgrok.config",

@@ -16,7 +16,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from mechgrok.config import ACTIVATIONS, OPERATIONS, PRECISIONS, RunConfig
+from mechgrok.config import ACTIVATIONS, ANALYSIS_DEFAULTS, OPERATIONS, PRECISIONS, RunConfig
 from mechgrok.paper import NOISE_LEVELS as PAPER_NOISE_LEVELS
 
 console = Console(stderr=True)
@@ -596,25 +596,25 @@ def _print_summary(path: Path, seconds: float) -> None:
 @click.option(
     "--grok-acc",
     type=OptionValue("grok_acc", float),
-    default=0.9,
+    default=ANALYSIS_DEFAULTS["grok_acc"],
     help="Grok step: first validation accuracy >= this.",
 )
 @click.option(
     "--structure-acc",
     type=OptionValue("structure_acc", float),
-    default=0.9,
+    default=ANALYSIS_DEFAULTS["structure_acc"],
     help="Structure step: first Sq->Cos accuracy >= this.",
 )
 @click.option(
     "--chunk-steps",
     type=OptionValue("chunk_steps", int),
-    default=8,
+    default=ANALYSIS_DEFAULTS["chunk_steps"],
     help="Snapshots analyzed at a time (bounds memory).",
 )
 @click.option(
     "--shuffle-draws",
     type=OptionValue("shuffle_draws", int),
-    default=16,
+    default=ANALYSIS_DEFAULTS["shuffle_draws"],
     help="Permutations behind the shuffled control's mean and 95th percentile (each costs ~2 ms per snapshot at p = 97).",
 )
 @click.option(
@@ -646,6 +646,7 @@ def analyze(
     from mechgrok.analysis.pipeline import analyze as run_analysis
     from mechgrok.analysis.pipeline import default_analysis_path
     from mechgrok.config import modulus_caveat
+    from mechgrok.operations import recorded_operation
     from mechgrok.store.reader import attr_int
     from mechgrok.sweep.index import resolve_trajectories
 
@@ -666,9 +667,7 @@ def analyze(
             shuffle_draws=shuffle_draws,
             scheduler=scheduler,
         )
-        caveat = modulus_caveat(
-            attr_int(result.attrs["modulus"]), str(result.attrs.get("operation", "add"))
-        )
+        caveat = modulus_caveat(attr_int(result.attrs["modulus"]), recorded_operation(result.attrs))
         if caveat:
             console.print(f"note: {caveat}")
         if int(result.attrs.get("source_final_step", 0)) < 0:
@@ -688,14 +687,15 @@ def summary_table(result, title: str):
 
     from mechgrok.analysis.accessor import (
         CONVENTION_NOTE,
-        HEADLINE_ROWS,
         format_lead,
         format_number,
         format_waveform,
+        headline_rows,
     )
     from mechgrok.analysis.accessor import (
         format_step as step,
     )
+    from mechgrok.analysis.variables import law_sign
 
     head = result.mechgrok.headline()
 
@@ -706,7 +706,7 @@ def summary_table(result, title: str):
     table.add_column("")
     table.add_column("at saturation", justify="right")
     table.add_column(f"at the end (step {head['final_step']:,})", justify="right")
-    for label, name, digits in HEADLINE_ROWS:
+    for label, name, digits in headline_rows(law_sign(result.attrs)):
         table.add_row(label, number(f"{name}_saturation", digits), number(f"{name}_final", digits))
     table.caption = (
         f"operation {head['operation']}; W_a waveform at the end: {format_waveform(head)}; "

@@ -92,6 +92,9 @@ ANALYSIS_LIMITS: dict[str, Limit] = {
     "shuffle_draws": Limit(1, 10**4),
 }
 OPTION_LIMITS = {**RUN_LIMITS, **ANALYSIS_LIMITS}
+# Defaults of the analysis options that have fixed ones (the thresholds scale with p): read by
+# AnalysisParams and by the CLI's options alike
+ANALYSIS_DEFAULTS = {"grok_acc": 0.9, "structure_acc": 0.9, "chunk_steps": 8, "shuffle_draws": 16}
 
 
 def modulus_caveat(p: int, operation: str = "add") -> str | None:
@@ -140,7 +143,7 @@ def check_option(name: str, value: float) -> None:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """One training run. Defaults are the paper's experiment (paper.md, 'The paper's setting').
+    """One training run. Defaults are the paper's experiment (docs/paper.md, 'The paper's setting').
     `every` > 0 snapshots every `every` steps; `every` = 0 uses the log schedule with
     `per_decade` snapshots per decade of steps (every step while that is denser)."""
 
@@ -250,3 +253,14 @@ def check_device(device: str) -> None:
         raise InvalidOptionError(f"device {device!r} asked for, but CUDA is not available here")
     if dev.type not in ("cpu", "cuda"):
         raise InvalidOptionError(f"unsupported device {device!r}: use cpu or cuda")
+
+
+def installed_version(package: str) -> str:
+    """An installed package's version from its metadata, without importing it (files record
+    mechgrok's and torch's); "unknown" where it is not installed (a source tree never installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "unknown"

@@ -83,6 +83,13 @@ class GroupView:
     generator: int | None = None
 
 
+def recorded_operation(attrs) -> str:
+    """The operation a trajectory's or analysis's attributes record (bytes decoded); "add" for
+    files made before mechgrok knew other operations."""
+    operation = attrs.get("operation", "add")
+    return operation.decode() if isinstance(operation, bytes) else str(operation)
+
+
 def group_view(operation: str, p: int) -> GroupView:
     """The GroupView of `operation` at modulus p (see the module docstring)."""
     check_operation(operation, p)

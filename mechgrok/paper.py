@@ -1,4 +1,4 @@
-"""The paper's published numbers (Swaroop 2026, via ../shared/reference/paper.md), for
+"""The paper's published numbers (Swaroop 2026, arXiv 2603.23784; docs/paper.md), for
 side-by-side comparison in reports. Keys are label-noise levels alpha."""
 
 # Table 2: validation accuracy of the real model and of idealized models, at the final and

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check "torch==2.13.0" 2>&1 | grep -v "^WARNING: Location" || true
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test,dev,docs]" 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -c "import mechgrok, torch, h5py, xarray, h5netcdf, click, rich, matplotlib, dask.distributed, safetensors, plotly" \
   || { echo "setup.sh: mechgrok's dependencies did not install" >&2; exit 1; }
 # The explorer's browser tests drive Debian's Chromium through Playwright (whose own browser

@@ -19,25 +19,35 @@ import xarray as xr
 
 from mechgrok.analysis import fourier
 from mechgrok.analysis.idealize import square
-from mechgrok.operations import GroupView, group_view
+from mechgrok.analysis.variables import label as variable_label
+from mechgrok.errors import InvalidOptionError
+from mechgrok.operations import GroupView, group_view, recorded_operation
 
 # (label, variable, decimals) of the headline table that `mechgrok analyze` and reports show
+# the headline's per-step numbers (name, decimals); their labels are in analysis/variables.py
 HEADLINE_ROWS = (
-    ("validation accuracy (real model)", "val_acc", 4),
-    ("Sq->Cos idealized", "ideal_acc", 3),
-    ("Sq->Cos, own frequencies", "ideal_acc_own", 3),
-    ("Sq->Sq idealized", "ideal_acc_sq_sq", 3),
-    ("Cos->Cos idealized", "ideal_acc_cos_cos", 3),
-    ("control: phi_out := phi_a + phi_b", "ideal_acc_phase_sum", 3),
-    ("control: shuffled, mean", "ideal_acc_shuffled", 3),
-    ("control: shuffled, 95th pct", "ideal_acc_shuffled_hi", 3),
-    ("r, all neurons", "r_all", 4),
-    ("r', structured neurons", "r_structured", 4),
-    ("structured neurons", "n_structured", 0),
-    ("restricted loss (nats)", "restricted_loss", 4),
-    ("excluded loss (nats)", "excluded_loss", 4),
+    ("val_acc", 4),
+    ("ideal_acc", 3),
+    ("ideal_acc_own", 3),
+    ("ideal_acc_sq_sq", 3),
+    ("ideal_acc_cos_cos", 3),
+    ("ideal_acc_phase_sum", 3),
+    ("ideal_acc_shuffled", 3),
+    ("ideal_acc_shuffled_hi", 3),
+    ("r_all", 4),
+    ("r_structured", 4),
+    ("n_structured", 0),
+    ("restricted_loss", 4),
+    ("excluded_loss", 4),
 )
-HEADLINE_STEP_VARIABLES = tuple(name for _, name, _ in HEADLINE_ROWS) + ("phase_sum_coherence",)
+HEADLINE_STEP_VARIABLES = tuple(name for name, _ in HEADLINE_ROWS) + ("phase_sum_coherence",)
+
+
+def headline_rows(sign: int = 1) -> list[tuple[str, str, int]]:
+    """(label, name, decimals) of each headline row, labelled for a law of `sign`."""
+    return [(variable_label(name, sign), name, digits) for name, digits in HEADLINE_ROWS]
+
+
 # what the two conventions differ in, for tables and reports
 CONVENTION_NOTE = (
     "Sq->Cos reads the phases of W_b and W_out at W_a's dominant frequency (the paper's convention); "
@@ -108,11 +118,7 @@ class MechgrokAccessor:
 
     def group(self) -> GroupView:
         """How this run's tokens are read (its operation's group; add when not recorded)."""
-        operation = self._ds.attrs.get("operation", "add")
-        return group_view(
-            operation.decode() if isinstance(operation, bytes) else str(operation),
-            self._ds.sizes["token"],
-        )
+        return group_view(recorded_operation(self._ds.attrs), self._ds.sizes["token"])
 
     def spectrum(self, name: str = "W_a") -> xr.DataArray:
         """|F[k]| of each row of `name`, k = 0..(p-1)//2 on a new `frequency` dimension."""
@@ -194,7 +200,7 @@ class MechgrokAccessor:
             "phase_sum": (square, np.cos),
         }
         if variant not in shapes:
-            raise ValueError(f"variant must be one of {', '.join(shapes)}, got {variant!r}")
+            raise InvalidOptionError(f"variant must be one of {', '.join(shapes)}, got {variant!r}")
         f_in, f_out = shapes[variant]
         alive = (freq > 0)[:, None]
         waves = {
@@ -259,7 +265,7 @@ class MechgrokAccessor:
                 last["binarization_a"].values, last["structured"].values
             )
             out.update(waveform_family=family, waveform_binarization=median, waveform_neurons=count)
-        out["operation"] = str(ds.attrs.get("operation", "add"))
+        out["operation"] = recorded_operation(ds.attrs)
         return out
 
     def structured(self, step) -> np.ndarray:

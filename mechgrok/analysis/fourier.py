@@ -3,7 +3,7 @@ ideal square and cosine waves, square-versus-cosine distances, binarization, bou
 fraction, and circular statistics.
 
 Axis convention: the last axis of every `rows` array is the token x = 0..p-1; all leading
-axes (e.g. step, neuron) are batch axes. Definitions follow ../shared/reference/paper.md:
+axes (e.g. step, neuron) are batch axes. Definitions follow the paper (docs/definitions.md):
   F[k] = sum_x w[x] exp(-2 pi i k x / p)                     (numpy.fft.fft)
   dominant frequency k* = argmax |F[k]| over k = 1..(p-1)/2; 0 for dead or constant rows
   phase phi = -angle(F[k]) in radians, wrapped to [-pi, pi): the row is f(2 pi k x / p - phi)

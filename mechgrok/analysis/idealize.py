@@ -22,11 +22,12 @@ import functools
 import numpy as np
 
 from mechgrok.analysis.fourier import wave_angle
+from mechgrok.config import ANALYSIS_DEFAULTS
 from mechgrok.models.activations import activate
 from mechgrok.operations import law_labels
 
 IDEAL_VARIANTS = ("sq_cos", "sq_sq", "cos_cos", "phase_sum", "shuffled", "shuffled_hi", "own")
-SHUFFLE_DRAWS = 16  # permutations behind the shuffled control's mean and 95th percentile
+SHUFFLE_DRAWS = int(ANALYSIS_DEFAULTS["shuffle_draws"])  # permutations behind the shuffled control
 SHUFFLE_QUANTILE = 0.95
 COSINE_BATCH_BYTES = (
     64 * 2**20

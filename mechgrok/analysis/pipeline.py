@@ -25,16 +25,23 @@ import xarray as xr
 from threadpoolctl import threadpool_limits
 
 from mechgrok.analysis import fourier
-from mechgrok.analysis.idealize import IDEAL_VARIANTS, SHUFFLE_DRAWS, ideal_accuracies
+from mechgrok.analysis.idealize import IDEAL_VARIANTS, ideal_accuracies
 from mechgrok.analysis.progress import (
     KEY_FREQS_RULE,
     check_key_frequencies,
     key_frequencies,
     real_model_measures,
 )
-from mechgrok.config import ANALYSIS_LIMITS, MIN_MODULUS, SATURATION_TRAIN_ACC, check_option
-from mechgrok.errors import OutputExistsError, TrajectoryError
-from mechgrok.operations import GroupView, group_view, operate
+from mechgrok.analysis.variables import variable_attrs
+from mechgrok.config import (
+    ANALYSIS_DEFAULTS,
+    ANALYSIS_LIMITS,
+    MIN_MODULUS,
+    SATURATION_TRAIN_ACC,
+    check_option,
+)
+from mechgrok.errors import InvalidOptionError, OutputExistsError, TrajectoryError
+from mechgrok.operations import GroupView, group_view, operate, recorded_operation
 from mechgrok.store.netcdf_reader import open_netcdf
 from mechgrok.store.outputs import atomic_output, check_space, same_file
 from mechgrok.store.reader import attr_float, attr_int, open_trajectory, trajectory_identity
@@ -65,10 +72,10 @@ class AnalysisParams:
 
     threshold: float | None = None
     threshold_low: float | None = None
-    grok_acc: float = 0.9
-    structure_acc: float = 0.9
-    chunk_steps: int = 8
-    shuffle_draws: int = SHUFFLE_DRAWS
+    grok_acc: float = ANALYSIS_DEFAULTS["grok_acc"]
+    structure_acc: float = ANALYSIS_DEFAULTS["structure_acc"]
+    chunk_steps: int = int(ANALYSIS_DEFAULTS["chunk_steps"])
+    shuffle_draws: int = int(ANALYSIS_DEFAULTS["shuffle_draws"])
     key_freqs: tuple[int, ...] | None = (
         None  # None: chosen from the last snapshot (progress.key_frequencies)
     )
@@ -78,7 +85,7 @@ class AnalysisParams:
         config.ANALYSIS_LIMITS (NaN and infinities included), key frequencies outside
         1..(p-1)//2, or p < MIN_MODULUS."""
         if p < MIN_MODULUS:
-            raise ValueError(
+            raise InvalidOptionError(
                 f"modulus must be >= {MIN_MODULUS} for a Fourier analysis (p = {p} has fewer than two frequencies)"
             )
         for name in ANALYSIS_LIMITS:
@@ -89,7 +96,9 @@ class AnalysisParams:
             5 * (p - 1) / 96 if self.threshold_low is None else float(self.threshold_low)
         )
         if threshold_low > threshold:
-            raise ValueError(f"threshold_low {threshold_low} is above threshold {threshold}")
+            raise InvalidOptionError(
+                f"threshold_low {threshold_low} is above threshold {threshold}"
+            )
         key_freqs = None if self.key_freqs is None else check_key_frequencies(self.key_freqs, p)
         return dataclasses.replace(
             self, threshold=threshold, threshold_low=threshold_low, key_freqs=key_freqs
@@ -291,10 +300,8 @@ def _chunk_from_dataset(
 def trajectory_group(ds: xr.Dataset) -> GroupView:
     """How to read a trajectory's tokens: its operation's group (attribute `operation`; add
     for runs that do not say)."""
-    operation = ds.attrs.get("operation", "add")
-    operation = operation.decode() if isinstance(operation, bytes) else str(operation)
     try:
-        return group_view(operation, ds.sizes["token"])
+        return group_view(recorded_operation(ds.attrs), ds.sizes["token"])
     except ValueError as err:
         raise TrajectoryError(f"{ds.attrs.get('source', 'dataset')}: {err}") from None
 
@@ -392,8 +399,9 @@ class _StreamedNeuronVariables:
     more precision than that), booleans as CF flag variables (int8 with flag_values/
     flag_meanings) that xarray decodes back to bool; deflate + shuffle."""
 
-    def __init__(self, path: Path, steps: np.ndarray, neurons: np.ndarray):
+    def __init__(self, path: Path, steps: np.ndarray, neurons: np.ndarray, sign: int = 1):
         self.path = path
+        self.sign = sign
         self.file = h5netcdf.File(path, "w")
         self.file.dimensions = {"step": steps.size, "neuron": neurons.size}
         for name, values in (("step", steps), ("neuron", neurons)):
@@ -428,7 +436,7 @@ class _StreamedNeuronVariables:
                     chunks=(self.rows, stored.shape[1]),
                     **COMPRESSION,
                 )
-                variable.attrs.update(variable_attrs(name, boolean=array.dtype == bool))
+                variable.attrs.update(variable_attrs(name, self.sign, boolean=array.dtype == bool))
             self.file.variables[name][self.pending_start : self.pending_start + stored.shape[0]] = (
                 stored
             )
@@ -502,7 +510,7 @@ def analyze_dataset(
         for start in range(0, n_steps, params.chunk_steps)
     ]
     if scheduler is not None and path is not None:
-        from mechgrok.sweep.distributed import map_on_cluster
+        from mechgrok.distributed import map_on_cluster
 
         chunks = map_on_cluster(
             scheduler, _chunk_from_file, [(path, a, b, params, not has_metrics) for a, b in bounds]
@@ -517,7 +525,11 @@ def analyze_dataset(
         )
     steps = ds["step"].values if "step" in ds.coords or "step" in ds else np.arange(n_steps)
     neurons = ds["neuron"].values if "neuron" in ds.coords else np.arange(ds.sizes["neuron"])
-    stream = _StreamedNeuronVariables(stream_to, steps, neurons) if stream_to is not None else None
+    stream = (
+        _StreamedNeuronVariables(stream_to, steps, neurons, view.sign)
+        if stream_to is not None
+        else None
+    )
     per_step: dict[str, list] = {}
     per_neuron: dict[str, list] = {}
     # chunks run two at a time on threads: BLAS threads on top of them would oversubscribe the cores (1.6x slower here)
@@ -555,7 +567,9 @@ def analyze_dataset(
                 / (p * p),
             )
         for name in out.variables:
-            out[name].attrs.update(variable_attrs(str(name), boolean=out[name].dtype == bool))
+            out[name].attrs.update(
+                variable_attrs(str(name), view.sign, boolean=out[name].dtype == bool)
+            )
         _add_run_attrs(out, ds, params)
         out.attrs.update(
             operation=view.operation,
@@ -629,119 +643,6 @@ def _add_run_attrs(out: xr.Dataset, ds: xr.Dataset, params: AnalysisParams) -> N
     for key in ("noise", "seed", "train_frac", "lr", "weight_decay"):
         if key in ds.attrs:
             out.attrs[key] = ds.attrs[key]
-
-
-WEIGHT_LABELS = {"a": "W_a", "b": "W_b", "out": "W_out"}
-# (long_name, units) of the analysis variables; the a/b/out families are filled in below
-VARIABLE_ATTRS: dict[str, tuple[str, str]] = {
-    "step": ("optimizer updates applied before the snapshot", "1"),
-    "neuron": ("hidden neuron index", "1"),
-    "phase_b_own": ("phase of W_b at its own dominant frequency", "rad"),
-    "phase_out_own": ("phase of W_out at its own dominant frequency", "rad"),
-    "freq_agree": ("dominant frequencies of W_a, W_b and W_out agree (and are > 0)", "1"),
-    "phase_sum_error": ("wrap(phase_out - phase_a - phase_b)", "rad"),
-    "structured": ("periodicity_a > threshold and W_a, W_b, W_out frequencies agree", "1"),
-    "unstructured": ("periodicity_a < threshold_low (or undefined)", "1"),
-    "r_all": (
-        "Fisher-Lee circular correlation of phase_out with phase_a + phase_b, all neurons with a phase",
-        "1",
-    ),
-    "r_structured": (
-        "Fisher-Lee circular correlation of phase_out with phase_a + phase_b, structured neurons",
-        "1",
-    ),
-    "phase_sum_coherence": ("|mean exp(i phase_sum_error)| over structured neurons", "1"),
-    "n_structured": ("number of structured neurons", "1"),
-    "n_unstructured": ("number of unstructured neurons", "1"),
-    "periodicity_median": ("median periodicity_a over neurons", "1"),
-    "binarization_median": ("median binarization_a over neurons", "1"),
-    "square_vs_cosine_t": (
-        "paired t of square_dist_a - cosine_dist_a over structured neurons",
-        "1",
-    ),
-    "ideal_acc": ("Sq->Cos idealized model accuracy on all p^2 pairs", "1"),
-    "ideal_acc_sq_sq": ("Sq->Sq idealized model accuracy on all p^2 pairs", "1"),
-    "ideal_acc_cos_cos": ("Cos->Cos idealized model accuracy on all p^2 pairs", "1"),
-    "ideal_acc_phase_sum": ("control: Sq->Cos with phase_out forced to phase_a + phase_b", "1"),
-    "ideal_acc_shuffled": (
-        "control: Sq->Cos with phase_out shuffled across neurons, mean over shuffle_draws permutations",
-        "1",
-    ),
-    "ideal_acc_shuffled_hi": (
-        "control: 95th percentile of Sq->Cos over shuffle_draws permutations of phase_out",
-        "1",
-    ),
-    "ideal_acc_own": (
-        "Sq->Cos idealized model with W_a, W_b, W_out each at its own dominant frequency and phase",
-        "1",
-    ),
-    "restricted_loss": (
-        "Nanda et al. restricted loss: hidden units kept only in key-frequency a + b directions "
-        "and the constant, cross-entropy on the validation pairs",
-        "nats",
-    ),
-    "excluded_loss": (
-        "Nanda et al. excluded loss: key-frequency a + b directions removed from the hidden units, "
-        "cross-entropy on the training pairs (labels used)",
-        "nats",
-    ),
-    "val_loss": ("real model cross-entropy on the validation pairs", "nats"),
-    "train_loss": ("real model cross-entropy on the training labels used", "nats"),
-    "all_acc": ("real model accuracy on all p^2 pairs", "1"),
-    "val_acc": ("real model accuracy on the validation pairs", "1"),
-    "train_acc": ("real model accuracy on the training labels used", "1"),
-}
-for _key, _weight in WEIGHT_LABELS.items():
-    VARIABLE_ATTRS.update(
-        {
-            f"freq_{_key}": (f"dominant frequency k* of {_weight} (0: dead or constant row)", "1"),
-            f"amp_{_key}": (
-                f"amplitude 2|F[k*]|/p of {_weight} at its own dominant frequency",
-                "1",
-            ),
-            f"periodicity_{_key}": (
-                f"max|F| / mean|F| over k = 1..p-1 of {_weight} (paper Eq. 1)",
-                "1",
-            ),
-            f"ipr_{_key}": (
-                f"inverse participation ratio of {_weight}'s normalized power spectrum over k = 1..(p-1)//2 "
-                "(1: one frequency, ~0.67 square wave, ~2/K noise)",
-                "1",
-            ),
-            f"phase_{_key}": (
-                f"phase of {_weight} at W_a's dominant frequency, in [-pi, pi)",
-                "rad",
-            ),
-            f"square_dist_{_key}": (
-                f"mean nearest-point distance of {_weight} to its ideal square wave",
-                "amplitude",
-            ),
-            f"cosine_dist_{_key}": (
-                f"mean nearest-point distance of {_weight} to its ideal cosine",
-                "amplitude",
-            ),
-            f"binarization_{_key}": (
-                f"(cosine_dist - square_dist) / (cosine_dist + square_dist) of {_weight}: "
-                "1 square, -1 cosine, ~0 noise",
-                "1",
-            ),
-            f"boundary_frac_{_key}": (
-                f"share of intermediate entries of {_weight} next to a sign change of the ideal square wave",
-                "1",
-            ),
-        }
-    )
-
-
-def variable_attrs(name: str, boolean: bool = False) -> dict:
-    """CF attributes (long_name, units; flag_values/flag_meanings for booleans) of an analysis variable."""
-    long_name, units = VARIABLE_ATTRS.get(name, (name.replace("_", " "), "1"))
-    attrs: dict[str, object] = {"long_name": long_name, "units": units}
-    if boolean:
-        attrs.update(
-            flag_values=np.array([0, 1], np.int8), flag_meanings="false true", dtype="bool"
-        )
-    return attrs
 
 
 def default_analysis_path(trajectory: str | os.PathLike) -> Path:
@@ -825,11 +726,11 @@ def analyze(
     analyzed in memory and written to `out` only when given; `force`, `save=False` and
     `scheduler` do not apply to it and raise. Returns the analysis (dims step, neuron)."""
     if params is not None and options:
-        raise ValueError(f"give params or its fields ({', '.join(options)}), not both")
+        raise InvalidOptionError(f"give params or its fields ({', '.join(options)}), not both")
     params = params if params is not None else AnalysisParams(**options)
     if isinstance(source, xr.Dataset):
         if force or not save or scheduler is not None:
-            raise ValueError(
+            raise InvalidOptionError(
                 "force, save=False and scheduler apply to a trajectory file, not to a Dataset"
             )
         origin = source.attrs.get("source")

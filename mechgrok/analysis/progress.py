@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mechgrok.analysis.idealize import hidden_units, readout_accuracies
+from mechgrok.errors import InvalidOptionError
 from mechgrok.operations import law_labels
 
 KEY_FREQS_RULE = "dominant frequencies of W_a among the structured neurons at the last snapshot"
@@ -40,7 +41,7 @@ def check_key_frequencies(freqs, p: int) -> tuple[int, ...]:
     """Given key frequencies as a sorted tuple; ValueError unless distinct integers in 1..(p-1)//2."""
     values = tuple(sorted(int(k) for k in freqs))
     if not values or len(set(values)) != len(values) or values[0] < 1 or values[-1] > (p - 1) // 2:
-        raise ValueError(
+        raise InvalidOptionError(
             f"key frequencies {list(freqs)} must be distinct integers in 1..{(p - 1) // 2} for p = {p}"
         )
     return values

@@ -1,6 +1,6 @@
 """`mechgrok import`: turn checkpoints saved by other codebases into a mechgrok trajectory.
 
-Containers, detected from SOURCE (../shared/reference/checkpoint-formats.md):
+Containers, detected from SOURCE (docs/guide/import.md lists them):
 - a folder of per-step `.pt`/`.pth` files, each a state_dict or a dict holding one under
   `model`/`state_dict`/`net`; the step from its `epoch`/`step` key, else the number in the
   file name; scalar `train_loss`, `test_loss`, `train_acc`, `test_acc` carried as

@@ -87,7 +87,8 @@ def check_resume_options(path: Path, recorded: RunConfig, requested: RunConfig) 
     differences = config_differences(recorded, requested)
     if differences:
         raise ResumeError(
-            f"{path}: cannot resume with a different config ({'; '.join(differences)})"
+            f"{path}: cannot resume with a different config ({'; '.join(differences)})",
+            remedy="use {force} to re-record it, or give {out}",
         )
     progress = recorded_progress(path)
     stop = earliest_stop_on_file(requested, progress)

@@ -12,15 +12,18 @@ import numpy as np
 import xarray as xr
 
 from mechgrok.analysis.accessor import (
-    HEADLINE_ROWS,
     format_lead,
     format_number,
     format_step,
     format_waveform,
+    headline_rows,
 )
 from mechgrok.analysis.pipeline import analyze, default_analysis_path
+from mechgrok.analysis.variables import law_sign
 from mechgrok.config import SATURATION_TRAIN_ACC
+from mechgrok.errors import InvalidOptionError
 from mechgrok.paper import FIG5, paper_row
+from mechgrok.reporting import figures
 from mechgrok.reporting.explorer import explorer_data, explorer_section, snapshots_per_run
 from mechgrok.reporting.webpage import cards_html, figure_html, figure_png, page, table_html
 from mechgrok.store.outputs import (
@@ -38,8 +41,6 @@ from mechgrok.sweep.summary import (
     summarize_seeds,
     varying_options,
 )
-
-from . import figures
 
 DEFAULT_REPORT_DIR = Path("reports")
 
@@ -71,7 +72,7 @@ validation pairs. <b>Excluded loss</b>: those key-frequency components removed; 
 labels used in training.</li>
 <li><b>IPR</b> (<code>ipr_a</code>, ...): inverse participation ratio &sum;<sub>k</sub> P<sub>k</sub><sup>2</sup> of a row's
 normalized power spectrum P<sub>k</sub> = |F[k]|<sup>2</sup> / &sum;|F|<sup>2</sup> over k = 1..(p-1)/2: 1 for one frequency,
-about 0.67 for a square wave, about 2/(p-1) for noise.</li>
+about 0.67 for a square wave, about 2/K = 4/(p-1) for noise (K = (p-1)/2 frequencies).</li>
 <li><b>Steps</b>: saturation = first snapshot with training accuracy &ge; {saturation:g}; structure = first with Sq->Cos &ge; the
 structure threshold; grok = first with validation accuracy &ge; the grok threshold; lead = grok - structure (negative when
 structure comes after generalization; undefined when either is not reached).</li>
@@ -135,7 +136,7 @@ def _convention_sentence(head: dict) -> str:
 def _headline_table(analysis: xr.Dataset) -> str:
     head = analysis.mechgrok.headline()
     rows = []
-    for label, name, digits in HEADLINE_ROWS:
+    for label, name, digits in headline_rows(law_sign(analysis.attrs)):
         rows.append(
             [
                 html.escape(label).replace("phi", "&phi;"),
@@ -336,7 +337,7 @@ def _sweep_sections(runs: list[tuple[str, xr.Dataset, xr.Dataset]], figs: _Figur
         "seeds with its 95% percentile-bootstrap interval in brackets (4,000 resamples of the seeds; none with one seed): "
         "validation accuracy of the real model and of the idealized models at the end and at the saturation checkpoint. "
         'Rows in <span class="paper">blue</span> are the paper\'s values for the same noise level (one run each; its '
-        "idealized accuracies are on its validation split, ours on all p<sup>2</sup> pairs; paper.md).</p>",
+        "idealized accuracies are on its validation split, ours on all p<sup>2</sup> pairs; see the docs, Reproducing the paper).</p>",
         table_html(["runs", "seeds", *columns], table),
         "<details><summary>Every run</summary>"
         + table_html(["run", "seed", *columns], per_run)
@@ -400,7 +401,7 @@ def report(
     replaced only with `force`; trajectories are only read."""
     paths = [Path(t) for t in trajectories]
     if not paths:
-        raise ValueError("no trajectory given")
+        raise InvalidOptionError("no trajectory given")
     out_path = (
         Path(out)
         if out is not None

@@ -21,17 +21,19 @@ import numpy as np
 import xarray as xr
 
 from mechgrok.analysis.pipeline import trajectory_group, weights_in_group_order
+from mechgrok.analysis.variables import label as variable_label
+from mechgrok.analysis.variables import law_sign
 from mechgrok.reporting.static import static_text
 
 MAX_SNAPSHOTS = 80  # snapshots carried per run for the scatter, neuron panel and heatmap
 WEIGHT_BUDGET_BYTES = 12_000_000  # int8 weight rows of all runs together (base64 adds a third)
-TIMELINE = (
-    ("val_acc", "validation (real model)", "#D55E00"),
-    ("ideal_acc", "Sq->Cos idealized", "#0072B2"),
-    ("ideal_acc_own", "Sq->Cos, own frequencies", "#009E73"),
-    ("ideal_acc_phase_sum", "control: phase sum (free)", "#E69F00"),
-    ("ideal_acc_shuffled", "control: shuffled (mean)", "#999999"),
-    ("train_acc", "train (labels used)", "#000000"),
+TIMELINE = (  # (variable, colour); labels from analysis/variables.py
+    ("val_acc", "#D55E00"),
+    ("ideal_acc", "#0072B2"),
+    ("ideal_acc_own", "#009E73"),
+    ("ideal_acc_phase_sum", "#E69F00"),
+    ("ideal_acc_shuffled", "#999999"),
+    ("train_acc", "#000000"),
 )
 
 
@@ -97,11 +99,11 @@ def explorer_data(
         "threshold": float(analysis.attrs["threshold"]),
         "timeline": [
             {
-                "label": label,
+                "label": variable_label(var, law_sign(analysis.attrs)),
                 "color": color,
                 "y": np.round(analysis[var].values.astype(float), 4).tolist(),
             }
-            for var, label, color in TIMELINE
+            for var, color in TIMELINE
             if var in analysis
         ],
         "stats": {

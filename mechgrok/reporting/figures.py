@@ -14,6 +14,8 @@ import xarray as xr
 from matplotlib.figure import Figure
 
 from mechgrok.analysis.fourier import wrap_angle
+from mechgrok.analysis.variables import label as variable_label
+from mechgrok.analysis.variables import law_sign
 
 OKABE_ITO = {
     "black": "#000000",
@@ -89,6 +91,7 @@ def timeline(analysis: xr.Dataset, trajectory: xr.Dataset | None = None) -> Figu
     """Accuracies (real, idealized, controls), structure statistics and phase-sum correlation
     against training step, with the saturation, structure and grok steps marked."""
     steps = analysis["step"].values
+    sign = law_sign(analysis.attrs)
     fig, axes = _subplots(4, 1, figsize=(10, 12.5), sharex=True)
     ax = axes[0]
     if "train_acc" in analysis:
@@ -97,7 +100,7 @@ def timeline(analysis: xr.Dataset, trajectory: xr.Dataset | None = None) -> Figu
             analysis["train_acc"],
             color=OKABE_ITO["black"],
             lw=1.5,
-            label="train (labels used)",
+            label=variable_label("train_acc", sign),
         )
     if "val_acc" in analysis:
         ax.plot(
@@ -105,9 +108,15 @@ def timeline(analysis: xr.Dataset, trajectory: xr.Dataset | None = None) -> Figu
             analysis["val_acc"],
             color=OKABE_ITO["vermillion"],
             lw=2,
-            label="validation (real model)",
+            label=variable_label("val_acc", sign),
         )
-    ax.plot(steps, analysis["ideal_acc"], color=OKABE_ITO["blue"], lw=2, label="Sq->Cos idealized")
+    ax.plot(
+        steps,
+        analysis["ideal_acc"],
+        color=OKABE_ITO["blue"],
+        lw=2,
+        label=variable_label("ideal_acc", sign),
+    )
     if "ideal_acc_own" in analysis:
         ax.plot(
             steps,
@@ -115,17 +124,21 @@ def timeline(analysis: xr.Dataset, trajectory: xr.Dataset | None = None) -> Figu
             color=OKABE_ITO["green"],
             lw=1.5,
             ls="-.",
-            label="Sq->Cos, each curve at its own frequency",
+            label=variable_label("ideal_acc_own", sign),
         )
     ax.plot(
-        steps, analysis["ideal_acc_sq_sq"], color=OKABE_ITO["sky"], lw=1.2, label="Sq->Sq idealized"
+        steps,
+        analysis["ideal_acc_sq_sq"],
+        color=OKABE_ITO["sky"],
+        lw=1.2,
+        label=variable_label("ideal_acc_sq_sq", sign),
     )
     ax.plot(
         steps,
         analysis["ideal_acc_cos_cos"],
         color=OKABE_ITO["purple"],
         lw=1.2,
-        label="Cos->Cos idealized",
+        label=variable_label("ideal_acc_cos_cos", sign),
     )
     ax.plot(
         steps,
@@ -133,7 +146,7 @@ def timeline(analysis: xr.Dataset, trajectory: xr.Dataset | None = None) -> Figu
         color=OKABE_ITO["orange"],
         lw=1.2,
         ls="--",
-        label="control: phi_out := phi_a + phi_b (free)",
+        label=variable_label("ideal_acc_phase_sum", sign) + " (free)",
     )
     draws = int(analysis.attrs.get("shuffle_draws", 1))
     ax.plot(
@@ -142,7 +155,7 @@ def timeline(analysis: xr.Dataset, trajectory: xr.Dataset | None = None) -> Figu
         color=OKABE_ITO["gray"],
         lw=1.2,
         ls=":",
-        label=f"control: phi_out shuffled (mean of {draws})",
+        label=variable_label("ideal_acc_shuffled", sign) + f" of {draws}",
     )
     if "ideal_acc_shuffled_hi" in analysis:
         ax.fill_between(
@@ -242,13 +255,19 @@ def timeline(analysis: xr.Dataset, trajectory: xr.Dataset | None = None) -> Figu
     ax.set_title("Structure: square-wave neurons sharpen and pass the periodicity threshold")
 
     ax = axes[3]
-    ax.plot(steps, analysis["r_all"], color=OKABE_ITO["gray"], lw=1.5, label="r, all neurons")
+    ax.plot(
+        steps,
+        analysis["r_all"],
+        color=OKABE_ITO["gray"],
+        lw=1.5,
+        label=variable_label("r_all", sign),
+    )
     ax.plot(
         steps,
         analysis["r_structured"],
         color=OKABE_ITO["blue"],
         lw=2,
-        label="r', structured neurons",
+        label=variable_label("r_structured", sign),
     )
     ax.plot(
         steps,
@@ -256,13 +275,15 @@ def timeline(analysis: xr.Dataset, trajectory: xr.Dataset | None = None) -> Figu
         color=OKABE_ITO["green"],
         lw=1.2,
         ls="--",
-        label="|mean exp(i(phi_out - phi_a - phi_b))|, structured",
+        label=variable_label("phase_sum_coherence", sign),
     )
     _mark_events(ax, analysis)
     ax.set_ylabel("circular correlation")
     ax.set_ylim(-0.3, 1.05)
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-    ax.set_title("Phase-sum relation phi_out = phi_a + phi_b (Fisher-Lee r)")
+    ax.set_title(
+        f"Phase law phi_out = {'phi_a + phi_b' if sign > 0 else 'phi_a - phi_b'} (Fisher-Lee r)"
+    )
     _step_axis(ax, steps)
     return fig
 
@@ -359,7 +380,7 @@ def phase_scatter(panels: list[tuple[xr.Dataset, int, str]], columns: int = 3) -
     )
     for ax, (analysis, step, label) in zip(axes.flat, panels):
         at = analysis.sel(step=step)
-        sign = -1 if str(analysis.attrs.get("phase_law", "+")).endswith("- phi_b") else 1
+        sign = law_sign(analysis.attrs)
         x = wrap_angle(at["phase_a"].values + sign * at["phase_b"].values)
         points = ax.scatter(
             x,

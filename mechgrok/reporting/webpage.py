@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 
 from matplotlib.figure import Figure
 
+from mechgrok.config import installed_version
 from mechgrok.reporting.static import static_text
 
 FIGURE_SOFTWARE = "mechgrok"  # PNG tEXt "Software": how outputs.file_role knows our figures
@@ -52,9 +53,7 @@ def cards_html(items: list[tuple[str, str]]) -> str:
 
 
 def _version() -> str:
-    from .. import __version__
-
-    return __version__
+    return installed_version("mechgrok")
 
 
 def page(title: str, sections: list[str]) -> str:

@@ -17,7 +17,7 @@ import errno
 import json
 import os
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -174,6 +174,25 @@ def is_write_failure(err: BaseException) -> bool:
     )
 
 
+@contextmanager
+def write_failures_reported(
+    path: Path,
+    cleanup: Callable[[], None] | None = None,
+    failure: Callable[[BaseException], OutputWriteError] | None = None,
+) -> Iterator[None]:
+    """Inside, any exception first runs `cleanup()`; a failed write (full disk, file-size
+    limit, I/O error) is then raised as a one-line OutputWriteError naming `path` (or the one
+    `failure(err)` makes), anything else as it is. The one place write failures become messages."""
+    try:
+        yield
+    except BaseException as err:
+        if cleanup is not None:
+            cleanup()
+        if is_write_failure(err):
+            raise (failure(err) if failure is not None else write_failure(path, err)) from None
+        raise
+
+
 def write_failure(path: Path, err: BaseException) -> OutputWriteError:
     """A one-line OutputWriteError naming `path` and the cause."""
     reason = (
@@ -202,14 +221,9 @@ def atomic_output(
     check_output(path, role, inputs, force, replace_role)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = partial_path(path)
-    try:
+    with write_failures_reported(path, cleanup=lambda: _remove(partial)):
         yield partial
         publish(partial, path, replace=os.path.lexists(path) and (force or replace_role))
-    except BaseException as err:
-        _remove(partial)
-        if is_write_failure(err):
-            raise write_failure(path, err) from None
-        raise
     _remove(partial)
 
 

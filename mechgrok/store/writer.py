@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
-import importlib.metadata
 import os
 import uuid
 from datetime import datetime, timezone
@@ -23,16 +22,16 @@ from pathlib import Path
 import h5netcdf
 import numpy as np
 
-from mechgrok.config import RunConfig
-from mechgrok.errors import FileBusyError, OutputWriteError, TrajectoryError
+from mechgrok.config import RunConfig, installed_version
+from mechgrok.errors import FileBusyError, InvalidOptionError, OutputWriteError, TrajectoryError
 from mechgrok.store.outputs import (
     check_output,
     check_space,
-    is_write_failure,
     partial_path,
     publish,
     reserve_space,
     write_failure,
+    write_failures_reported,
 )
 from mechgrok.store.reader import (
     FORMAT_VERSION,
@@ -53,20 +52,6 @@ from mechgrok.store.slots import (
     write_slot,
 )
 from mechgrok.task import TaskSplit
-
-
-def _mechgrok_version() -> str:
-    from mechgrok import __version__
-
-    return __version__
-
-
-def _torch_version() -> str:
-    """The installed torch's version, from its metadata: writing a file must not import torch."""
-    try:
-        return importlib.metadata.version("torch")
-    except importlib.metadata.PackageNotFoundError:
-        return "none"
 
 
 def _config_attrs(config: RunConfig) -> dict:
@@ -198,18 +183,17 @@ class TrajectoryWriter:
             raise write_failure(path, err) from None
         partial = partial_path(path)
         f, lock = None, None
-        try:
+
+        def clean_up() -> None:
+            _close_quietly(f)
+            _unlock(lock)
+            partial.unlink(missing_ok=True)
+
+        with write_failures_reported(path, cleanup=clean_up):
             f = h5netcdf.File(partial, "w", locking=False)  # readers may open it while it records
             lock = _lock_for_writing(partial, path)
             schema(f)
             _flush(f)
-        except BaseException as err:
-            _close_quietly(f)
-            _unlock(lock)
-            partial.unlink(missing_ok=True)
-            if is_write_failure(err):
-                raise write_failure(path, err) from None
-            raise
         return cls(f, path, config, lock, publish_from=partial, replace=path.exists())
 
     @classmethod
@@ -220,7 +204,12 @@ class TrajectoryWriter:
         check_trajectory_file(path)
         lock = _lock_for_writing(path, path)
         f = None
-        try:
+
+        def clean_up() -> None:
+            _close_quietly(f)
+            _unlock(lock)
+
+        with write_failures_reported(path, cleanup=clean_up):
             f = h5netcdf.File(path, "a", locking=False)
             config = config_from_attrs(f.attrs, path)
             writer = cls(f, path, config, lock)
@@ -229,12 +218,6 @@ class TrajectoryWriter:
                 for dataset in writer._along_step.values():
                     dataset.resize(n, axis=0)
             state = writer._read_latest_state() if n else None
-        except BaseException as err:
-            _close_quietly(f)
-            _unlock(lock)
-            if is_write_failure(err):
-                raise write_failure(path, err) from None
-            raise
         return writer, state
 
     def _read_latest_state(self) -> SavedState:
@@ -282,7 +265,7 @@ class TrajectoryWriter:
         token), and b_in, b_out where the file has biases; `metrics` missing from the dict
         are stored as NaN. Raises OutputWriteError (file intact, resumable) when the disk is full."""
         if step <= self.last_step:
-            raise ValueError(
+            raise InvalidOptionError(
                 f"{self.path}: snapshot at step {step} is not after the last on file ({self.last_step})"
             )
         metrics = metrics or {}
@@ -341,15 +324,9 @@ class TrajectoryWriter:
             self._apply_pending_config()
         self.finish(reason)
 
-    @contextlib.contextmanager
-    def _write_failures_reported(self):
-        """Turn a failed write (full disk, size limit, I/O error) into a one-line OutputWriteError."""
-        try:
-            yield
-        except BaseException as err:
-            if is_write_failure(err):
-                raise self._write_failure(err) from None
-            raise
+    def _write_failures_reported(self) -> contextlib.AbstractContextManager[None]:
+        """A failed write inside becomes this writer's one-line OutputWriteError."""
+        return write_failures_reported(self.path, failure=self._write_failure)
 
     def _write_failure(self, err: BaseException) -> OutputWriteError:
         reason = write_failure(self.path, err)
@@ -398,12 +375,8 @@ class TrajectoryWriter:
             self._publish_from.unlink(missing_ok=True)
 
     def _close_checked(self) -> None:
-        try:
+        with self._write_failures_reported():
             self._file.close()
-        except (OSError, RuntimeError) as err:
-            if is_write_failure(err):
-                raise self._write_failure(err) from None
-            raise
 
     def __enter__(self) -> TrajectoryWriter:
         return self
@@ -444,8 +417,8 @@ def _write_common_schema(f: h5netcdf.File, p: int, H: int, bias: bool, compressi
             stop_reason="",
             n_snapshots=0,
             format_version=FORMAT_VERSION,
-            mechgrok_version=_mechgrok_version(),
-            torch_version=_torch_version(),
+            mechgrok_version=installed_version("mechgrok"),
+            torch_version=installed_version("torch"),
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             run_id=uuid.uuid4().hex,
             compression="gzip" if compression else "none",

@@ -164,7 +164,7 @@ def record_sweep(
     if scheduler is None:
         results = [_record_group(*args, on_step=on_step) for args in arguments]
     else:
-        from mechgrok.sweep.distributed import map_on_cluster
+        from mechgrok.distributed import map_on_cluster
 
         results = list(map_on_cluster(scheduler, _record_group, arguments))
     errors = []

@@ -8,25 +8,29 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
+from mechgrok.analysis.variables import short_name
 from mechgrok.config import RunConfig
 from mechgrok.store.reader import OPTIONS_ADDED_LATER
 from mechgrok.sweep.bootstrap import SeedSummary, seed_summary
 
 # (column, headline key) of the Table-2-shaped table; validation accuracy of the real model
 # and of the idealized models at the end and at the saturation checkpoint, then controls and r
-TABLE2_COLUMNS = (
-    ("final real", "val_acc_final"),
-    ("final Sq->Sq", "ideal_acc_sq_sq_final"),
-    ("final Sq->Cos", "ideal_acc_final"),
-    ("final Cos->Cos", "ideal_acc_cos_cos_final"),
-    ("final Sq->Cos own freq.", "ideal_acc_own_final"),
-    ("final shuffled", "ideal_acc_shuffled_final"),
-    ("sat. real", "val_acc_saturation"),
-    ("sat. Sq->Sq", "ideal_acc_sq_sq_saturation"),
-    ("sat. Sq->Cos", "ideal_acc_saturation"),
-    ("sat. Cos->Cos", "ideal_acc_cos_cos_saturation"),
-    ("final r", "r_all_final"),
-    ("final r'", "r_structured_final"),
+TABLE2_COLUMNS = tuple(
+    (f"{'final' if when == 'final' else 'sat.'} {short_name(name)}", f"{name}_{when}")
+    for name, when in (
+        ("val_acc", "final"),
+        ("ideal_acc_sq_sq", "final"),
+        ("ideal_acc", "final"),
+        ("ideal_acc_cos_cos", "final"),
+        ("ideal_acc_own", "final"),
+        ("ideal_acc_shuffled", "final"),
+        ("val_acc", "saturation"),
+        ("ideal_acc_sq_sq", "saturation"),
+        ("ideal_acc", "saturation"),
+        ("ideal_acc_cos_cos", "saturation"),
+        ("r_all", "final"),
+        ("r_structured", "final"),
+    )
 )
 # run options that make runs comparable; runs equal in all of them are seeds of one group
 GROUP_OPTIONS = (

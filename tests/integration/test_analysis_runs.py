@@ -110,3 +110,32 @@ def test_accessor_queries(grokked):
     assert set(np.unique(ideal.W_a.values)) <= {-1.0, 0.0, 1.0}
     headline = result.mechgrok.headline()
     assert headline["ideal_acc_final"] == pytest.approx(float(result.ideal_acc[-1]))
+
+
+def test_idealized_weights_of_the_accessor_score_the_stored_ideal_accuracy(grokked):
+    """The accessor's idealized model and the analysis's ideal_acc are one construction: run
+    forward on all p^2 pairs, its accuracy (exact ties credited 1/t) equals the stored number
+    exactly, at every variant the analysis scores and at early and late snapshots."""
+    trajectory, result = mechgrok.open_trajectory(grokked), mechgrok.analyze(grokked)
+    p = trajectory.sizes["token"]
+    a, b = np.divmod(np.arange(p * p), p)
+    labels = (a + b) % p
+    steps = result["step"].values
+    for step in (int(steps[len(steps) // 4]), int(result.attrs["saturation_step"]), int(steps[-1])):
+        for variant, stored in (
+            ("sq_cos", "ideal_acc"),
+            ("sq_sq", "ideal_acc_sq_sq"),
+            ("cos_cos", "ideal_acc_cos_cos"),
+            ("phase_sum", "ideal_acc_phase_sum"),
+        ):
+            ideal = trajectory.mechgrok.idealized_weights(step, variant)
+            hidden = np.maximum(ideal.W_a.values[:, a] + ideal.W_b.values[:, b], 0.0)  # (H, pairs)
+            logits = hidden.T @ ideal.W_out.values  # (pairs, p)
+            best = logits.max(axis=1, keepdims=True)
+            ties = (logits == best).sum(axis=1)
+            correct = logits[np.arange(p * p), labels] == best[:, 0]
+            accuracy = float(np.sum(correct / ties) / (p * p))
+            assert accuracy == float(result[stored].sel(step=step)), (
+                step,
+                variant,
+            )
