@@ -109,7 +109,7 @@ def bench_memory(gigabytes: float, folder: Path) -> None:
     """Write a synthetic trajectory of random weights, then analyze it in a child process and
     read that process's peak resident memory."""
     from mechgrok.config import RunConfig
-    from mechgrok.recording.train import Snapshot, initial_state
+    from mechgrok.recording.train import Snapshot, append_snapshot, initial_state
     from mechgrok.store.writer import TrajectoryWriter
     from mechgrok.task import make_task
 
@@ -130,7 +130,7 @@ def bench_memory(gigabytes: float, folder: Path) -> None:
             metrics = dict(
                 train_loss=1.0, train_acc=0.5, train_acc_true=0.5, val_loss=1.0, val_acc=0.1
             )
-            writer.append(Snapshot(0, step, weights, metrics, state), checkpoint=step == 0)
+            append_snapshot(writer, Snapshot(0, step, weights, metrics, state), checkpoint=step == 0)
     size = path.stat().st_size
     code = (
         "import resource, time, mechgrok; t = time.perf_counter(); "

@@ -103,7 +103,9 @@ def recording_seconds(config: RunConfig, folder: Path, name: str) -> float:
 # argv: root, steps, device, threads, models (seeds 0.., noise 0, 0.05, ... like a noise sweep), folder
 TRAIN_ONCE = (
     "import sys, time; sys.path.insert(0, sys.argv[1]); from pathlib import Path; "
-    "from mechgrok.config import RunConfig; from mechgrok.recording.runs import record_runs; "
+    "from mechgrok.config import RunConfig\n"
+    "try: from mechgrok.recording.runs import record_runs\n"
+    "except ImportError: from mechgrok.recorder import record_runs  # before 0.2.0\n"
     "configs = [RunConfig(steps=int(sys.argv[2]), every=int(sys.argv[2]), stop_val_acc=1.0, device=sys.argv[3], "
     "seed=m, noise=0.05 * m) for m in range(int(sys.argv[5]))]; "
     "outs = [Path(sys.argv[6]) / f'run{m}.h5' for m in range(len(configs))]; t = time.perf_counter(); "
