@@ -130,7 +130,9 @@ def bench_memory(gigabytes: float, folder: Path) -> None:
             metrics = dict(
                 train_loss=1.0, train_acc=0.5, train_acc_true=0.5, val_loss=1.0, val_acc=0.1
             )
-            append_snapshot(writer, Snapshot(0, step, weights, metrics, state), checkpoint=step == 0)
+            append_snapshot(
+                writer, Snapshot(0, step, weights, metrics, state), checkpoint=step == 0
+            )
     size = path.stat().st_size
     code = (
         "import resource, time, mechgrok; t = time.perf_counter(); "

@@ -312,6 +312,12 @@ def _quiet_after_write_failures(unraisable, default=sys.unraisablehook) -> None:
     help="torch threads for training [default: 1 for small steps, else the cores other processes leave free; "
     "1 per dask worker].",
 )
+@click.option(
+    "--skip-space-check",
+    is_flag=True,
+    help="Start even if the trajectories, run to the step cap, would not fit on the disk "
+    "(for runs you know will stop early).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 @one_line_errors
 def record(
@@ -320,6 +326,7 @@ def record(
     force: bool,
     compress: bool,
     threads: int | None,
+    skip_space_check: bool,
     quiet: bool,
     every,
     scheduler: str | None,
@@ -354,6 +361,7 @@ def record(
                 max_ensemble,
                 threads,
                 stop_if_interrupted,
+                space_check=not skip_space_check,
             )
         return
     config = grid[0]
@@ -378,6 +386,7 @@ def record(
                 compression=compress,
                 threads=threads,
                 on_step=stop_if_interrupted,
+                space_check=not skip_space_check,
             )
         else:
             with RecordProgress(config.steps, stop_if_interrupted) as progress:
@@ -389,6 +398,7 @@ def record(
                     on_step=progress.on_step,
                     compression=compress,
                     threads=threads,
+                    space_check=not skip_space_check,
                 )
     if not quiet:
         _print_summary(out, time.perf_counter() - started)
@@ -448,6 +458,7 @@ def _record_sweep(
     max_ensemble: int | None,
     threads: int | None,
     stop_if_interrupted: Callable[..., None],
+    space_check: bool = True,
 ) -> None:
     from mechgrok.recording.stopping import is_complete
     from mechgrok.store.reader import recorded_progress
@@ -475,6 +486,7 @@ def _record_sweep(
             compression=compress,
             threads=threads,
             on_step=None if scheduler is not None else stop_if_interrupted,
+            space_check=space_check,
         )
     else:
         with RecordProgress(max(c.steps for c in grid), stop_if_interrupted) as progress:
@@ -488,6 +500,7 @@ def _record_sweep(
                 on_step=progress.on_step,
                 compression=compress,
                 threads=threads,
+                space_check=space_check,
             )
     for error in errors:
         console.print(f"[red]failed[/red] {error}")
@@ -807,6 +820,11 @@ def report(
     help="Load checkpoints that hold Python objects (runs their code: trusted sources only).",
 )
 @click.option("--force", is_flag=True, help="Replace an existing trajectory at --out.")
+@click.option(
+    "--skip-space-check",
+    is_flag=True,
+    help="Start even if the trajectory would not fit on the disk.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 @one_line_errors
 def import_run(
@@ -818,6 +836,7 @@ def import_run(
     activation: str,
     trust_pickle: bool,
     force: bool,
+    skip_space_check: bool,
     quiet: bool,
 ) -> None:
     """Convert checkpoints saved by another codebase into a mechgrok trajectory.
@@ -845,6 +864,7 @@ def import_run(
             trust_pickle=trust_pickle,
             activation=activation,
             operation=operation,
+            space_check=not skip_space_check,
         )
     else:
         with Progress(
@@ -864,6 +884,7 @@ def import_run(
                 trust_pickle=trust_pickle,
                 activation=activation,
                 operation=operation,
+                space_check=not skip_space_check,
                 on_snapshot=lambda done, total: progress.update(bar, completed=done, total=total),
             )
         _print_summary(out, time.perf_counter() - started)

@@ -21,6 +21,9 @@ OPTION_SPELLINGS: dict[str, tuple[str, str]] = {
     "train_frac": ("--train-frac", "train_frac"),
     "max_ensemble": ("--max-ensemble", "a smaller ensemble"),
     "trust_pickle": ("--trust-pickle", "trust_pickle=True"),
+    "every": ("--every", "every"),
+    "per_decade": ("--per-decade", "per_decade"),
+    "skip_space_check": ("--skip-space-check", "space_check=False"),
     "key": ("--key ROLE=NAME", "keys={ROLE: NAME}"),
 }
 

@@ -34,7 +34,8 @@ from mechgrok.config import OPERATIONS, check_operation
 from mechgrok.errors import CheckpointImportError, InputNotFoundError, InvalidOptionError
 from mechgrok.ingest.layouts import LayoutError, curves_from_parameters
 from mechgrok.models.activations import check_activation
-from mechgrok.store.writer import TrajectoryWriter
+from mechgrok.store.outputs import check_room
+from mechgrok.store.writer import TrajectoryWriter, trajectory_bytes
 
 TORCH_SUFFIXES = (".pt", ".pth")
 STATE_KEYS = ("model", "state_dict", "net")
@@ -61,12 +62,14 @@ def import_checkpoints(
     on_snapshot: Callable[[int, int], None] | None = None,
     activation: str = "relu",
     operation: str = "add",
+    space_check: bool = True,
 ) -> Path:
     """Convert the run at `source` into a trajectory at `out` (see module docstring); returns
     `out`. `on_snapshot(done, total)` reports progress. A killed import leaves a file with
     every completed snapshot (the writer's crash safety). `activation` is the imported
     model's nonlinearity (stored; the analysis scores the real weights with it); `operation`
-    the task it was trained on (config.OPERATIONS; the analysis reads its law)."""
+    the task it was trained on (config.OPERATIONS; the analysis reads its law). `space_check`:
+    refuse, before writing, an import whose trajectory would not fit on the disk."""
     check_activation(activation)
     if operation not in OPERATIONS:
         raise InvalidOptionError(
@@ -102,6 +105,13 @@ def import_checkpoints(
                     check_operation(operation, p)
                 except ValueError as err:
                     raise CheckpointImportError(f"{source}: {err}") from None
+                if space_check:
+                    check_room(
+                        out.parent,
+                        trajectory_bytes(p, H, len(entries)),
+                        trajectory_bytes(p, H, len(entries)),
+                        f"{len(entries):,} checkpoints of {H} neurons at p = {p}",
+                    )
                 writer = TrajectoryWriter.create_external(
                     out,
                     p,

@@ -13,6 +13,7 @@ from mechgrok.config import RunConfig, check_fits_in_memory
 from mechgrok.errors import ResumeError
 from mechgrok.operations import operands
 from mechgrok.recording.allocator import keep_freed_memory
+from mechgrok.recording.schedule import SnapshotSchedule
 from mechgrok.recording.stopping import earliest_stop_on_file, is_complete
 from mechgrok.recording.threads import choose_threads, torch_threads, training_flop_per_step
 from mechgrok.recording.train import (
@@ -23,9 +24,9 @@ from mechgrok.recording.train import (
     state_from_saved,
     train_ensemble,
 )
-from mechgrok.store.outputs import check_output
+from mechgrok.store.outputs import check_output, check_room
 from mechgrok.store.reader import read_config, recorded_progress
-from mechgrok.store.writer import TrajectoryWriter
+from mechgrok.store.writer import TrajectoryWriter, trajectory_bytes
 from mechgrok.task import make_task, train_pairs_per_class
 
 DEFAULT_TRAJECTORY_DIR = Path("trajectories")
@@ -106,6 +107,44 @@ def check_resume_options(path: Path, recorded: RunConfig, requested: RunConfig) 
         )
 
 
+def projected_trajectory_bytes(config: RunConfig, last_step: int = -1) -> tuple[int, int]:
+    """(bytes, snapshots) a run's trajectory grows by from `last_step` on (-1: a new file) if
+    it runs to its step cap: its schedule's snapshots after `last_step` plus the saturation one."""
+    n = SnapshotSchedule(config).count_after(last_step) + 1
+    n_train = (
+        train_pairs_per_class(config.modulus, config.train_frac, config.operation)
+        * operands(config.operation, config.modulus).size
+    )
+    fresh = last_step < 0
+    size = trajectory_bytes(
+        config.modulus, config.width, n, n_train if fresh else 0, resumable=fresh
+    )
+    return size, n
+
+
+def check_room_for_runs(
+    configs: list[RunConfig], outs: list[Path], last_steps: list[int] | None = None
+) -> None:
+    """Refuse, before any file is touched, runs whose trajectories would not fit on the disk
+    of their folder (or under the file-size limit) if each ran to its step cap; a resumed run
+    counts only what it would still add (`last_steps`: the last step on file, -1 for new)."""
+    if not configs:
+        return
+    projections = [
+        projected_trajectory_bytes(config, last)
+        for config, last in zip(configs, last_steps or [-1] * len(configs))
+    ]
+    total = sum(size for size, _ in projections)
+    most = max(n for _, n in projections)
+    cap = max(c.steps for c in configs)
+    what = (
+        f"{len(configs)} runs (up to {most:,} snapshots each, to step {cap:,})"
+        if len(configs) > 1
+        else f"the run (up to {most:,} snapshots, to its step cap {cap:,})"
+    )
+    check_room(outs[0].parent, total, max(size for size, _ in projections), what)
+
+
 def record_runs(
     configs: list[RunConfig],
     outs: list[Path],
@@ -114,6 +153,7 @@ def record_runs(
     on_step: ProgressCallback | None = None,
     compression: bool = False,
     threads: int | None = None,
+    space_check: bool = True,
 ) -> list[Path]:
     """Record runs that can share one batched ensemble into `outs` (one file each).
 
@@ -123,7 +163,9 @@ def record_runs(
     Neither: an existing file is an error. Every option and output is checked before any
     file is touched. `compression`: deflate the weights of new files. `threads`: torch threads
     for training (default: threads.choose_threads from the step's size and the free cores).
-    Training keeps freed memory for reuse for the rest of the process (allocator.py)."""
+    `space_check`: refuse runs whose trajectories, if they ran to their step cap, would not
+    fit on the disk (check_room_for_runs). Training keeps freed memory for reuse for the
+    rest of the process (allocator.py)."""
     outs = [Path(out) for out in outs]
     if configs:
         check_fits_in_memory(configs[0], len(configs))
@@ -135,6 +177,13 @@ def record_runs(
         else:
             check_output(out, "trajectory", force=force)
             plans.append("create")
+    if space_check:
+        todo = [i for i, plan in enumerate(plans) if plan != "skip"]
+        check_room_for_runs(
+            [configs[i] for i in todo],
+            [outs[i] for i in todo],
+            [recorded_progress(outs[i]).last_step if plans[i] == "resume" else -1 for i in todo],
+        )
     writers, states, active_configs = [], [], []
     try:
         for config, out, plan in zip(configs, outs, plans):
@@ -233,6 +282,7 @@ def record(
     on_step: ProgressCallback | None = None,
     compression: bool = False,
     threads: int | None = None,
+    space_check: bool = True,
     **options,
 ) -> Path:
     """Train one run and write its trajectory; returns the file's path.
@@ -251,4 +301,5 @@ def record(
         on_step=on_step,
         compression=compression,
         threads=threads,
+        space_check=space_check,
     )[0]

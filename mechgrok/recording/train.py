@@ -27,6 +27,7 @@ from mechgrok.models.mlp import (
     init_params,
     pair_rows,
 )
+from mechgrok.recording.schedule import SnapshotSchedule
 from mechgrok.recording.stopping import StoppingMemory, is_check_step, stopping_decision
 from mechgrok.store.slots import Checkpoint, SavedState
 from mechgrok.store.writer import TrajectoryWriter
@@ -38,18 +39,6 @@ from mechgrok.task import TaskSplit, make_task
 # of two (benchmarks/README.md, Session 6). On a GPU the whole ensemble is one group.
 CPU_GROUP_ACTIVATION_BYTES = 6 * 2**20
 ADAM_EPS = 1e-8
-
-
-def snapshot_steps(config: RunConfig) -> np.ndarray:
-    """Sorted steps in [0, config.steps] the schedule snapshots (the saturation and final
-    steps are added while training). Log schedule: floor(10^(j / per_decade)), j = 0, 1, ..."""
-    if config.every > 0:
-        steps = np.arange(0, config.steps + 1, config.every)
-    else:
-        n_points = int(math.ceil(config.per_decade * math.log10(max(config.steps, 1)))) + 1
-        steps = np.floor(10.0 ** (np.arange(n_points) / config.per_decade)).astype(np.int64)
-        steps = np.concatenate([[0], steps[steps <= config.steps]])
-    return np.unique(np.append(steps, config.steps))
 
 
 @dataclass
@@ -485,7 +474,7 @@ def train_ensemble(
     states = states if states is not None else [initial_state(c) for c in configs]
     device = torch.device(configs[0].device)
     batch = _stack_batch(configs, tasks, states, device)
-    schedules = [set(snapshot_steps(c).tolist()) for c in configs]
+    schedules = [SnapshotSchedule(c) for c in configs]
     memory = [StoppingMemory(s.best_val_acc, s.best_val_step, s.saturation_step) for s in states]
     steps = [s.step for s in states]
     bias = configs[0].bias

@@ -21,7 +21,14 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from mechgrok.errors import InputNotFoundError, OutputExistsError, OutputWriteError, TrajectoryError
+from mechgrok.errors import (
+    InputNotFoundError,
+    MechgrokError,
+    OutputExistsError,
+    OutputWriteError,
+    ResourceError,
+    TrajectoryError,
+)
 
 ROLES = ("trajectory", "analysis", "report", "figure", "sweep index")
 REPORT_MARKER = '<meta name="generator" content="mechgrok'
@@ -188,7 +195,7 @@ def write_failures_reported(
     except BaseException as err:
         if cleanup is not None:
             cleanup()
-        if is_write_failure(err):
+        if is_write_failure(err) and not isinstance(err, MechgrokError):  # ours: said already
             raise (failure(err) if failure is not None else write_failure(path, err)) from None
         raise
 
@@ -196,7 +203,7 @@ def write_failures_reported(
 def write_failure(path: Path, err: BaseException) -> OutputWriteError:
     """A one-line OutputWriteError naming `path` and the cause."""
     reason = (
-        os.strerror(err.errno)
+        (err.strerror or os.strerror(err.errno))
         if isinstance(err, OSError) and err.errno in WRITE_FAILURE_ERRNOS
         else next(
             (text for text in WRITE_FAILURE_TEXTS if text in str(err)),
@@ -299,15 +306,57 @@ def check_space(folder: Path, nbytes: int) -> None:
     so HDF5 outputs are checked before they start."""
     import resource
 
+    from mechgrok.config import format_bytes
+
     limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
     if limit != resource.RLIM_INFINITY and nbytes > limit:
-        raise OSError(errno.EFBIG, os.strerror(errno.EFBIG))
+        raise OSError(
+            errno.EFBIG,
+            f"{os.strerror(errno.EFBIG)}: needs {format_bytes(nbytes)}, "
+            f"the file-size limit is {format_bytes(limit)}",
+        )
     folder = next(
         candidate for candidate in (Path(folder), *Path(folder).parents) if candidate.exists()
     )
     stats = os.statvfs(folder)
-    if stats.f_bavail * stats.f_frsize < nbytes:
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    free = stats.f_bavail * stats.f_frsize
+    if free < nbytes:
+        raise OSError(
+            errno.ENOSPC,
+            f"{os.strerror(errno.ENOSPC)}: needs {format_bytes(nbytes)}, {format_bytes(free)} free",
+        )
+
+
+def check_room(folder: Path, total: int, largest: int, what: str) -> None:
+    """Refuse (ResourceError, both figures) outputs of `total` bytes, the largest file
+    `largest`, that the free space of `folder`'s file system or the file-size limit cannot
+    hold. `what` says what will be written (e.g. "2 trajectories of up to 571 snapshots")."""
+    import resource
+
+    from mechgrok.config import format_bytes
+
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY and largest > limit:
+        raise ResourceError(
+            f"{what} would take up to {format_bytes(largest)} in one file, above this "
+            f"process's file-size limit of {format_bytes(limit)}",
+            remedy=ROOM_REMEDY,
+        )
+    existing = next(c for c in (Path(folder), *Path(folder).parents) if c.exists())
+    stats = os.statvfs(existing)
+    free = stats.f_bavail * stats.f_frsize
+    if total > free:
+        raise ResourceError(
+            f"{what} would take up to {format_bytes(total)} on disk; {existing} has "
+            f"{format_bytes(free)} free",
+            remedy=ROOM_REMEDY,
+        )
+
+
+ROOM_REMEDY = (
+    "free space, record fewer snapshots or steps ({steps}, {every}, {per_decade}), "
+    "or pass {skip_space_check} if the run will stop well before its cap"
+)
 
 
 def _fallocate_keep_size(fd: int, offset: int, nbytes: int) -> bool:

@@ -71,6 +71,42 @@ def snapshot_bytes(p: int, H: int) -> int:
     return 4 * (3 * H * p + H + p) + 8 * (len(METRIC_NAMES) + 1)
 
 
+BIAS_CHUNK_STEPS = 64  # b_in, b_out: HDF5 chunks of this many snapshots
+METRIC_CHUNK_STEPS = 1024  # step and the metrics
+METADATA_BYTES = 256 << 10  # HDF5's own: superblock, headers, attributes, chunk index nodes
+
+
+def chunk_bytes(p: int, H: int) -> int:
+    """What a new chunk of every per-step variable allocates at once (the first snapshot's
+    weights, and the bias and metric chunks that it opens)."""
+    return (
+        4 * 3 * H * p
+        + 4 * BIAS_CHUNK_STEPS * (H + p)
+        + 8 * METRIC_CHUNK_STEPS * (len(METRIC_NAMES) + 1)
+    )
+
+
+def trajectory_bytes(
+    p: int, H: int, n_snapshots: int, n_train: int = 0, resumable: bool = False
+) -> int:
+    """The most a trajectory of `n_snapshots` takes on disk (uncompressed, biases on): the
+    weights, the bias and metric chunks rounded up to whole chunks, the split (`n_train`
+    pairs), the resume slots, and HDF5's metadata."""
+
+    def whole(rows: int) -> int:
+        return -(-n_snapshots // rows) * rows
+
+    n_flat = 3 * p * H + H + p
+    return (
+        n_snapshots * 4 * 3 * H * p
+        + whole(BIAS_CHUNK_STEPS) * 4 * (H + p)
+        + whole(METRIC_CHUNK_STEPS) * 8 * (len(METRIC_NAMES) + 1)
+        + 41 * n_train
+        + (16 * n_flat if resumable else 0)
+        + METADATA_BYTES
+    )
+
+
 class TrajectoryWriter:
     """Streams one run's snapshots into a trajectory file (see module docstring).
 
@@ -116,8 +152,8 @@ class TrajectoryWriter:
         )
         self.bias = "b_in" in self._along_step
         p, H = file.dimensions["token"].size, file.dimensions["neuron"].size
-        # two snapshots' data plus room for HDF5's metadata (chunk index nodes, attributes)
-        self._reserve_bytes = 2 * snapshot_bytes(p, H) + (256 << 10)
+        # the chunks a snapshot may open, another snapshot, and room for HDF5's metadata
+        self._reserve_bytes = chunk_bytes(p, H) + snapshot_bytes(p, H) + METADATA_BYTES
 
     @classmethod
     def create(
@@ -178,7 +214,9 @@ class TrajectoryWriter:
         check_output(path, "trajectory", force=force)
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            check_space(path.parent, extra_bytes + 2 * snapshot_bytes(p, H) + (128 << 10))
+            check_space(
+                path.parent, extra_bytes + chunk_bytes(p, H) + snapshot_bytes(p, H) + METADATA_BYTES
+            )
         except OSError as err:
             raise write_failure(path, err) from None
         partial = partial_path(path)

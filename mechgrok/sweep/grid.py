@@ -17,9 +17,11 @@ from pathlib import Path
 from mechgrok.config import RunConfig, check_fits_in_memory
 from mechgrok.errors import InvalidOptionError, MechgrokError, OutputExistsError
 from mechgrok.operations import operands
-from mechgrok.recording.runs import default_trajectory_name, record_runs
+from mechgrok.recording.runs import check_room_for_runs, default_trajectory_name, record_runs
+from mechgrok.recording.stopping import is_complete
 from mechgrok.recording.train import ProgressCallback
 from mechgrok.store.outputs import check_output
+from mechgrok.store.reader import recorded_progress
 from mechgrok.sweep.index import write_index
 from mechgrok.task import train_pairs_per_class
 
@@ -111,6 +113,7 @@ def _record_group(
             on_step=on_step,
             compression=compression,
             threads=threads,
+            space_check=False,  # the sweep checked the room for all its runs together
         )
         return None
     except (MechgrokError, OSError) as err:
@@ -130,12 +133,14 @@ def record_sweep(
     on_step: ProgressCallback | None = None,
     compression: bool = False,
     threads: int | None = None,
+    space_check: bool = True,
 ) -> tuple[list[Path], list[str]]:
     """Record every config into `folder` (one file each, plus the index), as batched
     ensembles. With `scheduler` (an address or "local") each ensemble is a task on a dask
     cluster whose workers must see `folder`, training with one thread each unless `threads`
     says otherwise (workers share their node's cores). Returns (paths, errors): errors name
-    the runs of any ensemble that failed; the other runs' files are complete."""
+    the runs of any ensemble that failed; the other runs' files are complete. `space_check`:
+    refuse a sweep whose trajectories together would not fit on the disk (record_runs)."""
     folder = Path(folder)
     paths = [folder / default_trajectory_name(c) for c in configs]
     check_distinct_names(configs, paths)
@@ -154,6 +159,19 @@ def record_sweep(
     groups = ensemble_groups(configs, max_ensemble)
     for group in groups:
         check_fits_in_memory(configs[group[0]], len(group))
+    if space_check:
+        # files that cannot be read are left to their ensemble's error; counted as new here
+        progress = {i: recorded_progress(p) for i, p in enumerate(paths) if resume and _readable(p)}
+        todo = [
+            i
+            for i in range(len(configs))
+            if not (i in progress and is_complete(progress[i], configs[i]))
+        ]
+        check_room_for_runs(
+            [configs[i] for i in todo],
+            [paths[i] for i in todo],
+            [progress[i].last_step if i in progress else -1 for i in todo],
+        )
     write_index(folder, configs, paths)
     if scheduler is not None and threads is None:
         threads = 1
@@ -172,3 +190,12 @@ def record_sweep(
         if error is not None:
             errors.append(f"runs {', '.join(paths[i].name for i in group)}: {error}")
     return paths, errors
+
+
+def _readable(path: Path) -> bool:
+    """An existing trajectory whose progress can be read (a resume continues it)."""
+    try:
+        recorded_progress(path)
+    except (MechgrokError, OSError):
+        return False
+    return True

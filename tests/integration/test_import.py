@@ -225,3 +225,19 @@ def test_a_killed_import_keeps_every_completed_snapshot(tmp_path):
         assert 1 <= n < 3000 and ds.attrs["final_step"] == -1
         assert list(ds.step.values) == list(range(n))
         np.testing.assert_array_equal(ds.W_a.values[:, 0, 0], np.arange(n, dtype=np.float32))
+
+
+@pytest.mark.slow
+def test_an_import_that_cannot_fit_is_refused_before_anything_is_written(tmp_path):
+    # 300 checkpoints of 64 neurons at p = 13 take ~1.2 MiB: refused under a 600 kB limit
+    folder = tmp_path / "run"
+    folder.mkdir()
+    state = torch.nn.Sequential(
+        torch.nn.Linear(2 * P, 64), torch.nn.ReLU(), torch.nn.Linear(64, P)
+    ).state_dict()
+    for step in range(300):
+        torch.save(state, folder / f"{step}.pt")
+    out = tmp_path / "t.h5"
+    proc = ForkedCli("import", folder, "--out", out, "--quiet", limit_bytes=600_000).wait()
+    assert_one_line_error(proc, "300 checkpoints", "would take up to", "file-size limit of 586 KiB")
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["run"]

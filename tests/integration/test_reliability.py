@@ -14,6 +14,7 @@ import xarray as xr
 from conftest import ForkedCli, assert_one_line_error, run_cli, run_forked
 
 import mechgrok
+from mechgrok.config import RunConfig
 from mechgrok.errors import FileBusyError, OutputExistsError, TrajectoryError
 from mechgrok.store.reader import open_trajectory
 from mechgrok.sweep.index import resolve_trajectories
@@ -92,7 +93,10 @@ def whole(tmp_path_factory):
 @pytest.mark.slow
 def test_full_disk_during_record_keeps_every_committed_snapshot_and_resume_matches(tmp_path, whole):
     out = tmp_path / "t.h5"
-    proc = run_forked("record", *SMALL, "--out", str(out), "--quiet", limit_bytes=700_000)
+    # the writer's own guarantee, past the up-front check (test below) that would refuse the run
+    proc = run_forked(
+        "record", *SMALL, "--out", str(out), "--quiet", "--skip-space-check", limit_bytes=700_000
+    )
     assert proc.returncode == 1, proc.stderr  # an error, not a signal
     assert_one_line_error(proc, "t.h5", "could not be written", "File too large", "--resume")
     ds = open_trajectory(out)
@@ -110,10 +114,34 @@ def test_full_disk_during_record_keeps_every_committed_snapshot_and_resume_match
 @pytest.mark.slow
 def test_full_disk_before_the_first_snapshot_leaves_nothing(tmp_path):
     proc = run_forked(
-        "record", *SMALL, "--out", str(tmp_path / "t.h5"), "--quiet", limit_bytes=60_000
+        "record",
+        *SMALL,
+        *("--out", str(tmp_path / "t.h5"), "--quiet", "--skip-space-check"),
+        limit_bytes=60_000,
     )
     assert_one_line_error(proc, "t.h5", "could not be written")
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_a_run_that_cannot_fit_is_refused_before_anything_is_written(tmp_path):
+    # SMALL to its cap takes ~960 KiB: refused up front with both figures under a 700 kB limit
+    proc = run_forked(
+        "record", *SMALL, "--out", str(tmp_path / "t.h5"), "--quiet", limit_bytes=700_000
+    )
+    assert_one_line_error(proc, "would take up to", "KiB in one file", "file-size limit of 684 KiB")
+    assert_one_line_error(proc, "--skip-space-check")
+    assert os.listdir(tmp_path) == []
+
+
+def test_the_projected_size_bounds_the_real_file(tmp_path):
+    from mechgrok.recording.runs import projected_trajectory_bytes
+
+    config = RunConfig(modulus=11, width=16, train_frac=0.5, steps=200, every=10, stop_val_acc=None)
+    path = mechgrok.record(config, out=tmp_path / "t.h5")
+    projected, n = projected_trajectory_bytes(config)
+    assert n == 22 and open_trajectory(path).sizes["step"] <= n
+    assert path.stat().st_size <= projected < 3 * path.stat().st_size
 
 
 @pytest.mark.slow
@@ -122,7 +150,10 @@ def test_a_forced_run_that_fails_keeps_the_old_file(tmp_path, whole):
     out.write_bytes(whole.read_bytes())
     before = out.read_bytes()
     proc = run_forked(
-        "record", *SMALL, "--seed", "1", "--out", str(out), "--force", "--quiet", limit_bytes=60_000
+        "record",
+        *SMALL,
+        *("--seed", "1", "--out", str(out), "--force", "--quiet", "--skip-space-check"),
+        limit_bytes=60_000,
     )
     assert_one_line_error(proc, "could not be written")
     assert out.read_bytes() == before and partials(tmp_path) == []

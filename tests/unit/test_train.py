@@ -8,6 +8,7 @@ from conftest import GROKKING
 import mechgrok.recording.train as train_module
 from mechgrok.config import ACTIVATIONS, RunConfig
 from mechgrok.models.mlp import MLPParams, activate, init_params
+from mechgrok.recording.schedule import SnapshotSchedule
 from mechgrok.recording.train import (
     _adamw_update,
     _forward_backward,
@@ -15,7 +16,6 @@ from mechgrok.recording.train import (
     correct_predictions,
     evaluate,
     initial_state,
-    snapshot_steps,
     train_ensemble,
 )
 from mechgrok.task import make_task
@@ -94,7 +94,7 @@ def test_blocked_evaluation_equals_one_block():
 
 
 def test_log_schedule_is_dense_early_and_includes_both_ends():
-    steps = snapshot_steps(RunConfig(steps=500_000))
+    steps = SnapshotSchedule(RunConfig(steps=500_000)).steps()
     assert steps[0] == 0 and steps[-1] == 500_000
     assert np.all(np.diff(steps) > 0)
     assert np.array_equal(
@@ -102,7 +102,26 @@ def test_log_schedule_is_dense_early_and_includes_both_ends():
     )  # every step while the log spacing is finer than 1
     assert (steps < 400).sum() >= 50
     assert len(steps) < 600
-    assert np.array_equal(snapshot_steps(RunConfig(steps=25, every=10)), [0, 10, 20, 25])
+    assert np.array_equal(SnapshotSchedule(RunConfig(steps=25, every=10)).steps(), [0, 10, 20, 25])
+
+
+@pytest.mark.parametrize("steps,every", [(25, 10), (30, 10), (1, 1), (7, 3), (500, 0), (12345, 0)])
+def test_schedule_membership_and_counts_match_its_list(steps, every):
+    schedule = SnapshotSchedule(RunConfig(steps=steps, every=every, per_decade=20))
+    listed = schedule.steps()
+    assert [s for s in range(-2, steps + 3) if s in schedule] == listed.tolist()
+    for after in (-1, 0, 1, steps // 2, steps - 1, steps):
+        assert schedule.count_after(after) == int((listed > after).sum())
+
+
+def test_a_huge_every_one_schedule_costs_no_memory():
+    # 10^9 steps snapshotting every step once built a 10^9-entry array (15.9 GB in 30 s)
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    schedule = SnapshotSchedule(RunConfig(modulus=11, width=8, steps=10**9, every=1))
+    assert len(schedule) == 10**9 + 1 and 999_999_999 in schedule and 10**9 + 1 not in schedule
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50_000  # kB
 
 
 def test_default_init_bounds_follow_nn_linear():
