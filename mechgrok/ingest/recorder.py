@@ -23,7 +23,8 @@ from mechgrok.config import OPERATIONS
 from mechgrok.errors import InvalidOptionError
 from mechgrok.ingest.layouts import LayoutError, curves_from_parameters
 from mechgrok.models.activations import check_activation
-from mechgrok.store.reader import METRIC_NAMES
+from mechgrok.store.outputs import check_output
+from mechgrok.store.reader import METRIC_NAMES, RESERVED_ATTRS
 from mechgrok.store.writer import TrajectoryWriter
 
 
@@ -61,6 +62,13 @@ class Recorder:
             raise InvalidOptionError(
                 f"unknown operation {operation!r}; use one of {', '.join(OPERATIONS)}"
             )
+        reserved = sorted({str(key) for key in (attrs or {})} & set(RESERVED_ATTRS))
+        if reserved:
+            raise InvalidOptionError(
+                f"attrs may not set {', '.join(map(repr, reserved))}: mechgrok writes "
+                "these itself (the modulus and width come from the snapshots)"
+            )
+        check_output(self.path, "trajectory", force=force)  # at once, not at the first snapshot
         self._keys = dict(keys or {})
         self._force, self._compression = force, compression
         self._writer: TrajectoryWriter | None = None
@@ -76,11 +84,20 @@ class Recorder:
             raise InvalidOptionError(
                 f"unknown metric(s) {sorted(unknown)}; use {', '.join(METRIC_NAMES)}"
             )
+        if not isinstance(step, (int, np.integer)) and not float(step).is_integer():
+            raise InvalidOptionError(f"step {step!r} is not a whole number of optimizer updates")
         parameters = source.state_dict() if hasattr(source, "state_dict") else source
         curves = curves_from_parameters(parameters, self.modulus, self._keys)
         shapes = {name: value.shape for name, value in curves.items()}
         if self._writer is None:
             H, p = curves["W_a"].shape
+            if self.modulus is not None and p != self.modulus:
+                raise InvalidOptionError(
+                    f"{self.path}: modulus {self.modulus} was declared, but the snapshot's curves "
+                    f"have {p} tokens (W_a {curves['W_a'].shape}, read as (neuron, token)); "
+                    "nothing was written",
+                    remedy="give W_a, W_b as (neuron, token) and W_out as (neuron, class), or fix the modulus",
+                )
             self.modulus = p
             self._writer = TrajectoryWriter.create_external(
                 self.path,

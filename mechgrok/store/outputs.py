@@ -14,14 +14,17 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
+import struct
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from mechgrok.errors import (
+    FileBusyError,
     InputNotFoundError,
     MechgrokError,
     OutputExistsError,
@@ -125,6 +128,9 @@ def check_output(
     if os.path.lexists(path):
         if path.is_dir():
             raise OutputExistsError(f"{path} is a folder; give a file name")
+        pid = writer_pid(path)
+        if pid is not None:  # never replaced while another process writes it, --force or not
+            raise busy(path, pid)
         found = file_role(path)
         if found != role:
             what = f"it is a mechgrok {found}" if found else "nor any other mechgrok file"
@@ -146,11 +152,60 @@ def partial_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.partial")
 
 
+def lock_for_writing(file: Path, name: Path) -> int:
+    """An fd of `file` holding an exclusive POSIX record lock (fcntl.lockf: released when the
+    process ends, even by kill -9), or FileBusyError when another process is writing `name`."""
+    fd = os.open(file, os.O_RDWR)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise busy(name, writer_pid(file)) from None
+    return fd
+
+
+def unlock(fd: int | None) -> None:
+    if fd is not None:
+        os.close(fd)  # closing the descriptor releases its lock
+
+
+def writer_pid(path: Path) -> int | None:
+    """The pid of another process holding `path`'s write lock (a recording or import in
+    progress), or None. A lock this process holds is not reported (POSIX locks are per process)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        query = struct.pack(FLOCK_FORMAT, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+        l_type, _, _, _, pid = struct.unpack(FLOCK_FORMAT, fcntl.fcntl(fd, fcntl.F_GETLK, query))
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return None if l_type == fcntl.F_UNLCK else int(pid)
+
+
+FLOCK_FORMAT = "hhqqi"  # struct flock on Linux: l_type, l_whence, l_start, l_len, l_pid
+
+
+def busy(path: Path, pid: int | None) -> FileBusyError:
+    """The one-line refusal for a file another process is writing."""
+    who = f"process {pid}" if pid else "another process"
+    return FileBusyError(
+        f"{path}: {who} is recording into it; it is left as it is",
+        remedy="wait for it to end, or give {out}",
+    )
+
+
 def publish(partial: Path, path: Path, replace: bool) -> None:
     """Give the finished `partial` its name: atomically replace an existing file when
     `replace`, else only if the name is still free (raises OutputExistsError if another
     process took it meanwhile; `partial` is then left for the caller to remove)."""
     if replace:
+        pid = writer_pid(path)  # checked at the start too: this closes most of the window since
+        if pid is not None:
+            raise busy(path, pid)
         os.replace(partial, path)
         return
     try:

@@ -48,6 +48,13 @@ FORMAT_VERSION = 2
 METRIC_NAMES = ("train_loss", "train_acc", "train_acc_true", "val_loss", "val_acc")
 WEIGHT_NAMES = ("W_a", "W_b", "W_out")
 REQUIRED_ATTRS = ("modulus", "width", "n_snapshots", "format_version")
+# attributes the writer owns: a run's own attributes (Recorder attrs) may not set them
+RESERVED_ATTRS = (
+    *REQUIRED_ATTRS,
+    *("bias", "saturation_step", "final_step", "stop_reason", "run_id", "compression"),
+    *("mechgrok_version", "torch_version", "created", "Conventions", "title", "conventions"),
+    *("origin", "source"),
+)
 STEP_FILL = -1  # unwritten `step` entries read as -1, unwritten floats as NaN
 # (long_name, units) of every variable; "1" is CF's unit of a dimensionless number
 VARIABLE_ATTRS = {

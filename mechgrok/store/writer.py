@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import os
 import uuid
 from datetime import datetime, timezone
@@ -23,13 +22,15 @@ import h5netcdf
 import numpy as np
 
 from mechgrok.config import RunConfig, installed_version
-from mechgrok.errors import FileBusyError, InvalidOptionError, OutputWriteError, TrajectoryError
+from mechgrok.errors import InvalidOptionError, OutputWriteError, TrajectoryError
 from mechgrok.store.outputs import (
     check_output,
     check_space,
+    lock_for_writing,
     partial_path,
     publish,
     reserve_space,
+    unlock,
     write_failure,
     write_failures_reported,
 )
@@ -224,12 +225,12 @@ class TrajectoryWriter:
 
         def clean_up() -> None:
             _close_quietly(f)
-            _unlock(lock)
+            unlock(lock)
             partial.unlink(missing_ok=True)
 
         with write_failures_reported(path, cleanup=clean_up):
             f = h5netcdf.File(partial, "w", locking=False)  # readers may open it while it records
-            lock = _lock_for_writing(partial, path)
+            lock = lock_for_writing(partial, path)
             schema(f)
             _flush(f)
         return cls(f, path, config, lock, publish_from=partial, replace=path.exists())
@@ -240,12 +241,12 @@ class TrajectoryWriter:
         latest checkpoint (None when it has no snapshot yet); drops a half-written snapshot."""
         path = Path(path)
         check_trajectory_file(path)
-        lock = _lock_for_writing(path, path)
+        lock = lock_for_writing(path, path)
         f = None
 
         def clean_up() -> None:
             _close_quietly(f)
-            _unlock(lock)
+            unlock(lock)
 
         with write_failures_reported(path, cleanup=clean_up):
             f = h5netcdf.File(path, "a", locking=False)
@@ -307,6 +308,7 @@ class TrajectoryWriter:
                 f"{self.path}: snapshot at step {step} is not after the last on file ({self.last_step})"
             )
         metrics = metrics or {}
+        self._check_file_is_ours()
         with self._write_failures_reported():
             self._reserve()
             f, i, data = self._file, self.n_snapshots, self._along_step
@@ -348,6 +350,7 @@ class TrajectoryWriter:
         """Mark the last snapshot on file as the final one, with `reason` (outside runs)."""
         if self.n_snapshots == 0:
             return
+        self._check_file_is_ours()
         with self._write_failures_reported():
             self._mark_final(self.last_step, reason)
             self._flush()
@@ -379,6 +382,25 @@ class TrajectoryWriter:
             f"{reason} after {self.n_snapshots} snapshots, which are intact", remedy=advice
         )
 
+    def _check_file_is_ours(self) -> None:
+        """Raise OutputWriteError when the published file at `path` is no longer the one this
+        writer holds (removed, or replaced by another process): writing on would report
+        snapshots that no file keeps. One stat per snapshot."""
+        if self._publish_from is not None:
+            return
+        own = os.fstat(self._lock)
+        try:
+            named = os.stat(self.path)
+        except FileNotFoundError:
+            named = None
+        if named is None or (named.st_ino, named.st_dev) != (own.st_ino, own.st_dev):
+            what = "removed" if named is None else "replaced by another file"
+            raise OutputWriteError(
+                f"{self.path} was {what} while this process recorded into it; its "
+                f"{self.n_snapshots} snapshots went with the old file and this run stops",
+                remedy="record it again into a path no other process writes",
+            )
+
     def _reserve(self) -> None:
         """Make sure the next snapshot's bytes can be written before HDF5 writes any of them
         (HDF5 cannot undo a write that fails half-way; outputs.reserve_space)."""
@@ -408,7 +430,7 @@ class TrajectoryWriter:
             _close_quietly(self._file)
         else:
             self._close_checked()
-        _unlock(self._lock)
+        unlock(self._lock)
         if self._publish_from is not None:
             self._publish_from.unlink(missing_ok=True)
 
@@ -503,22 +525,3 @@ def _close_quietly(f: h5netcdf.File | None) -> None:
         f.close()
     except Exception:  # noqa: BLE001 - the failure that brought us here is the one reported
         pass
-
-
-def _lock_for_writing(file: Path, name: Path) -> int:
-    """An fd of `file` holding an exclusive POSIX record lock, or FileBusyError when
-    another process is writing `name`."""
-    fd = os.open(file, os.O_RDWR)
-    try:
-        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        raise FileBusyError(
-            f"{name}: another process is recording into it", remedy="wait for it to end"
-        ) from None
-    return fd
-
-
-def _unlock(fd: int | None) -> None:
-    if fd is not None:
-        os.close(fd)  # closing the descriptor releases its lock

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import mechgrok
-from mechgrok.errors import OutputExistsError
+from mechgrok.errors import InvalidOptionError, OutputExistsError
 from mechgrok.ingest.layouts import LayoutError
 from mechgrok.store.reader import open_trajectory
 
@@ -90,3 +90,18 @@ def test_a_gelu_model_is_scored_with_gelu(tmp_path):
     )  # same pairs right
     with pytest.raises(ValueError, match="unknown activation"):
         mechgrok.Recorder(tmp_path / "x.h5", activation="tanh")
+
+
+def test_recorder_refuses_what_would_make_a_wrong_or_unreadable_file(tmp_path):
+    ones = {name: np.ones((13, 16), np.float32) for name in ("W_a", "W_b", "W_out")}
+    path = tmp_path / "t.h5"
+    # a declared modulus is never overridden by shapes that contradict it
+    with pytest.raises(InvalidOptionError, match="modulus 13 was declared.*16 tokens"):
+        mechgrok.Recorder(path, modulus=13).snapshot(0, ones)
+    # names mechgrok writes itself would make a file it cannot open
+    for reserved in ("width", "modulus", "n_snapshots", "format_version"):
+        with pytest.raises(InvalidOptionError, match=reserved):
+            mechgrok.Recorder(path, attrs={reserved: 3})
+    with pytest.raises(InvalidOptionError, match="1.5 is not a whole number"):
+        mechgrok.Recorder(path).snapshot(1.5, ones)
+    assert sorted(tmp_path.iterdir()) == []  # nothing written, no partial left

@@ -292,7 +292,7 @@ def test_a_long_lived_reader_always_sees_the_committed_snapshots_of_a_live_recor
                 assert np.isfinite(ds.W_a.isel(step=-1).values).all()
                 seen, reads = steps, reads + 1
             if reads == 3:
-                with pytest.raises(FileBusyError, match="another process is recording"):
+                with pytest.raises(FileBusyError, match=f"process {proc.pid} is recording into it"):
                     mechgrok.record(
                         out=out,
                         resume=True,
@@ -506,3 +506,43 @@ def test_analyze_and_report_of_a_run_in_progress_say_so(tmp_path, whole):
     assert "still recording; analyzed the 20 snapshots committed so far" in proc.stderr
     run_cli("report", str(path), "--html", "--out", str(tmp_path / "r.html"), check=True)
     assert "Still recording when this report was made" in (tmp_path / "r.html").read_text()
+
+
+@pytest.mark.slow
+def test_force_never_replaces_a_file_another_process_is_recording(tmp_path):
+    out = tmp_path / "a.h5"
+    proc = ForkedCli("record", *ENDLESS, "--out", str(out), "--quiet")
+    try:
+        _wait_for_file(out, proc)
+        before = os.stat(out).st_ino
+        other = run_cli("record", *SMALL, "--seed", "2", "--out", str(out), "--force", "--quiet")
+        assert_one_line_error(other, str(out), f"process {proc.pid} is recording into it")
+        with pytest.raises(FileBusyError, match=str(proc.pid)):
+            mechgrok.record(RunConfig(modulus=11, width=8, steps=20), out=out, force=True)
+        with pytest.raises(FileBusyError, match=str(proc.pid)):
+            mechgrok.Recorder(out, modulus=11, force=True)
+        assert proc.poll() is None and os.stat(out).st_ino == before and partials(tmp_path) == []
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["removed", "replaced"])
+def test_a_recording_whose_file_is_removed_or_replaced_fails_loudly(tmp_path, whole, how):
+    out = tmp_path / "a.h5"
+    proc = ForkedCli("record", *ENDLESS, "--out", str(out))
+    try:
+        _wait_for_file(out, proc)
+        if how == "removed":
+            out.unlink()
+        else:  # what a second writer's rename would do
+            (tmp_path / "other.h5").write_bytes(whole.read_bytes())
+            os.replace(tmp_path / "other.h5", out)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert_one_line_error(proc, str(out), f"was {how}", "went with the old file")
+    assert "wrote" not in proc.stderr + proc.stdout
