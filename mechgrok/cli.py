@@ -9,6 +9,7 @@ import shlex
 import signal
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -153,6 +154,19 @@ def parse_betas(ctx, param, value: str) -> tuple[float, float]:
 @click.version_option(package_name="mechgrok")
 def main() -> None:
     """Record, analyze and report how the Fourier algorithm forms in grokking ReLU MLPs."""
+    warnings.showwarning = _show_notes
+
+
+def _show_notes(
+    message, category, filename, lineno, file=None, line=None, default=warnings.showwarning
+):
+    """mechgrok's own warnings as one 'note:' line each; other libraries' as Python shows them."""
+    from mechgrok.errors import MechgrokWarning
+
+    if issubclass(category, MechgrokWarning):
+        console.print(f"note: {message}", markup=False, highlight=False, soft_wrap=True)
+    else:
+        default(message, category, filename, lineno, file, line)
 
 
 def _quiet_after_write_failures(unraisable, default=sys.unraisablehook) -> None:

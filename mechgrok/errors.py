@@ -91,3 +91,8 @@ class SweepIndexError(MechgrokError, ValueError):
 
 class SchedulerError(MechgrokError, ConnectionError):
     """No dask scheduler answers at the address given."""
+
+
+class MechgrokWarning(UserWarning):
+    """Something the user should know that changes no result's meaning (e.g. an input given
+    twice was counted once); the CLI prints it as one 'note:' line."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from mechgrok.analysis.accessor import (
 from mechgrok.analysis.pipeline import analyze, default_analysis_path
 from mechgrok.analysis.variables import law_sign
 from mechgrok.config import SATURATION_TRAIN_ACC
-from mechgrok.errors import InvalidOptionError
+from mechgrok.errors import InvalidOptionError, MechgrokWarning
 from mechgrok.paper import FIG5, paper_row
 from mechgrok.reporting import figures
 from mechgrok.reporting.explorer import explorer_data, explorer_section, snapshots_per_run
@@ -33,7 +34,7 @@ from mechgrok.store.outputs import (
     write_failure,
     write_text,
 )
-from mechgrok.store.reader import open_trajectory
+from mechgrok.store.reader import open_trajectory, trajectory_identity
 from mechgrok.sweep.summary import (
     TABLE2_COLUMNS,
     group_by_options,
@@ -419,9 +420,21 @@ def report(
         raise write_failure(out_path, err) from None
     runs = []
     try:
+        seen: dict[str, Path] = {}
         for path in paths:
             trajectory = open_trajectory(path)
+            identity = trajectory_identity(trajectory)
+            if identity in seen:  # the same recording twice (a copy, a link, a path given twice)
+                warnings.warn(
+                    f"{path} is the same recording as {seen[identity]} (run_id {identity}); counted once",
+                    MechgrokWarning,
+                    stacklevel=2,
+                )
+                trajectory.close()
+                continue
+            seen[identity] = path
             runs.append((path.stem, trajectory, analyze(path)))
+        paths = [seen[identity] for identity in seen]
         figs = _Figures(
             Path(png_dir) if png_dir is not None else None, inputs=[*inputs, out_path], force=force
         )

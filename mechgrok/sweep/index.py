@@ -6,11 +6,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import warnings
 from pathlib import Path
 
 from mechgrok.config import RunConfig
-from mechgrok.errors import InputNotFoundError, SweepIndexError
-from mechgrok.store.outputs import write_text
+from mechgrok.errors import InputNotFoundError, MechgrokWarning, SweepIndexError
+from mechgrok.store.outputs import same_file, write_text
 
 INDEX_NAME = "index.json"
 
@@ -62,7 +63,9 @@ def _read_index(index: Path) -> list[dict]:
 
 
 def resolve_trajectories(paths: list[str | os.PathLike]) -> list[Path]:
-    """Expand sweep folders and index files into their trajectory files; other paths pass."""
+    """Expand sweep folders and index files into their trajectory files; other paths pass.
+    A file named twice (by two paths, links, or a folder and one of its runs) is kept once,
+    with a MechgrokWarning."""
     out: list[Path] = []
     for given in map(Path, paths):
         index = given / INDEX_NAME if given.is_dir() else given
@@ -72,4 +75,14 @@ def resolve_trajectories(paths: list[str | os.PathLike]) -> list[Path]:
             out += [index.parent / run["path"] for run in _read_index(index)]
         else:
             out.append(given)
-    return out
+    unique: list[Path] = []
+    for path in out:
+        if not any(same_file(path, kept) for kept in unique):
+            unique.append(path)
+    if len(unique) < len(out):
+        warnings.warn(
+            f"{len(out) - len(unique)} of {len(out)} inputs name a file given already; each run counts once",
+            MechgrokWarning,
+            stacklevel=2,
+        )
+    return unique

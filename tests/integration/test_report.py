@@ -1,4 +1,5 @@
 import hashlib
+import os
 import re
 from html.parser import HTMLParser
 
@@ -7,6 +8,7 @@ from conftest import GROKKING, assert_one_line_error, run_cli
 
 import mechgrok
 from mechgrok.config import RunConfig
+from mechgrok.errors import MechgrokWarning
 
 pytestmark = pytest.mark.xdist_group(
     "report"
@@ -238,3 +240,25 @@ def test_a_sweep_explorer_switches_runs(sweep_report):
         browser.close()
         playwright.stop()
     assert errors == [] and requests == []
+
+
+def test_a_run_given_twice_counts_once(runs, tmp_path):
+    folder, clean, noisy = runs
+    copy = tmp_path / "copy.h5"  # the same recording under another name (same run_id)
+    copy.write_bytes(clean.read_bytes())
+    linked = tmp_path / "linked.h5"
+    os.symlink(noisy, linked)
+    proc = run_cli(
+        "report",
+        *(str(clean), str(tmp_path / ".." / tmp_path.name / "copy.h5"), str(noisy), str(linked)),
+        *("--html", "--out", str(tmp_path / "r.html")),
+    )
+    assert proc.returncode == 0, proc.stderr
+    notes = [line for line in proc.stderr.splitlines() if line.startswith("note:")]
+    assert len(notes) == 2, proc.stderr  # the link (same file), then the copy (same run_id)
+    assert "same recording as" in notes[1] and "counted once" in notes[1]
+    page = (tmp_path / "r.html").read_text()
+    assert "mechgrok report: 2 runs" in page
+    with pytest.warns(MechgrokWarning, match="counted once"):
+        mechgrok.report([clean, clean], out=tmp_path / "one.html")
+    assert "mechgrok report: clean" in (tmp_path / "one.html").read_text()
