@@ -60,6 +60,7 @@ def curves_from_parameters(
     missing = [name for name in keys.values() if name not in arrays]
     if missing:
         raise LayoutError(f"no parameter named {missing[0]!r} (parameters: {', '.join(arrays)})")
+    _refuse_transformers(arrays)
     matrices = {name: a for name, a in arrays.items() if a.ndim == 2}
     p = modulus if modulus is not None else _infer_modulus(matrices, keys)
     if "embedding" in keys:
@@ -83,6 +84,10 @@ def curves_from_parameters(
         )
     first = weight if weight.shape[1] == 2 * p else weight.T  # [H, 2p]
     H = first.shape[0]
+    readouts = [
+        n for n, a in matrices.items() if sorted(a.shape) == sorted((p, H)) and n != input_name
+    ]
+    _refuse_unread_layers(arrays, [input_name, *readouts, keys.get("output")], H)
     output_name = keys.get("output") or _only(
         [
             name
@@ -155,6 +160,7 @@ def _embedded(
             f"{keys['output']} has shape {out.shape}; the output layer needs ({p}, {H}) or ({H}, {p}), "
             "with a width other than p"
         )
+    _refuse_unread_layers(arrays, [keys.get(r) for r in ROLES], H)
     curves = {"W_a": left @ E.T, "W_b": right @ E.T, "W_out": out.T if out.shape == (p, H) else out}
     for role in ("b_in", "b_out"):
         if role in keys:
@@ -185,11 +191,53 @@ def _shared_input(
         raise LayoutError(
             f"{keys['output']} has shape {out.shape}; the output layer needs ({p}, {H}) or ({H}, {p})"
         )
+    _refuse_unread_layers(arrays, [keys.get(r) for r in ROLES], H)
     curves = {"W_a": first, "W_b": first, "W_out": out.T if out.shape == (p, H) else out}
     for role in ("b_in", "b_out"):
         if role in keys:
             curves[role] = arrays[keys[role]].reshape(-1)
     return {name: np.ascontiguousarray(value, dtype=np.float32) for name, value in curves.items()}
+
+
+TRANSFORMER_MARKS = ("attn", "W_Q", "W_K", "W_V", "W_pos", "pos_embed", "unembed.W_U", "blocks.")
+
+
+def _refuse_transformers(arrays: Mapping[str, np.ndarray]) -> None:
+    """A transformer's parameters can hold shapes that pass for an MLP's: refuse them by name."""
+    marked = [name for name in arrays if any(mark in name for mark in TRANSFORMER_MARKS)]
+    if marked:
+        shown = ", ".join(marked[:4]) + (", ..." if len(marked) > 4 else "")
+        raise LayoutError(
+            f"this is a transformer ({shown}), not a two-hot or embedding MLP; "
+            "mechgrok reads MLPs with one hidden layer"
+        )
+
+
+def _refuse_unread_layers(arrays: Mapping[str, np.ndarray], read: list[str | None], H: int) -> None:
+    """Refuse a state dict whose parameters do not all belong to the one-hidden-layer MLP just
+    read: another parameter with a side of the width H (a second hidden layer, a norm, a bias
+    of a layer not read) means the model is something else, and reading it as this MLP would
+    be silently wrong. Names each parameter found, in order."""
+    used = {name for name in read if name}
+    used.update(
+        name for name, a in arrays.items() if a.ndim == 1 and a.size == H
+    )  # b_in: checked below
+    extra = [
+        name for name, a in arrays.items() if name not in used and a.ndim >= 2 and H in a.shape
+    ]
+    widths = [name for name, a in arrays.items() if a.ndim == 1 and a.size == H]
+    hidden_layers = 1 + len(extra)
+    if extra or len(widths) > 1 + len(extra):
+        layers = ", ".join(
+            f"{name} {list(a.shape)}" for name, a in arrays.items() if a.ndim >= 2 or a.size == H
+        )
+        what = (
+            f"{hidden_layers} hidden layers" if extra else "more width-sized vectors than one bias"
+        )
+        raise LayoutError(
+            f"{what} found ({layers}); mechgrok reads MLPs with one hidden layer, "
+            "and reading this one as such would drop layers"
+        )
 
 
 def _direct(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -241,3 +241,18 @@ def test_an_import_that_cannot_fit_is_refused_before_anything_is_written(tmp_pat
     proc = ForkedCli("import", folder, "--out", out, "--quiet", limit_bytes=600_000).wait()
     assert_one_line_error(proc, "300 checkpoints", "would take up to", "file-size limit of 586 KiB")
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_a_deeper_mlp_is_refused_in_one_line_by_import_and_the_recorder(tmp_path):
+    torch.manual_seed(0)
+    layers = [torch.nn.Linear(2 * P, 20), torch.nn.Linear(20, 20), torch.nn.Linear(20, P)]
+    state = {f"layers.{i}.{k}": v for i, m in enumerate(layers) for k, v in m.state_dict().items()}
+    source = tmp_path / "dp_run.pt"
+    torch.save({0: state, 100: state}, source)  # {epoch: state_dict}, as the study saved it
+    proc = run_cli("import", str(source), "--out", str(tmp_path / "t.h5"), "--quiet")
+    assert_one_line_error(proc, "2 hidden layers found", "layers.1.weight [20, 20]")
+    assert not (tmp_path / "t.h5").exists()
+    model = torch.nn.Sequential(layers[0], torch.nn.ReLU(), layers[1], torch.nn.ReLU(), layers[2])
+    with pytest.raises(mechgrok.MechgrokError, match="2 hidden layers"):
+        mechgrok.Recorder(tmp_path / "r.h5").snapshot(0, model)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dp_run.pt"]

@@ -147,3 +147,67 @@ def test_embedding_mlps_give_their_exact_effective_input_curves(form):
     )  # (H, pairs)
     np.testing.assert_allclose(rebuilt.T, pre.numpy(), atol=1e-5)
     np.testing.assert_array_equal(curves["W_out"], out.weight.detach().numpy().T)
+
+
+def _deeper_models(p=13):
+    nn = torch.nn
+    torch.manual_seed(0)
+    seq = nn.Sequential(
+        nn.Linear(2 * p, 20), nn.ReLU(), nn.Linear(20, 20), nn.ReLU(), nn.Linear(20, p)
+    )
+    narrowing = nn.Sequential(
+        nn.Linear(2 * p, 30), nn.ReLU(), nn.Linear(30, 20), nn.ReLU(), nn.Linear(20, p)
+    )
+    layers = {  # a differential-privacy grokking study's naming, saved as {epoch: state_dict}
+        f"layers.{i}.{k}": v
+        for i, module in enumerate((seq[0], seq[2], seq[4]))
+        for k, v in module.state_dict().items()
+    }
+    normed = {
+        **nn.Sequential(nn.Linear(2 * p, 20), nn.ReLU(), nn.Linear(20, p)).state_dict(),
+        "norm.weight": torch.ones(20),
+        "norm.bias": torch.zeros(20),
+    }
+    embedded = {  # embedding MLP with two hidden layers l1, l2
+        "embed.weight": torch.randn(p, 8),
+        "l1.weight": torch.randn(20, 16),
+        "l1.bias": torch.randn(20),
+        "l2.weight": torch.randn(20, 20),
+        "l2.bias": torch.randn(20),
+        "unembed.weight": torch.randn(p, 20),
+    }
+    return {
+        "sequential": (seq.state_dict(), {}),
+        "narrowing": (narrowing.state_dict(), {}),
+        "layers.N": (layers, {}),
+        "layers.N with the bias named": (layers, {"b_in": "layers.0.bias"}),
+        "layer norm": (normed, {}),
+        "embedding l1, l2": (
+            embedded,
+            {"embedding": "embed.weight", "input": "l1.weight", "output": "unembed.weight"},
+        ),
+    }
+
+
+@pytest.mark.parametrize("case", list(_deeper_models()))
+def test_mlps_that_are_not_one_hidden_layer_are_refused_never_misread(case):
+    parameters, keys = _deeper_models()[case]
+    with pytest.raises(LayoutError, match="mechgrok reads MLPs with one hidden layer") as info:
+        curves_from_parameters(parameters, None if case != "embedding l1, l2" else 13, keys)
+    assert "found" in str(info.value)
+
+
+def test_transformers_are_named_as_what_they_are():
+    z = np.zeros
+    nanda = {
+        "embed.W_E": z((128, 114)),
+        "pos_embed.W_pos": z((3, 128)),
+        "blocks.0.attn.W_Q": z((4, 32, 128)),
+        "blocks.0.mlp.W_in": z((512, 128)),
+        "blocks.0.mlp.W_out": z((128, 512)),
+        "unembed.W_U": z((128, 114)),
+    }
+    with pytest.raises(
+        LayoutError, match=r"this is a transformer \(pos_embed.W_pos, blocks.0.attn.W_Q"
+    ):
+        curves_from_parameters(nanda)
