@@ -363,7 +363,7 @@ def record(
 
     grid = expand_grid(dict(options, every=every if every is not None else 0))
     if len(grid) > 1 or scheduler is not None:
-        with resume_hint_on_interrupt() as stop_if_interrupted:
+        with interruptible(resume_hint) as stop_if_interrupted:
             _record_sweep(
                 grid,
                 out,
@@ -390,7 +390,7 @@ def record(
         }
         config = dataclasses.replace(read_config(out), **explicit)
     started = time.perf_counter()
-    with resume_hint_on_interrupt() as stop_if_interrupted:
+    with interruptible(resume_hint) as stop_if_interrupted:
         if quiet:
             record_runs(
                 [config],
@@ -419,16 +419,15 @@ def record(
 
 
 class Interrupted(click.ClickException):
-    """Ctrl-C or SIGTERM during a recording: one line saying how to continue."""
+    """Ctrl-C or SIGTERM during a recording or an import: one line saying what was kept."""
 
     exit_code = 130
 
 
 @contextlib.contextmanager
-def resume_hint_on_interrupt():
-    """Turn Ctrl-C and SIGTERM into a one-line message that gives the command to resume
-    (the trajectories keep every committed snapshot; see trajectory.TrajectoryWriter).
-    Yields `stop_if_interrupted`, the training loop's on_step callback: once the loop calls
+def interruptible(message: Callable[[], str]):
+    """Turn Ctrl-C and SIGTERM into the one-line `message()` (exit status 130).
+    Yields `stop_if_interrupted`, the loop's per-step callback: once the loop calls
     it, a signal only leaves a mark that the next step turns into KeyboardInterrupt. Raised
     from the handler instead, it could land inside a finalizer (h5py's weak references, as
     a snapshot is written), where Python prints it as a traceback, drops it, and the run
@@ -451,14 +450,18 @@ def resume_hint_on_interrupt():
     try:
         yield stop_if_interrupted
     except KeyboardInterrupt:
-        args = [arg for arg in sys.argv[1:] if arg not in ("--force", "--resume")]
-        command = " ".join(["mechgrok", *map(shlex.quote, args), "--resume"])
-        raise Interrupted(
-            f"interrupted; every snapshot written so far is kept: `{command}` continues"
-        ) from None
+        raise Interrupted(message()) from None
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def resume_hint() -> str:
+    """What an interrupted recording says: its snapshots are kept (TrajectoryWriter), and
+    the same command with --resume continues it."""
+    args = [arg for arg in sys.argv[1:] if arg not in ("--force", "--resume")]
+    command = " ".join(["mechgrok", *map(shlex.quote, args), "--resume"])
+    return f"interrupted; every snapshot written so far is kept: `{command}` continues"
 
 
 def _record_sweep(
@@ -859,8 +862,6 @@ def import_run(
     checkpoints.json manifest of steps and sha256 sums), or one file holding a list of
     state_dicts with their steps or a {step: state_dict} dict. Two-hot MLP layouts are
     found from parameter shapes; analyze and report then work on --out unchanged."""
-    from mechgrok.ingest.checkpoints import import_checkpoints
-
     roles = {}
     for item in keys:
         role, sep, name = item.partition("=")
@@ -868,40 +869,50 @@ def import_run(
             raise click.BadParameter(f"expected ROLE=NAME, got {item!r}", param_hint="--key")
         roles[role.strip()] = name.strip()
     started = time.perf_counter()
-    if quiet:
-        import_checkpoints(
+    interrupted = interruptible(
+        lambda: (
+            "interrupted; nothing was written (an import keeps its file only once complete): run it again"
+        )
+    )
+    with interrupted as stop_if_interrupted:
+        _import(
             source,
             out,
-            modulus,
-            roles,
+            quiet,
+            stop_if_interrupted,
+            modulus=modulus,
+            keys=roles,
             force=force,
             trust_pickle=trust_pickle,
             activation=activation,
             operation=operation,
             space_check=not skip_space_check,
         )
-    else:
-        with Progress(
-            TextColumn("[bold]import"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total} checkpoints"),
-            TimeElapsedColumn(),
-            console=console,
-        ) as progress:
-            bar = progress.add_task("import", total=None)
-            import_checkpoints(
-                source,
-                out,
-                modulus,
-                roles,
-                force=force,
-                trust_pickle=trust_pickle,
-                activation=activation,
-                operation=operation,
-                space_check=not skip_space_check,
-                on_snapshot=lambda done, total: progress.update(bar, completed=done, total=total),
-            )
+    if not quiet:
         _print_summary(out, time.perf_counter() - started)
+
+
+def _import(source: Path, out: Path, quiet: bool, stop_if_interrupted, **options) -> None:
+    """import_checkpoints with a progress bar (unless quiet) that also polls for Ctrl-C."""
+    from mechgrok.ingest.checkpoints import import_checkpoints
+
+    if quiet:
+        import_checkpoints(source, out, on_snapshot=lambda *_: stop_if_interrupted(), **options)
+        return
+    with Progress(
+        TextColumn("[bold]import"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} checkpoints"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        bar = progress.add_task("import", total=None)
+
+        def advance(done: int, total: int) -> None:
+            stop_if_interrupted()
+            progress.update(bar, completed=done, total=total)
+
+        import_checkpoints(source, out, on_snapshot=advance, **options)
 
 
 if __name__ == "__main__":

@@ -39,12 +39,20 @@ from mechgrok.config import (
     MIN_MODULUS,
     SATURATION_TRAIN_ACC,
     check_option,
+    format_bytes,
+    physical_memory_bytes,
 )
-from mechgrok.errors import InvalidOptionError, OutputExistsError, TrajectoryError
+from mechgrok.errors import InvalidOptionError, OutputExistsError, ResourceError, TrajectoryError
 from mechgrok.operations import GroupView, group_view, operate, recorded_operation
 from mechgrok.store.netcdf_reader import open_netcdf
 from mechgrok.store.outputs import atomic_output, check_space, same_file
-from mechgrok.store.reader import attr_float, attr_int, open_trajectory, trajectory_identity
+from mechgrok.store.reader import (
+    attr_float,
+    attr_int,
+    check_steps_increase,
+    open_trajectory,
+    trajectory_identity,
+)
 
 ANALYSIS_FORMAT_VERSION = (
     4  # 2: keyed on the trajectory's run_id, CF attributes, compressed; 3: ipr_*;
@@ -376,6 +384,8 @@ def _validated(ds: xr.Dataset, source: str) -> int:
             raise TrajectoryError(
                 f"{source}: {name} has dims {ds[name].dims}, expected (step, neuron, token)"
             )
+    if "step" in ds.coords or "step" in ds:
+        check_steps_increase(np.asarray(ds["step"].values), source)
     p = ds.sizes["token"]
     if p < MIN_MODULUS:
         raise TrajectoryError(
@@ -480,6 +490,7 @@ def analyze_dataset(
     that open the file themselves. With `stream_to`, the (step, neuron) variables go to that
     netCDF file as they are computed and the result is that file, opened lazily."""
     _validated(ds, source)
+    check_analysis_fits_in_memory(ds.sizes["token"], ds.sizes["neuron"], source)
     view = trajectory_group(ds)
     p = view.n  # the analysis's modulus: the size of the operation's group
     params = params.resolved(p)
@@ -654,6 +665,27 @@ def analysis_size_bound(n_steps: int, n_neurons: int) -> int:
     """Bytes an analysis file takes at most (uncompressed): the float32 (step, neuron)
     variables, the float64 per-step ones, and HDF5's metadata."""
     return n_steps * (4 * n_neurons * MAX_VARIABLES + 8 * MAX_VARIABLES) + (256 << 10)
+
+
+def analysis_memory_bytes(p: int, n_neurons: int) -> int:
+    """Peak memory an analysis takes, conservatively: the logits of the idealized and real
+    read-outs over all p^2 pairs (p^3 floats, two chunks at a time), the hidden units
+    (neuron x p^2, several copies) and ~128 MiB of the rest. Measured here (1 snapshot of 64
+    neurons): 343 MB at p = 211, 852 MB at p = 401; this gives 371 MB and 1.5 GB."""
+    return (128 << 20) + 4 * (2 * p**3 + 6 * p * p * n_neurons)
+
+
+def check_analysis_fits_in_memory(p: int, n_neurons: int, source: str) -> None:
+    """ResourceError, with both figures, for an analysis this machine's memory cannot hold
+    (before it allocates: numpy would fail deep inside with a traceback)."""
+    total = physical_memory_bytes()
+    need = analysis_memory_bytes(p, n_neurons)
+    if total is not None and need > 0.9 * total:
+        raise ResourceError(
+            f"{source}: analyzing p = {p} with {n_neurons} neurons needs ~{format_bytes(need)} of "
+            f"memory (its p^2 x p read-out logits), more than this machine's {format_bytes(total)}",
+            remedy="analyze it on a machine with more memory",
+        )
 
 
 MAX_VARIABLES = 40  # an analysis has 36 (step, neuron) and fewer than 25 per-step variables

@@ -35,7 +35,7 @@ from mechgrok.errors import CheckpointImportError, InputNotFoundError, InvalidOp
 from mechgrok.ingest.layouts import LayoutError, curves_from_parameters
 from mechgrok.models.activations import check_activation
 from mechgrok.store.outputs import check_room
-from mechgrok.store.writer import TrajectoryWriter, trajectory_bytes
+from mechgrok.store.writer import TrajectoryWriter, check_step, trajectory_bytes
 
 TORCH_SUFFIXES = (".pt", ".pth")
 STATE_KEYS = ("model", "state_dict", "net")
@@ -65,8 +65,9 @@ def import_checkpoints(
     space_check: bool = True,
 ) -> Path:
     """Convert the run at `source` into a trajectory at `out` (see module docstring); returns
-    `out`. `on_snapshot(done, total)` reports progress. A killed import leaves a file with
-    every completed snapshot (the writer's crash safety). `activation` is the imported
+    `out`. `on_snapshot(done, total)` reports progress (first with done = 0). The file takes
+    its name once every checkpoint is in: an import that fails or is interrupted leaves none
+    (one killed by SIGKILL leaves a hidden partial file, removed by the next write of `out`). `activation` is the imported
     model's nonlinearity (stored; the analysis scores the real weights with it); `operation`
     the task it was trained on (config.OPERATIONS; the analysis reads its law). `space_check`:
     refuse, before writing, an import whose trajectory would not fit on the disk."""
@@ -81,14 +82,15 @@ def import_checkpoints(
     entries, container, config_modulus, train_indices = _entries(source, trust_pickle)
     modulus = modulus if modulus is not None else config_modulus
     steps = [step for step, _, _ in entries]
+    for step, label, _ in entries:
+        check_step(step, label)
     duplicates = sorted({step for step in steps if steps.count(step) > 1})
     if duplicates:
         raise CheckpointImportError(f"{source}: step {duplicates[0]} appears more than once")
     entries.sort(key=lambda entry: entry[0])
+    if on_snapshot is not None:
+        on_snapshot(0, len(entries))
     writer, shapes = None, None
-    new_file = not os.path.lexists(
-        out
-    )  # a failed import removes a file it created, never one it replaced
     mapped = None if source.is_dir() else MappedFile(source)
     try:
         for done, (step, label, load) in enumerate(entries):
@@ -125,6 +127,7 @@ def import_checkpoints(
                         "activation": activation,
                         "operation": operation,
                     },
+                    publish_at_finish=True,  # an interrupted import leaves no half file
                 )
                 if train_indices is not None:
                     writer.write_split(*_split_pairs(train_indices, p, source))
@@ -139,13 +142,6 @@ def import_checkpoints(
                 on_snapshot(done + 1, len(entries))
         assert writer is not None  # made with the first checkpoint, and there is one
         writer.finish(f"imported: last of {len(entries)} checkpoints")
-    except (ValueError, OSError):
-        if writer is not None:
-            writer.close()
-            writer = None
-            if new_file:
-                out.unlink(missing_ok=True)
-        raise
     finally:
         if writer is not None:
             writer.close()
@@ -381,9 +377,10 @@ def _load_torch(path: Path, trust_pickle: bool, mmap: bool = False):
         raise CheckpointImportError(
             f"{path}: unreadable or truncated checkpoint ({str(err).splitlines()[0]})"
         ) from None
-    except (OSError, EOFError, ValueError) as err:
+    except Exception as err:  # noqa: BLE001 - torch.load fails on damaged bytes with any type
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise CheckpointImportError(
-            f"{path}: unreadable or truncated checkpoint ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+            f"{path}: unreadable or truncated checkpoint ({reason})"
         ) from None
 
 

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import glob
 import json
 import os
 import struct
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -150,6 +152,42 @@ def check_output(
 def partial_path(path: Path) -> Path:
     """A unique hidden name beside `path` for writing it aside."""
     return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.partial")
+
+
+STALE_PARTIAL_SECONDS = 30  # a writer locks its partial file within milliseconds of making it
+
+
+def remove_stale_partials(path: Path) -> list[Path]:
+    """Remove the hidden partial files of `path` (trajectories written aside) that no process
+    is writing: what a writer killed by SIGKILL left. A live writer holds its partial's lock;
+    one made in the last STALE_PARTIAL_SECONDS may not hold it yet and is left. Returns them."""
+    removed = []
+    now = time.time()
+    for partial in path.parent.glob(f".{glob.escape(path.name)}.*.partial"):
+        try:
+            old = now - partial.stat().st_mtime > STALE_PARTIAL_SECONDS
+        except OSError:
+            continue
+        if old and writer_pid(partial) is None and not _locked_here(partial):
+            partial.unlink(missing_ok=True)
+            removed.append(partial)
+    return removed
+
+
+def _locked_here(path: Path) -> bool:
+    """Whether this process itself may hold `path`'s lock (F_GETLK does not report our own):
+    try to take it; a success is released at once."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return True
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # closing any descriptor of a file drops this process's locks on it
+    return False
 
 
 def lock_for_writing(file: Path, name: Path) -> int:

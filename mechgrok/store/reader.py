@@ -218,6 +218,26 @@ def _check_layout(f: h5py.File, path: Path) -> None:
             )
         if found != dims:
             raise TrajectoryError(f"{path}: {name} has dimensions {found}, expected {dims}")
+    steps = np.asarray(f["step"][:n])
+    check_steps_increase(steps, path)
+    saturation = attr_int(f.attrs.get("saturation_step", -1))
+    if saturation >= 0 and saturation not in steps and n:
+        raise TrajectoryError(
+            f"{path}: attribute 'saturation_step' is {saturation}, not one of its recorded steps"
+        )
+
+
+def check_steps_increase(steps: np.ndarray, source: Path | str) -> None:
+    """TrajectoryError unless the snapshots' steps strictly increase (a file or Dataset made
+    by hand may repeat or reorder them; every analysis assumes step order)."""
+    if steps.size > 1:
+        bad = np.flatnonzero(np.diff(steps) <= 0)
+        if bad.size:
+            i = int(bad[0])
+            raise TrajectoryError(
+                f"{source}: steps do not increase (snapshot {i + 1} has step {int(steps[i + 1])} "
+                f"after {int(steps[i])}); each snapshot needs a later step than the one before"
+            )
 
 
 def read_config(path: str | os.PathLike) -> RunConfig:

@@ -29,6 +29,7 @@ from mechgrok.store.outputs import (
     lock_for_writing,
     partial_path,
     publish,
+    remove_stale_partials,
     reserve_space,
     unlock,
     write_failure,
@@ -65,6 +66,17 @@ def _config_attrs(config: RunConfig) -> dict:
             else (int(value) if isinstance(value, bool) else "off" if value is None else value)
         )
     return attrs
+
+
+MAX_STEP = 2**63 - 1  # steps are stored as int64
+
+
+def check_step(step: int, where: Path | str) -> None:
+    """A step the file can hold: a whole number in 0..2^63 - 1 (InvalidOptionError)."""
+    if not 0 <= step <= MAX_STEP:
+        raise InvalidOptionError(
+            f"{where}: step {step} is outside 0..2^63-1, which a trajectory stores"
+        )
 
 
 def snapshot_bytes(p: int, H: int) -> int:
@@ -133,6 +145,7 @@ class TrajectoryWriter:
         self.config = config  # None for a trajectory of an outside run (see create_external)
         self._lock = lock
         self._publish_from, self._replace = publish_from, replace
+        self._publish_at_finish = False
         self._pending_config: RunConfig | None = None
         self.n_snapshots = attr_int(file.attrs["n_snapshots"])
         self.last_step = (
@@ -189,17 +202,22 @@ class TrajectoryWriter:
         attrs: dict,
         force: bool = False,
         compression: bool = False,
+        publish_at_finish: bool = False,
     ) -> TrajectoryWriter:
         """Start a trajectory of a run trained outside mechgrok (your own loop, an import):
         the same schema without the split and the resume group; `attrs` (strings, numbers,
-        numeric arrays) are stored as attributes, next to `origin`."""
+        numeric arrays) are stored as attributes, next to `origin`. `publish_at_finish`: the
+        file takes its name only when `finish` marks it complete (an import: one that is
+        interrupted leaves nothing), not with its first snapshot (a live loop)."""
 
         def schema(f: h5netcdf.File) -> None:
             _write_common_schema(f, modulus, width, bias, compression)
             f.attrs.update(modulus=int(modulus), width=int(width), bias=int(bias))
             f.attrs.update({str(key): value for key, value in attrs.items()})
 
-        return cls._create(Path(path), None, modulus, width, schema, 0, force)
+        writer = cls._create(Path(path), None, modulus, width, schema, 0, force)
+        writer._publish_at_finish = publish_at_finish
+        return writer
 
     @classmethod
     def _create(
@@ -220,6 +238,7 @@ class TrajectoryWriter:
             )
         except OSError as err:
             raise write_failure(path, err) from None
+        remove_stale_partials(path)
         partial = partial_path(path)
         f, lock = None, None
 
@@ -303,6 +322,7 @@ class TrajectoryWriter:
         disk before `step` and `n_snapshots` name it. `curves`: W_a, W_b, W_out (neuron,
         token), and b_in, b_out where the file has biases; `metrics` missing from the dict
         are stored as NaN. Raises OutputWriteError (file intact, resumable) when the disk is full."""
+        check_step(step, self.path)
         if step <= self.last_step:
             raise InvalidOptionError(
                 f"{self.path}: snapshot at step {step} is not after the last on file ({self.last_step})"
@@ -330,7 +350,8 @@ class TrajectoryWriter:
             f.attrs["n_snapshots"] = i + 1
             self._flush()
         self.n_snapshots, self.last_step = i + 1, step
-        self._publish()
+        if not self._publish_at_finish:
+            self._publish()
 
     def write_split(self, train_a: np.ndarray, train_b: np.ndarray) -> None:
         """Record an outside run's training pairs (train_a, train_b on dim train_pair) as its
@@ -354,6 +375,7 @@ class TrajectoryWriter:
         with self._write_failures_reported():
             self._mark_final(self.last_step, reason)
             self._flush()
+        self._publish()
 
     def end_at_last_snapshot(self, step: int, reason: str) -> None:
         """A resumed run whose stopping rule ends it at the last step on file: mark it final."""

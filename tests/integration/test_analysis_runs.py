@@ -139,3 +139,15 @@ def test_idealized_weights_of_the_accessor_score_the_stored_ideal_accuracy(grokk
                 step,
                 variant,
             )
+
+
+def test_an_analysis_that_cannot_fit_in_memory_is_refused_in_one_line(tmp_path, monkeypatch):
+    # p = 2003 once tried to allocate 29.9 GiB for its read-out logits and died in numpy
+    monkeypatch.setattr("mechgrok.analysis.pipeline.physical_memory_bytes", lambda: 24 << 30)
+    rng = np.random.default_rng(0)
+    path = tmp_path / "t.h5"
+    with mechgrok.Recorder(path, modulus=2003) as rec:
+        rec.snapshot(0, {n: rng.normal(size=(4, 2003)) for n in ("W_a", "W_b", "W_out")})
+    proc = run_cli("analyze", str(path))
+    assert_one_line_error(proc, "p = 2003", "GiB of memory", "more than this machine's 24 GiB")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.h5"]

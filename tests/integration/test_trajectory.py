@@ -4,6 +4,7 @@ import h5py
 import numpy as np
 import pytest
 import xarray as xr
+from conftest import assert_one_line_error, run_cli
 
 import mechgrok
 from mechgrok.config import RunConfig
@@ -299,3 +300,39 @@ def test_an_analysis_streamed_to_file_in_uneven_chunks_equals_the_one_in_memory(
             np.testing.assert_array_equal(
                 streamed[name].values, in_memory[name].values, err_msg=name
             )
+
+
+def _three_snapshots(path):
+    rng = np.random.default_rng(0)
+    with mechgrok.Recorder(path, modulus=11) as rec:
+        for step in (0, 10, 20):
+            rec.snapshot(step, {n: rng.normal(size=(8, 11)) for n in ("W_a", "W_b", "W_out")})
+    return path
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda f: f["step"].__setitem__(slice(0, 3), [0, 20, 10]), "steps do not increase"),
+        (lambda f: f["step"].__setitem__(slice(0, 3), [0, 10, 10]), "steps do not increase"),
+        (lambda f: f.attrs.__setitem__("saturation_step", 15), "not one of its recorded steps"),
+    ],
+)
+def test_steps_out_of_order_or_a_stray_saturation_step_are_refused(tmp_path, damage, message):
+    path = _three_snapshots(tmp_path / "t.h5")
+    with h5py.File(path, "r+") as f:
+        damage(f)
+    with pytest.raises(TrajectoryError, match=message):
+        open_trajectory(path)
+    for command in (
+        ["analyze", str(path)],
+        ["report", str(path), "--html", "--out", str(tmp_path / "r.html")],
+    ):
+        assert_one_line_error(run_cli(*command), message)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.h5"]
+
+
+def test_a_dataset_with_unsorted_steps_is_refused(tmp_path):
+    ds = open_trajectory(_three_snapshots(tmp_path / "t.h5")).load()
+    with pytest.raises(TrajectoryError, match="steps do not increase"):
+        mechgrok.analyze(ds.isel(step=[0, 2, 1]))
