@@ -34,7 +34,7 @@ from mechgrok.config import OPERATIONS, check_operation
 from mechgrok.errors import CheckpointImportError, InputNotFoundError, InvalidOptionError
 from mechgrok.ingest.layouts import LayoutError, curves_from_parameters
 from mechgrok.models.activations import check_activation
-from mechgrok.store.outputs import check_room
+from mechgrok.store.outputs import check_readable_input, check_room
 from mechgrok.store.writer import TrajectoryWriter, check_step, trajectory_bytes
 
 TORCH_SUFFIXES = (".pt", ".pth")
@@ -79,6 +79,8 @@ def import_checkpoints(
     source, out = Path(source), Path(out)
     if not os.path.lexists(source):
         raise InputNotFoundError(f"{source}: no such file or folder")
+    if not source.is_dir():
+        check_readable_input(source)  # a FIFO or device would block the loader
     entries, container, config_modulus, train_indices = _entries(source, trust_pickle)
     modulus = modulus if modulus is not None else config_modulus
     steps = [step for step, _, _ in entries]

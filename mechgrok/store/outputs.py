@@ -18,6 +18,7 @@ import fcntl
 import glob
 import json
 import os
+import stat
 import struct
 import time
 import uuid
@@ -355,7 +356,7 @@ def check_readable_input(path: Path) -> None:
     """Raise InputNotFoundError/TrajectoryError with a one-line reason for paths that cannot
     be opened at all (missing, a folder, a symlink loop, no permission)."""
     try:
-        os.stat(path)
+        mode = os.stat(path).st_mode
     except FileNotFoundError:
         if os.path.islink(path):
             raise TrajectoryError(f"{path}: a broken symbolic link") from None
@@ -364,8 +365,10 @@ def check_readable_input(path: Path) -> None:
         raise TrajectoryError(
             f"{path}: cannot be read ({os.strerror(err.errno) if err.errno else err})"
         ) from None
-    if path.is_dir():
+    if stat.S_ISDIR(mode):
         raise TrajectoryError(f"{path}: is a directory, not a file")
+    if not stat.S_ISREG(mode):  # a FIFO or a device would block the reader forever
+        raise TrajectoryError(f"{path}: is not a regular file (a pipe, socket or device)")
     if not os.access(path, os.R_OK):
         raise TrajectoryError(f"{path}: cannot be read (permission denied)")
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -377,6 +378,8 @@ def _is_recording(path: Path) -> bool:
     is not HDF5, or an HDF5 file without a trajectory's final_step, is not one (no reader
     should wait on it); an HDF5 file that cannot be opened may be caught mid-flush."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # opening a FIFO would block
+            return False
         with open(path, "rb") as handle:
             if handle.read(len(HDF5_SIGNATURE)) != HDF5_SIGNATURE:
                 return False

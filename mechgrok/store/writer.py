@@ -272,10 +272,10 @@ class TrajectoryWriter:
             config = config_from_attrs(f.attrs, path)
             writer = cls(f, path, config, lock)
             n = writer.n_snapshots
+            state = writer._read_latest_state() if n else None  # refusals come before any change
             if f.dimensions["step"].size != n:
                 for dataset in writer._along_step.values():
                     dataset.resize(n, axis=0)
-            state = writer._read_latest_state() if n else None
         return writer, state
 
     def _read_latest_state(self) -> SavedState:

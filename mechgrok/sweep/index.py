@@ -48,8 +48,10 @@ def _read_index(index: Path) -> list[dict]:
         if data.get("format") != "mechgrok-sweep":
             raise ValueError("format is not 'mechgrok-sweep'")
         runs = list(data["runs"])
-        names = [str(run["path"]) for run in runs]
-    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as err:
+        names = [run["path"] for run in runs]
+        if not all(isinstance(name, str) for name in names):
+            raise ValueError("a run's path is not a string")
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as err:
         raise SweepIndexError(f"{index}: not a mechgrok sweep index ({err})") from None
     if not runs:
         raise SweepIndexError(f"{index}: the sweep index lists no runs")

@@ -336,3 +336,36 @@ def test_a_dataset_with_unsorted_steps_is_refused(tmp_path):
     ds = open_trajectory(_three_snapshots(tmp_path / "t.h5")).load()
     with pytest.raises(TrajectoryError, match="steps do not increase"):
         mechgrok.analyze(ds.isel(step=[0, 2, 1]))
+
+
+def test_a_refused_resume_leaves_the_file_byte_for_byte(tmp_path, tiny_config):
+    # n_snapshots rolled back and no checkpoint left among the committed snapshots: the resume
+    # is refused, and it once truncated the datasets to n_snapshots before refusing
+    path = mechgrok.record(tiny_config, out=tmp_path / "r.h5")
+    _as_if_killed(path)
+    with h5py.File(path, "r+") as f:
+        f.attrs["n_snapshots"] = 2
+        f.attrs["saturation_step"] = -1
+        f["resume"]["slot_step"][:] = [-1, -1]
+    before = path.read_bytes()
+    with pytest.raises(TrajectoryError, match="no optimizer checkpoint"):
+        mechgrok.record(tiny_config, out=path, resume=True)
+    assert path.read_bytes() == before
+
+
+def test_a_fifo_or_a_malformed_index_gets_one_line_not_a_hang_or_traceback(tmp_path):
+    import json
+    import os
+
+    fifo = tmp_path / "pipe.h5"
+    os.mkfifo(fifo)
+    for command in (["analyze", str(fifo)], ["import", str(fifo), "--out", str(tmp_path / "x.h5")]):
+        assert_one_line_error(run_cli(*command), "not a regular file")
+    for runs in ([{"path": 3}], [{"path": ["a"]}]):
+        (tmp_path / "sweep").mkdir(exist_ok=True)
+        (tmp_path / "sweep" / "index.json").write_text(
+            json.dumps({"format": "mechgrok-sweep", "runs": runs})
+        )
+        assert_one_line_error(
+            run_cli("analyze", str(tmp_path / "sweep")), "not a mechgrok sweep index"
+        )
