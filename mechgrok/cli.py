@@ -71,7 +71,7 @@ class OptionValue(click.ParamType):
         except (TypeError, ValueError):
             self.fail(f"{value!r} is not a valid {self.name}", param, ctx)
         limit = OPTION_LIMITS[self.option]
-        if not limit.admits(float(number)):
+        if not limit.admits(number):
             self.fail(
                 f"{value!r} is not {limit.describe()}"
                 + (" (a finite number)" if self.kind is float else ""),
@@ -357,6 +357,15 @@ def record(
     accept."""
     if resume and force:
         raise click.UsageError("--resume and --force exclude each other")
+    given = _given_options(click.get_current_context())
+    if every is not None and "per_decade" in given:
+        raise click.UsageError(
+            "--every and --per-decade exclude each other (--every replaces the log schedule)"
+        )
+    if "patience" in given and options["stop_val_acc"] is None:
+        raise click.UsageError(
+            "--patience has no effect with --stop-val-acc off (only --steps stops the run)"
+        )
     from mechgrok.recording.runs import DEFAULT_TRAJECTORY_DIR, default_trajectory_name, record_runs
     from mechgrok.store.reader import read_config
     from mechgrok.sweep.grid import expand_grid
@@ -416,6 +425,15 @@ def record(
                 )
     if not quiet:
         _print_summary(out, time.perf_counter() - started)
+
+
+def _given_options(ctx: click.Context) -> set[str]:
+    """The options given on the command line (not left at their defaults)."""
+    return {
+        name
+        for name in ctx.params
+        if ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None)
+    }
 
 
 class Interrupted(click.ClickException):
@@ -759,9 +777,9 @@ def summary_table(result, title: str):
 )
 @click.option(
     "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),
     default=None,
-    help="Report file [default: reports/<trajectory name>.html].",
+    help="Report file, or a folder to put it in [default: reports/<trajectory name>.html].",
 )
 @click.option(
     "--png-dir",
@@ -783,6 +801,10 @@ def report(
     TRAJECTORIES are files, sweep folders or sweep index.json files; each is analyzed
     unless a current analysis sits beside it."""
     from mechgrok.sweep.index import resolve_trajectories
+
+    given = _given_options(click.get_current_context())
+    if not as_html and given & {"out", "png_dir"}:
+        raise click.UsageError("--out and --png-dir name the HTML page's files: add --html")
 
     paths = resolve_trajectories(list(trajectories))
     if not as_html:

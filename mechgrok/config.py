@@ -54,6 +54,7 @@ class Limit:
         return " and ".join(part for part in (low, high) if part)
 
     def admits(self, value: float) -> bool:
+        """Integers are compared exactly (float(2^63 - 1) rounds up past the seed's bound)."""
         if not math.isfinite(value):
             return False
         if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
@@ -137,7 +138,7 @@ def check_operation(operation: str, modulus: int) -> None:
 def check_option(name: str, value: float) -> None:
     """Raise ValueError naming the option unless `value` is within OPTION_LIMITS[name]."""
     limit = OPTION_LIMITS[name]
-    if not limit.admits(float(value)):
+    if not limit.admits(value):
         raise InvalidOptionError(f"{name} must be {limit.describe()}, got {value!r}")
 
 
@@ -178,6 +179,11 @@ class RunConfig:
                 f"unknown activation {self.activation!r}; use one of {', '.join(ACTIVATIONS)}"
             )
         check_operation(self.operation, self.modulus)
+        if self.operation in ("mul", "div") and self.modulus - 1 < MIN_MODULUS:
+            raise InvalidOptionError(
+                f"operation {self.operation} at p = {self.modulus} leaves {self.modulus - 1} nonzero "
+                f"residues, fewer than the {MIN_MODULUS} a Fourier analysis needs; use a prime p >= 7"
+            )
         if self.precision not in PRECISIONS:
             raise InvalidOptionError(
                 f"unknown precision {self.precision!r}; use one of {', '.join(PRECISIONS)}"

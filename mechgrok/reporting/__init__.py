@@ -403,15 +403,15 @@ def report(
     paths = [Path(t) for t in trajectories]
     if not paths:
         raise InvalidOptionError("no trajectory given")
-    out_path = (
-        Path(out)
-        if out is not None
-        else DEFAULT_REPORT_DIR
-        / (
-            (paths[0].stem if len(paths) == 1 else f"{paths[0].stem}_and_{len(paths) - 1}_more")
-            + ".html"
-        )
-    )
+    name = (
+        paths[0].stem if len(paths) == 1 else f"{paths[0].stem}_and_{len(paths) - 1}_more"
+    ) + ".html"
+    if out is None:
+        out_path = DEFAULT_REPORT_DIR / name
+    elif Path(out).is_dir() or str(out).endswith(os.sep):  # a folder: the page goes inside
+        out_path = Path(out) / name
+    else:
+        out_path = Path(out)
     inputs = [*paths, *(default_analysis_path(path) for path in paths)]
     check_output(out_path, "report", inputs, force=force)
     try:  # before the analyses and figures: a full disk or a file-size limit fails at once, not after them

@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import glob
+import hashlib
 import json
 import os
 import stat
@@ -152,7 +153,16 @@ def check_output(
 
 def partial_path(path: Path) -> Path:
     """A unique hidden name beside `path` for writing it aside."""
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.partial")
+    return path.with_name(f"{_partial_prefix(path)}{uuid.uuid4().hex[:12]}.partial")
+
+
+def _partial_prefix(path: Path) -> str:
+    """What every partial of `path` starts with: its name, or for a name too long to take 23
+    more characters within the file system's 255, its first 150 characters and a hash."""
+    name = path.name
+    if len(name.encode()) > 200:
+        name = name[:150] + "~" + hashlib.sha1(name.encode()).hexdigest()[:10]
+    return f".{name}."
 
 
 STALE_PARTIAL_SECONDS = 30  # a writer locks its partial file within milliseconds of making it
@@ -164,7 +174,7 @@ def remove_stale_partials(path: Path) -> list[Path]:
     one made in the last STALE_PARTIAL_SECONDS may not hold it yet and is left. Returns them."""
     removed = []
     now = time.time()
-    for partial in path.parent.glob(f".{glob.escape(path.name)}.*.partial"):
+    for partial in path.parent.glob(f"{glob.escape(_partial_prefix(path))}*.partial"):
         try:
             old = now - partial.stat().st_mtime > STALE_PARTIAL_SECONDS
         except OSError:

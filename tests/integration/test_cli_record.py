@@ -108,6 +108,9 @@ def test_cli_records_and_summarises(tmp_path):
         (["--betas", "0.9"], "--betas"),
         (["--modulus", "11", "--train-frac", "0.01"], "train_frac"),
         (["--resume", "--force"], "exclude"),
+        (["--every", "5", "--per-decade", "50"], "--every and --per-decade exclude"),
+        (["--patience", "5", "--stop-val-acc", "off"], "--patience has no effect"),
+        (["--modulus", "5", "--operation", "mul"], "leaves 4 nonzero residues"),
     ],
 )
 def test_impossible_parameters_give_one_line_errors(tmp_path, args, fragment):
@@ -122,3 +125,12 @@ def test_impossible_parameters_give_one_line_errors(tmp_path, args, fragment):
     assert not (tmp_path / "trajectories").exists() or not any(
         (tmp_path / "trajectories").iterdir()
     )
+
+
+def test_the_largest_seed_is_accepted_and_long_names_fit(tmp_path):
+    # the seed's bound was compared as a float (2^63 - 1 rounds up) and refused itself; a
+    # legal 240-character name was refused because its hidden partial name passed 255
+    name = "a" * 237 + ".h5"
+    args = ["--modulus", "11", "--width", "8", "--steps", "5", "--quiet"]
+    run_cli("record", *args, "--seed", str(2**63 - 1), "--out", str(tmp_path / name), check=True)
+    assert [p.name for p in tmp_path.iterdir()] == [name]

@@ -262,3 +262,15 @@ def test_a_run_given_twice_counts_once(runs, tmp_path):
     with pytest.warns(MechgrokWarning, match="counted once"):
         mechgrok.report([clean, clean], out=tmp_path / "one.html")
     assert "mechgrok report: clean" in (tmp_path / "one.html").read_text()
+
+
+def test_report_out_options_are_never_ignored(runs, tmp_path):
+    folder, clean, _ = runs
+    assert_one_line_error(
+        run_cli("report", str(clean), "--out", str(tmp_path / "r.html")), "add --html"
+    )
+    proc = run_cli("report", str(clean), "--html", "--out", str(tmp_path) + "/")
+    assert proc.returncode == 0, proc.stderr
+    assert [p.name for p in tmp_path.iterdir()] == [
+        "clean.html"
+    ]  # inside the folder, named by the run
