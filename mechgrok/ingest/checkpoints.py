@@ -24,6 +24,7 @@ import json
 import os
 import pickle
 import re
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,12 @@ from typing import Any
 import numpy as np
 
 from mechgrok.config import OPERATIONS, check_operation
-from mechgrok.errors import CheckpointImportError, InputNotFoundError, InvalidOptionError
+from mechgrok.errors import (
+    CheckpointImportError,
+    InputNotFoundError,
+    InvalidOptionError,
+    MechgrokWarning,
+)
 from mechgrok.ingest.layouts import LayoutError, curves_from_parameters
 from mechgrok.models.activations import check_activation
 from mechgrok.store.outputs import check_readable_input, check_room
@@ -94,6 +100,7 @@ def import_checkpoints(
         on_snapshot(0, len(entries))
     writer, shapes = None, None
     mapped = None if source.is_dir() else MappedFile(source)
+    nonfinite, repeated, previous = [], [], None
     try:
         for done, (step, label, load) in enumerate(entries):
             parameters, metrics = load()
@@ -101,6 +108,13 @@ def import_checkpoints(
                 curves = curves_from_parameters(parameters, modulus, keys)
             except LayoutError as err:
                 raise CheckpointImportError(f"{label}: {err}") from None
+            if not all(np.isfinite(value).all() for value in curves.values()):
+                nonfinite.append(step)
+            if previous is not None and all(
+                np.array_equal(value, previous[name]) for name, value in curves.items()
+            ):
+                repeated.append(step)
+            previous = curves
             found = {name: value.shape for name, value in curves.items()}
             if writer is None:
                 H, p = curves["W_a"].shape
@@ -144,6 +158,12 @@ def import_checkpoints(
                 on_snapshot(done + 1, len(entries))
         assert writer is not None  # made with the first checkpoint, and there is one
         writer.finish(f"imported: last of {len(entries)} checkpoints")
+        _warn_of(nonfinite, "hold NaN or infinite weights (a diverged run?)", len(entries))
+        _warn_of(
+            repeated,
+            "equal the checkpoint before them to the bit (saved without copying the tensors?)",
+            len(entries),
+        )
     finally:
         if writer is not None:
             writer.close()
@@ -353,6 +373,16 @@ def _manifest_entries(folder: Path, manifest: Path, trust_pickle: bool) -> list[
         )
         entries.append((step, str(path), loader))
     return entries
+
+
+def _warn_of(steps: list[int], what: str, total: int) -> None:
+    """One MechgrokWarning for the imported checkpoints at `steps` that `what`."""
+    if steps:
+        warnings.warn(
+            f"{len(steps)} of {total} imported checkpoints {what}; first at step {steps[0]}",
+            MechgrokWarning,
+            stacklevel=3,
+        )
 
 
 def _load_torch(path: Path, trust_pickle: bool, mmap: bool = False):

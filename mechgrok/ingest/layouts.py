@@ -36,10 +36,14 @@ class LayoutError(CheckpointImportError):
 
 
 def as_numpy(value) -> np.ndarray:
-    """A tensor (torch, on any device) or array-like as a float32 numpy array."""
+    """A tensor (torch, on any device) or array-like as a float32 numpy array; LayoutError for
+    complex values (their imaginary part would be dropped without a word)."""
     if hasattr(value, "detach"):
         value = value.detach().to("cpu").numpy()
-    return np.asarray(value, dtype=np.float32)
+    array = np.asarray(value)
+    if np.iscomplexobj(array):
+        raise LayoutError(f"complex values (dtype {array.dtype}); mechgrok reads real weights")
+    return array.astype(np.float32, copy=False)
 
 
 def curves_from_parameters(
@@ -50,7 +54,12 @@ def curves_from_parameters(
     """W_a, W_b, W_out as (neuron, token) float32 arrays, and b_in (neuron,), b_out (token,)
     when present, from a state_dict-like mapping (see module docstring). `modulus` is
     inferred from the shapes when not given. Raises LayoutError naming what was found."""
-    arrays = {str(name): as_numpy(value) for name, value in parameters.items()}
+    arrays = {}
+    for key, value in parameters.items():
+        try:
+            arrays[str(key)] = as_numpy(value)
+        except LayoutError as err:
+            raise LayoutError(f"{key}: {err}") from None
     if all(name in arrays for name in ("W_a", "W_b", "W_out")):
         return _direct(arrays)
     keys = dict(keys or {})

@@ -51,8 +51,11 @@ def _busy_cores(interval: float, cores: int) -> float:
 def choose_threads(flop_per_step: float, requested: int | None = None) -> int:
     """`requested`, else 1 for small steps and the free cores for large ones."""
     if requested is not None:
-        if requested < 1:
-            raise InvalidOptionError(f"threads must be >= 1, got {requested}")
+        cores = os.cpu_count() or 1
+        if not 1 <= requested <= 4 * cores:  # more only adds OS threads that wait on each other
+            raise InvalidOptionError(
+                f"threads must be 1 to {4 * cores} (4 x this machine's {cores} cores), got {requested}"
+            )
         return requested
     return 1 if flop_per_step < PARALLEL_FLOP_PER_STEP else free_cores()
 

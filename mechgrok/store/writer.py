@@ -68,6 +68,7 @@ def _config_attrs(config: RunConfig) -> dict:
     return attrs
 
 
+ACCURACY_NAMES = ("train_acc", "train_acc_true", "val_acc")
 MAX_STEP = 2**63 - 1  # steps are stored as int64
 
 
@@ -328,6 +329,11 @@ class TrajectoryWriter:
                 f"{self.path}: snapshot at step {step} is not after the last on file ({self.last_step})"
             )
         metrics = metrics or {}
+        for name, value in metrics.items():
+            if name in ACCURACY_NAMES and not (0 <= value <= 1 or np.isnan(value)):
+                raise InvalidOptionError(
+                    f"{self.path}: {name} {value} at step {step} is not in 0..1"
+                )
         self._check_file_is_ours()
         with self._write_failures_reported():
             self._reserve()

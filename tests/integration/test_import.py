@@ -267,3 +267,24 @@ def test_a_deeper_mlp_is_refused_in_one_line_by_import_and_the_recorder(tmp_path
     with pytest.raises(mechgrok.MechgrokError, match="2 hidden layers"):
         mechgrok.Recorder(tmp_path / "r.h5").snapshot(0, model)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dp_run.pt"]
+
+
+def test_suspicious_checkpoints_are_named_and_impossible_ones_refused(tmp_path, trained):
+    states, _ = trained
+    same = [states[0]] * 3  # a list that holds one state dict three times (saved without copying)
+    nan = {k: v.clone() for k, v in states[20].items()}
+    nan["0.weight"][0, 0] = float("nan")
+    source = tmp_path / "run.pt"
+    torch.save({"checkpoints": [*same, nan], "checkpoint_epochs": [0, 1, 2, 3]}, source)
+    proc = run_cli("import", str(source), "--out", str(tmp_path / "t.h5"), "--quiet")
+    notes = [line for line in proc.stderr.splitlines() if line.startswith("note:")]
+    assert proc.returncode == 0 and len(notes) == 2, proc.stderr
+    assert "1 of 4 imported checkpoints hold NaN" in notes[0]
+    assert "2 of 4 imported checkpoints equal the checkpoint before them" in notes[1]
+    complex_state = {k: v.to(torch.complex64) for k, v in states[0].items()}
+    torch.save({0: complex_state}, tmp_path / "c.pt")
+    proc = run_cli("import", str(tmp_path / "c.pt"), "--out", str(tmp_path / "c.h5"))
+    assert_one_line_error(proc, "complex values")
+    with pytest.raises(mechgrok.MechgrokError, match="val_acc 1.5 at step 0 is not in 0..1"):
+        with mechgrok.Recorder(tmp_path / "r.h5") as rec:
+            rec.snapshot(0, states[0], metrics={"val_acc": 1.5})

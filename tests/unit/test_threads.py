@@ -31,6 +31,8 @@ def test_small_steps_train_on_one_thread_and_large_ones_on_the_free_cores(monkey
     assert choose_threads(tiny, requested=3) == 3
     with pytest.raises(ValueError, match="threads"):
         choose_threads(paper, requested=0)
+    with pytest.raises(ValueError, match="threads must be 1 to 16"):  # not 4,096 OS threads
+        choose_threads(paper, requested=4096)
 
 
 def test_the_callers_thread_setting_is_restored():
