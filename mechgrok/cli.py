@@ -34,8 +34,13 @@ def one_line_errors(command):
     def wrapper(*args, **kwargs):
         from mechgrok.errors import MechgrokError
 
+        # SIGTERM unwinds like Ctrl-C, so outputs written aside are removed (record and
+        # import set their own handlers, which say what they kept)
+        previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
             return command(*args, **kwargs)
+        except KeyboardInterrupt:
+            raise Interrupted("interrupted; nothing half-written was kept") from None
         except (MechgrokError, OSError) as err:
             from mechgrok.store.outputs import is_write_failure
 
@@ -47,6 +52,8 @@ def one_line_errors(command):
             raise click.ClickException(
                 text.splitlines()[0] if text else type(err).__name__
             ) from None
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
     return wrapper
 

@@ -391,6 +391,20 @@ def _seed_order(seed) -> int:
 PAGE_BYTES_AT_LEAST = 5 * 2**20  # every page inlines plotly.js (~4.8 MB)
 
 
+def _analysis(path: Path) -> xr.Dataset:
+    """The run's analysis, cached beside it where its folder is writable; computed in memory
+    (with a note) where it is not, e.g. a read-only archive of someone else's runs."""
+    cache = default_analysis_path(path)
+    writable = os.access(path.parent, os.W_OK) and (not cache.exists() or os.access(cache, os.W_OK))
+    if not writable and not cache.exists():
+        warnings.warn(
+            f"{path.parent} is read-only: the analysis of {path.name} is computed without caching it",
+            MechgrokWarning,
+            stacklevel=3,
+        )
+    return analyze(path, save=writable)
+
+
 def report(
     trajectories: Sequence[str | os.PathLike],
     out: str | os.PathLike | None = None,
@@ -433,7 +447,7 @@ def report(
                 trajectory.close()
                 continue
             seen[identity] = path
-            runs.append((path.stem, trajectory, analyze(path)))
+            runs.append((path.stem, trajectory, _analysis(path)))
         paths = [seen[identity] for identity in seen]
         figs = _Figures(
             Path(png_dir) if png_dir is not None else None, inputs=[*inputs, out_path], force=force

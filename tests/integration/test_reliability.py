@@ -546,3 +546,20 @@ def test_a_recording_whose_file_is_removed_or_replaced_fails_loudly(tmp_path, wh
             proc.wait()
     assert_one_line_error(proc, str(out), f"was {how}", "went with the old file")
     assert "wrote" not in proc.stderr + proc.stdout
+
+
+@pytest.mark.slow
+def test_sigterm_during_analyze_leaves_no_partial_file(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "t.h5"
+    with mechgrok.Recorder(path, modulus=97) as rec:  # ~10 s of analysis: a signal lands mid-way
+        for step in range(150):
+            rec.snapshot(step, {n: rng.normal(size=(256, 97)) for n in ("W_a", "W_b", "W_out")})
+    proc = ForkedCli("analyze", str(path), "--quiet")
+    time.sleep(2.0)
+    assert proc.poll() is None, "the analysis ended before the signal"
+    os.kill(proc.pid, signal.SIGTERM)
+    proc.wait()
+    assert proc.returncode == 130
+    assert_one_line_error(proc, "interrupted; nothing half-written was kept")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.h5"]

@@ -2,6 +2,7 @@ import hashlib
 import os
 import re
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 from conftest import GROKKING, assert_one_line_error, run_cli
@@ -274,3 +275,28 @@ def test_report_out_options_are_never_ignored(runs, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == [
         "clean.html"
     ]  # inside the folder, named by the run
+
+
+def test_a_report_of_runs_in_a_read_only_folder_computes_their_analyses(
+    runs, tmp_path, monkeypatch
+):
+    folder, clean, _ = runs
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    run = archive / "run.h5"
+    run.write_bytes(clean.read_bytes())
+    real_access = os.access
+    # root ignores permission bits, so the read-only folder is the OS's answer, faked
+    monkeypatch.setattr(
+        "mechgrok.reporting.os.access",
+        lambda p, mode: (
+            False
+            if mode == os.W_OK and archive in (Path(p), *Path(p).parents)
+            else real_access(p, mode)
+        ),
+    )
+    with pytest.warns(MechgrokWarning, match="read-only"):
+        mechgrok.report([run], out=tmp_path / "r.html")
+    assert (tmp_path / "r.html").exists() and sorted(p.name for p in archive.iterdir()) == [
+        "run.h5"
+    ]
