@@ -742,6 +742,8 @@ def summary_table(result, title: str):
 
     from mechgrok.analysis.accessor import (
         CONVENTION_NOTE,
+        format_final_step,
+        format_grok_step,
         format_lead,
         format_number,
         format_waveform,
@@ -760,12 +762,12 @@ def summary_table(result, title: str):
     table = Table(title=title, show_header=True)
     table.add_column("")
     table.add_column("at saturation", justify="right")
-    table.add_column(f"at the end (step {head['final_step']:,})", justify="right")
+    table.add_column(f"at the end ({format_final_step(head)})", justify="right")
     for label, name, digits in headline_rows(law_sign(result.attrs)):
         table.add_row(label, number(f"{name}_saturation", digits), number(f"{name}_final", digits))
     table.caption = (
         f"operation {head['operation']}; W_a waveform at the end: {format_waveform(head)}; "
-        f"saturation step {step(head['saturation_step'])}, grok step {step(head['grok_step'])}; "
+        f"saturation step {step(head['saturation_step'])}, grok step {format_grok_step(head)}; "
         f"structure step {step(head['structure_step'])} (own frequencies: {step(head['structure_step_own'])}), "
         f"lead grok - structure {format_lead(head['lead_steps'])} (own: {format_lead(head['lead_steps_own'])}); "
         f"shuffled control over {head['shuffle_draws']} draws; structured: periodicity > {head['threshold']:.2f}. "

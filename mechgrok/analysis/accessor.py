@@ -27,6 +27,7 @@ from mechgrok.operations import GroupView, group_view, recorded_operation
 # the headline's per-step numbers (name, decimals); their labels are in analysis/variables.py
 HEADLINE_ROWS = (
     ("val_acc", 4),
+    ("all_acc", 4),
     ("ideal_acc", 3),
     ("ideal_acc_own", 3),
     ("ideal_acc_sq_sq", 3),
@@ -95,6 +96,20 @@ def format_waveform(head: dict) -> str:
 def format_step(value) -> str:
     """A step attribute: '12,345', or 'not reached' for None and -1."""
     return "not reached" if value is None or int(value) < 0 else f"{int(value):,}"
+
+
+def format_grok_step(head: dict) -> str:
+    """The grok step of a headline: 'unknown' for a run with no validation metric (an import
+    of weights alone), where 'not reached' would claim the run never generalized."""
+    if not head.get("has_validation", True):
+        return "unknown (no validation metric)"
+    return format_step(head["grok_step"])
+
+
+def format_final_step(head: dict) -> str:
+    """'step 6,200' for the last snapshot, or 'step unknown' for a lone imported checkpoint
+    that did not say its step."""
+    return f"step {head['final_step']:,}" if head.get("final_step_known", True) else "step unknown"
 
 
 def format_lead(value) -> str:
@@ -259,6 +274,8 @@ class MechgrokAccessor:
                 if name in ds:
                     out[f"{name}_{label}"] = float(at[name])
         out["final_step"] = int(ds["step"].values[-1])
+        out["final_step_known"] = bool(int(ds.attrs.get("source_step_known", 1)))
+        out["has_validation"] = "val_acc" in ds and bool(np.isfinite(ds["val_acc"].values).any())
         if "binarization_a" in ds:
             last = ds.isel(step=-1)
             family, median, count = waveform_family(

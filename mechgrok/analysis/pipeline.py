@@ -642,6 +642,7 @@ def _add_run_attrs(out: xr.Dataset, ds: xr.Dataset, params: AnalysisParams) -> N
         source_n_snapshots=int(ds.sizes["step"]),
         source_run_id=trajectory_identity(ds),
         source_final_step=int(ds.attrs.get("final_step", -1)),
+        source_step_known=int(ds.attrs.get("step_known", 1)),
         Conventions="CF-1.8",
         title="mechgrok analysis: per-neuron Fourier structure and idealized models over training",
         conventions=(

@@ -38,23 +38,36 @@ from mechgrok.errors import (
     InvalidOptionError,
     MechgrokWarning,
 )
-from mechgrok.ingest.layouts import LayoutError, curves_from_parameters
+from mechgrok.ingest.layouts import LayoutError, as_numpy, curves_from_parameters
 from mechgrok.models.activations import check_activation
 from mechgrok.store.outputs import check_readable_input, check_room
 from mechgrok.store.writer import TrajectoryWriter, check_step, trajectory_bytes
 
 TORCH_SUFFIXES = (".pt", ".pth")
 STATE_KEYS = ("model", "state_dict", "net")
-STEP_KEYS = ("step", "epoch")
+STEP_KEYS = ("step", "epoch", "iter", "iteration", "global_step")
+# the names real codebases save their metrics under -> the trajectory's
 METRIC_KEYS = {
-    "train_loss": "train_loss",
-    "test_loss": "val_loss",
-    "train_acc": "train_acc",
-    "test_acc": "val_acc",
+    **{f"train_{kind}": "train_loss" for kind in ("loss",)},
+    **{f"train_{kind}": "train_acc" for kind in ("acc", "accuracy")},
+    **{f"{split}_loss": "val_loss" for split in ("test", "val", "valid", "validation")},
+    **{
+        f"{split}_{kind}": "val_acc"
+        for split in ("test", "val", "valid", "validation")
+        for kind in ("acc", "accuracy")
+    },
 }
 LIST_KEYS = (("checkpoints", "checkpoint_epochs"), ("state_dicts", "epochs"), ("net", "net_its"))
-LIST_METRICS = {"train_losses": "train_loss", "test_losses": "val_loss"}
-MODULUS_KEYS = ("p", "modulus", "P", "prime")
+LIST_METRICS = {
+    "train_losses": "train_loss",
+    **{f"{split}_losses": "val_loss" for split in ("test", "val")},
+    **{f"train_{kind}": "train_acc" for kind in ("accs", "accuracies")},
+    **{
+        f"{split}_{kind}": "val_acc" for split in ("test", "val") for kind in ("accs", "accuracies")
+    },
+}
+MODULUS_KEYS = ("p", "modulus", "P", "prime", "C", "mod")
+UNKNOWN_STEP = -1  # a lone checkpoint that says nothing of its step: stored as step 0, marked
 SPLIT_KEY = "train_indices"  # TransformerLens demo: indices a * p + b of the training pairs
 
 
@@ -89,12 +102,12 @@ def import_checkpoints(
         check_readable_input(source)  # a FIFO or device would block the loader
     entries, container, config_modulus, train_indices = _entries(source, trust_pickle)
     modulus = modulus if modulus is not None else config_modulus
-    steps = [step for step, _, _ in entries]
+    step_known = not (len(entries) == 1 and entries[0][0] == UNKNOWN_STEP)
+    if not step_known:
+        entries = [(0, entries[0][1], entries[0][2])]
     for step, label, _ in entries:
         check_step(step, label)
-    duplicates = sorted({step for step in steps if steps.count(step) > 1})
-    if duplicates:
-        raise CheckpointImportError(f"{source}: step {duplicates[0]} appears more than once")
+    entries = _without_copies(entries, source)
     entries.sort(key=lambda entry: entry[0])
     if on_snapshot is not None:
         on_snapshot(0, len(entries))
@@ -142,6 +155,7 @@ def import_checkpoints(
                         "source_steps": len(entries),
                         "activation": activation,
                         "operation": operation,
+                        "step_known": int(step_known),
                     },
                     publish_at_finish=True,  # an interrupted import leaves no half file
                 )
@@ -225,7 +239,8 @@ def _entries(source: Path, trust_pickle: bool) -> tuple[list[Entry], str, int | 
         return entries, kind, _config_modulus(source), None
     content = _load_torch(source, trust_pickle, mmap=True)
     train_indices = content.get(SPLIT_KEY) if isinstance(content, Mapping) else None
-    return _single_file_entries(source, content), "single file", None, train_indices
+    modulus = _config_modulus(source.parent, source)
+    return _single_file_entries(source, content), "single file", modulus, train_indices
 
 
 def _single_file_entries(path: Path, content) -> list[Entry]:
@@ -250,7 +265,7 @@ def _single_file_entries(path: Path, content) -> list[Entry]:
                 def metrics_at(step: int, series: dict = series) -> dict:
                     # loss lists are per step (index = step) where long enough, as these codebases log every step
                     return {
-                        name: float(values[step])
+                        name: _scalar(values[step])
                         for name, values in series.items()
                         if step < len(values)
                     }
@@ -272,9 +287,19 @@ def _single_file_entries(path: Path, content) -> list[Entry]:
                 (int(key), f"{path}[{key}]", lambda key=key: (content[key], {}))  # type: ignore[misc]
                 for key in content
             ]
+        if content and all(_is_int(key) for key in content):
+            kinds = sorted(
+                {type(v).__name__ for v in content.values() if not isinstance(v, Mapping)}
+            )
+            raise CheckpointImportError(
+                f"{path}: a {{step: ...}} dict whose values are not state dicts ({', '.join(kinds)})"
+            )
         state, metrics, step = _unpack(content, path)
         if state is not None:
-            return [(step if step is not None else 0, str(path), lambda: (state, metrics))]
+            if step is None and not _config_for(path).is_file():  # model_<id>.pt: an id, not a step
+                step = _step_from_name(path)
+            unknown = UNKNOWN_STEP if step is None else step  # a final-only checkpoint, say
+            return [(unknown, str(path), lambda: (state, metrics))]
     raise CheckpointImportError(
         f"{path}: not a checkpoint container mechgrok knows (a state_dict, a list of state_dicts "
         "with their steps, or {step: state_dict})"
@@ -375,6 +400,29 @@ def _manifest_entries(folder: Path, manifest: Path, trust_pickle: bool) -> list[
     return entries
 
 
+def _without_copies(entries: list[Entry], source: Path) -> list[Entry]:
+    """Entries with one checkpoint per step: a step saved twice with the same weights (a
+    `final.pth` beside the last epoch's file) is kept once; with other weights it is an error."""
+    by_step: dict[int, list[Entry]] = {}
+    for entry in entries:
+        by_step.setdefault(entry[0], []).append(entry)
+    kept = []
+    for step, same in by_step.items():
+        if len(same) > 1:
+            first = same[0][2]()[0]
+            for _, label, load in same[1:]:
+                other = load()[0]
+                if set(other) != set(first) or not all(
+                    np.array_equal(as_numpy(other[k]), as_numpy(first[k])) for k in first
+                ):
+                    raise CheckpointImportError(
+                        f"{source}: step {step} appears more than once with different weights "
+                        f"({same[0][1]}, {label})"
+                    )
+        kept.append(same[0])
+    return kept
+
+
 def _warn_of(steps: list[int], what: str, total: int) -> None:
     """One MechgrokWarning for the imported checkpoints at `steps` that `what`."""
     if steps:
@@ -445,11 +493,19 @@ def _unpack(content, path: Path) -> tuple[Mapping | None, dict, int | None]:
         state = content  # a bare state_dict
     step = next((int(content[key]) for key in STEP_KEYS if _is_int(content.get(key))), None)
     metrics = {
-        name: float(content[key])
+        name: _scalar(content[key])
         for key, name in METRIC_KEYS.items()
         if _is_number(content.get(key))
     }
     return state, metrics, step
+
+
+def _scalar(value) -> float:
+    """A metric stored as a number, a numpy scalar or a one-element tensor (detached: a
+    tensor with requires_grad would make torch warn)."""
+    if hasattr(value, "detach"):
+        value = value.detach()
+    return float(value)
 
 
 def _step_from_name(path: Path) -> int | None:
@@ -457,15 +513,26 @@ def _step_from_name(path: Path) -> int | None:
     return int(numbers[-1]) if numbers else None
 
 
-def _config_modulus(folder: Path) -> int | None:
-    config = folder / "config.json"
-    if not config.exists():
-        return None
-    try:
-        data = json.loads(config.read_text())
-    except ValueError:
-        raise CheckpointImportError(f"{config}: not valid JSON") from None
-    return next((int(data[key]) for key in MODULUS_KEYS if _is_int(data.get(key))), None)
+def _config_for(source: Path) -> Path:
+    """The JSON config saved beside `model_<id>.pt` as `config_<id>.json`."""
+    return source.with_name(f"config_{source.stem.split('_', 1)[-1]}.json")
+
+
+def _config_modulus(folder: Path, source: Path | None = None) -> int | None:
+    """The modulus in a JSON config beside the checkpoints: `config.json`, or for a file
+    `model_<id>.pt` also `config_<id>.json` (keys MODULUS_KEYS)."""
+    for config in ([_config_for(source)] if source is not None else []) + [folder / "config.json"]:
+        if not config.is_file():
+            continue
+        try:
+            data = json.loads(config.read_text())
+        except ValueError:
+            raise CheckpointImportError(f"{config}: not valid JSON") from None
+        if isinstance(data, Mapping):
+            found = next((int(data[key]) for key in MODULUS_KEYS if _is_int(data.get(key))), None)
+            if found is not None:
+                return found
+    return None
 
 
 def _sha256(path: Path) -> str:
@@ -484,6 +551,8 @@ def _is_int(value) -> bool:
 
 
 def _is_number(value) -> bool:
+    if hasattr(value, "detach"):
+        value = value.detach()
     try:
         return (
             value is not None

@@ -52,8 +52,23 @@ def curves_from_parameters(
     keys: Mapping[str, str] | None = None,
 ) -> dict[str, np.ndarray]:
     """W_a, W_b, W_out as (neuron, token) float32 arrays, and b_in (neuron,), b_out (token,)
-    when present, from a state_dict-like mapping (see module docstring). `modulus` is
-    inferred from the shapes when not given. Raises LayoutError naming what was found."""
+    when the model has either (the other then zeros: a trajectory stores both or neither),
+    from a state_dict-like mapping (see module docstring). `modulus` is inferred from the
+    shapes when not given. Raises LayoutError naming what was found."""
+    curves = _curves(parameters, modulus, keys)
+    H, p = curves["W_a"].shape
+    if ("b_in" in curves) != ("b_out" in curves):
+        curves.setdefault("b_in", np.zeros(H, np.float32))
+        curves.setdefault("b_out", np.zeros(p, np.float32))
+    return curves
+
+
+def _curves(
+    parameters: Mapping[str, object],
+    modulus: int | None = None,
+    keys: Mapping[str, str] | None = None,
+) -> dict[str, np.ndarray]:
+    """The curves as the model stores them (see curves_from_parameters)."""
     arrays = {}
     for key, value in parameters.items():
         try:
@@ -69,7 +84,10 @@ def curves_from_parameters(
     missing = [name for name in keys.values() if name not in arrays]
     if missing:
         raise LayoutError(f"no parameter named {missing[0]!r} (parameters: {', '.join(arrays)})")
+    arrays = _without_wrapper_prefix(arrays)
     _refuse_transformers(arrays)
+    if not keys:
+        keys, modulus = _roles_by_name(arrays, modulus)
     matrices = {name: a for name, a in arrays.items() if a.ndim == 2}
     p = modulus if modulus is not None else _infer_modulus(matrices, keys)
     if "embedding" in keys:
@@ -206,6 +224,58 @@ def _shared_input(
         if role in keys:
             curves[role] = arrays[keys[role]].reshape(-1)
     return {name: np.ascontiguousarray(value, dtype=np.float32) for name, value in curves.items()}
+
+
+WRAPPER_PREFIXES = ("module.", "_module.")  # DataParallel / DistributedDataParallel, Opacus
+
+
+def _without_wrapper_prefix(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Parameter names without the prefix a wrapper module adds to every one of them."""
+    for prefix in WRAPPER_PREFIXES:
+        if arrays and all(name.startswith(prefix) for name in arrays):
+            return {name[len(prefix) :]: a for name, a in arrays.items()}
+    return arrays
+
+
+def _roles_by_name(
+    arrays: dict[str, np.ndarray], modulus: int | None
+) -> tuple[dict[str, str], int | None]:
+    """Roles that names make clear where shapes alone cannot: an embedding MLP (a token
+    embedding `*embed*` [p, d], one layer on the embeddings, an `*unembed*` or output layer)
+    and a shared input (`*W_in*` [H, p] and `*W_out*` [p, H], p told by a [p, p] buffer or the
+    modulus). Returns (roles, modulus): no roles where names say nothing (shape inference then
+    takes over), and the modulus the names imply where it was not given."""
+    matrices = {name: a for name, a in arrays.items() if a.ndim == 2}
+    lower = {name: name.lower() for name in matrices}
+    embeds = [n for n in matrices if "embed" in lower[n] and "unembed" not in lower[n]]
+    if len(embeds) == 1:
+        embedding = matrices[embeds[0]]
+        p = modulus if modulus is not None else embedding.shape[0]  # nn.Embedding(p, d).weight
+        if p not in embedding.shape:
+            return {}, modulus
+        d = embedding.shape[1] if embedding.shape[0] == p else embedding.shape[0]
+        unembeds = [n for n in matrices if "unembed" in lower[n]]
+        rest = [n for n in matrices if n not in embeds and n not in unembeds]
+        inputs = [n for n in rest if d in matrices[n].shape or 2 * d in matrices[n].shape]
+        outputs = unembeds or [n for n in rest if p in matrices[n].shape and n not in inputs]
+        if len(inputs) == 1 and len(outputs) == 1:
+            keys = {"embedding": embeds[0], "input": inputs[0], "output": outputs[0]}
+            H = matrices[inputs[0]].shape[0 if matrices[inputs[0]].shape[1] in (d, 2 * d) else 1]
+            for role, size in (("b_in", H), ("b_out", p)):
+                vectors = [n for n, a in arrays.items() if a.ndim == 1 and a.size == size]
+                if len(vectors) == 1 and H != p:
+                    keys[role] = vectors[0]
+            return keys, p
+        return {}, modulus
+    ins = [n for n in matrices if "w_in" in lower[n]]
+    outs = [n for n in matrices if "w_out" in lower[n]]
+    if len(ins) == 1 and len(outs) == 1 and matrices[ins[0]].shape == matrices[outs[0]].shape[::-1]:
+        sides = set(matrices[ins[0]].shape)
+        squares = {a.shape[0] for n, a in matrices.items() if a.shape[0] == a.shape[1]}
+        p = modulus if modulus is not None else next(iter(sides & squares), None)
+        if p is not None and p in sides and len(sides) == 2:
+            return {"input": ins[0], "output": outs[0]}, p
+    return {}, modulus
 
 
 TRANSFORMER_MARKS = ("attn", "W_Q", "W_K", "W_V", "W_pos", "pos_embed", "unembed.W_U", "blocks.")

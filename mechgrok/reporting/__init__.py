@@ -13,6 +13,8 @@ import numpy as np
 import xarray as xr
 
 from mechgrok.analysis.accessor import (
+    format_final_step,
+    format_grok_step,
     format_lead,
     format_number,
     format_step,
@@ -147,7 +149,7 @@ def _headline_table(analysis: xr.Dataset) -> str:
         )
     saturation = format_step(head["saturation_step"])
     return table_html(
-        ["", f"at saturation (step {saturation})", f"at the end (step {head['final_step']:,})"],
+        ["", f"at saturation (step {saturation})", f"at the end ({format_final_step(head)})"],
         rows,
     )
 
@@ -185,7 +187,7 @@ def _run_section(
             ),
             (
                 f"grok step (val acc >= {analysis.attrs['grok_acc']:.2g})",
-                format_step(head["grok_step"]),
+                format_grok_step(head),
             ),
             ("lead: grok - structure (steps)", format_lead(head["lead_steps"])),
             (

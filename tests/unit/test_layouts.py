@@ -90,10 +90,12 @@ def test_a_shared_input_weight_named_by_keys(planted):
     np.testing.assert_array_equal(curves["W_out"], planted["W_out"])
     with pytest.raises(LayoutError, match="name the output weight"):
         curves_from_parameters(state, modulus=P, keys={"input": "mlp.W_in"})
-    with pytest.raises(
-        LayoutError, match="no input layer found"
-    ):  # shapes alone cannot tell input from output
-        curves_from_parameters(state, modulus=P)
+    # the names W_in and W_out tell the roles with no keys; the modulus tells p from the width
+    by_name = curves_from_parameters(state, modulus=P)
+    assert all(np.array_equal(by_name[k], curves[k]) for k in curves)
+    unnamed = {"first": state["mlp.W_in"], "second": state["mlp.W_out"]}
+    with pytest.raises(LayoutError, match="no input layer found"):  # shapes alone cannot tell
+        curves_from_parameters(unnamed, modulus=P)
 
 
 @pytest.mark.parametrize("name", ["relu", "gelu", "silu", "quadratic", "identity"])
