@@ -339,11 +339,18 @@ def _quiet_after_write_failures(unraisable, default=sys.unraisablehook) -> None:
     help="Start even if the trajectories, run to the step cap, would not fit on the disk "
     "(for runs you know will stop early).",
 )
+@click.option(
+    "--finish",
+    is_flag=True,
+    help="With --resume: close an interrupted run as final at its last snapshot, stop reason "
+    "'closed by the user', instead of training on.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 @one_line_errors
 def record(
     out: Path | None,
     resume: bool,
+    finish: bool,
     force: bool,
     compress: bool,
     threads: int | None,
@@ -364,6 +371,8 @@ def record(
     accept."""
     if resume and force:
         raise click.UsageError("--resume and --force exclude each other")
+    if finish and not resume:
+        raise click.UsageError("--finish closes an interrupted run: give it with --resume")
     given = _given_options(click.get_current_context())
     if every is not None and "per_decade" in given:
         raise click.UsageError(
@@ -378,6 +387,8 @@ def record(
     from mechgrok.sweep.grid import expand_grid
 
     grid = expand_grid(dict(options, every=every if every is not None else 0))
+    if finish and (len(grid) > 1 or scheduler is not None):
+        raise click.UsageError("--finish closes one run: give one run's options, not a sweep")
     if len(grid) > 1 or scheduler is not None:
         with interruptible(resume_hint) as stop_if_interrupted:
             _record_sweep(
@@ -396,6 +407,13 @@ def record(
         return
     config = grid[0]
     out = out if out is not None else DEFAULT_TRAJECTORY_DIR / default_trajectory_name(config)
+    if finish:
+        from mechgrok.recording.runs import finish_run
+
+        step = finish_run(out)
+        if not quiet:
+            console.print(f"closed {out} at step {step:,} (stop reason: closed by the user)")
+        return
     if resume and out.exists():
         # options not given on the command line come from the file, not from the defaults
         ctx = click.get_current_context()
@@ -702,7 +720,7 @@ def analyze(
     from mechgrok.analysis.pipeline import default_analysis_path
     from mechgrok.config import modulus_caveat
     from mechgrok.operations import recorded_operation
-    from mechgrok.store.reader import attr_int
+    from mechgrok.store.reader import attr_int, run_state
     from mechgrok.sweep.index import resolve_trajectories
 
     paths = resolve_trajectories(list(trajectories))
@@ -725,15 +743,23 @@ def analyze(
         caveat = modulus_caveat(attr_int(result.attrs["modulus"]), recorded_operation(result.attrs))
         if caveat:
             console.print(f"note: {caveat}")
-        if int(result.attrs.get("source_final_step", 0)) < 0:
+        state = run_state(trajectory) if trajectory.is_file() else "finished"
+        if state != "finished":
             console.print(
-                f"note: {trajectory} is still recording; analyzed the {result.sizes['step']} snapshots committed so far"
+                f"note: {trajectory} {STATE_NOTES[state]} (analyzed its {result.sizes['step']} snapshots)"
             )
         if not quiet:
             console.print(summary_table(result, title=f"{trajectory}"))
             console.print(
                 f"analysis: {out or default_analysis_path(trajectory)} ({time.perf_counter() - started:.1f} s)"
             )
+
+
+STATE_NOTES = {
+    "recording": "is still recording: another process writes it",
+    "interrupted": "was interrupted before its end: `mechgrok record --resume` continues it, "
+    "`--resume --finish` closes it at its last snapshot",
+}
 
 
 def summary_table(result, title: str):

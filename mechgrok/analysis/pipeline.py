@@ -785,7 +785,7 @@ def analyze(
             raise OutputExistsError(
                 f"{out_path} is the trajectory being analyzed; refusing to write over it"
             )
-        resolved = params.resolved(trajectory.sizes["token"])
+        resolved = params.resolved(trajectory_group(trajectory).n)  # as analyze_dataset does
         identity, n_snapshots = trajectory_identity(trajectory), trajectory.sizes["step"]
         if (
             not force

@@ -25,7 +25,7 @@ from mechgrok.recording.train import (
     train_ensemble,
 )
 from mechgrok.store.outputs import check_output, check_room
-from mechgrok.store.reader import read_config, recorded_progress
+from mechgrok.store.reader import read_config, recorded_progress, run_state
 from mechgrok.store.writer import TrajectoryWriter, trajectory_bytes
 from mechgrok.task import make_task, train_pairs_per_class
 
@@ -303,3 +303,23 @@ def record(
         threads=threads,
         space_check=space_check,
     )[0]
+
+
+def finish_run(path: str | os.PathLike) -> int:
+    """Close an interrupted recording as final at its last committed snapshot, with the stop
+    reason "closed by the user" (what a run that was stopped on purpose says). Returns that
+    step. Refused in one line for a finished run or one another process is recording."""
+    path = Path(path)
+    state = run_state(path)
+    if state == "finished":
+        raise ResumeError(f"{path}: already finished ({recorded_progress(path).final_step:,})")
+    writer, _ = TrajectoryWriter.reopen(path)  # FileBusyError while another process records
+    try:
+        if writer.n_snapshots == 0:
+            raise ResumeError(
+                f"{path}: no snapshot to close the run at", remedy="use {force} to re-record it"
+            )
+        writer.finish(f"closed by the user at step {writer.last_step:,}")
+        return writer.last_step
+    finally:
+        writer.close()

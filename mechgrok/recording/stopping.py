@@ -87,6 +87,10 @@ def earliest_stop_on_file(config: RunConfig, progress: RecordedProgress) -> tupl
     for step, val_acc in zip(progress.steps.tolist(), progress.val_acc.tolist()):
         if step < last and step % config.eval_every == 0 and reaches_target(config, val_acc):
             return step, "stop_val_acc"
+    # checks between snapshots: the stopping memory holds the best accuracy any check reached
+    # (gains under PATIENCE_MIN_GAIN aside), and the step it was reached at
+    if 0 <= progress.best_val_step < last and reaches_target(config, progress.best_val_acc):
+        return progress.best_val_step, "stop_val_acc"
     if progress.best_val_step >= 0:
         stop = patience_stop_step(config, progress.best_val_step)
         if stop <= progress.checkpoint_step and stop < last:

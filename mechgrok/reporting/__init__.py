@@ -36,7 +36,7 @@ from mechgrok.store.outputs import (
     write_failure,
     write_text,
 )
-from mechgrok.store.reader import open_trajectory, trajectory_identity
+from mechgrok.store.reader import open_trajectory, run_state, trajectory_identity
 from mechgrok.sweep.summary import (
     TABLE2_COLUMNS,
     group_by_options,
@@ -122,7 +122,7 @@ def _config_line(trajectory: xr.Dataset) -> str:
     ]
     parts = [f"{k} = {a[k]}" for k in keys if k in a]
     if "stop_reason" in a:
-        parts.append(f"stopped: {a['stop_reason'] or 'still recording'}")
+        parts.append(f"stopped: {a['stop_reason'] or run_state(a['source'])}")
     return ", ".join(parts)
 
 
@@ -464,14 +464,20 @@ def report(
             '<p class="muted">When does the generalizing algorithm appear? Structure read from the weights '
             "(idealized models, phase-sum relation, square-wave binarization) against the real model's accuracy.</p>",
         ]
-        recording = [
-            name for name, trajectory, _ in runs if int(trajectory.attrs.get("final_step", 0)) < 0
-        ]
-        if recording:
-            sections.append(
-                f'<p class="note">Still recording when this report was made: {html.escape(", ".join(recording))}; '
-                "their numbers cover the snapshots committed so far.</p>"
-            )
+        states = {name: run_state(trajectory.attrs["source"]) for name, trajectory, _ in runs}
+        for state, words in (
+            ("recording", "Still recording when this report was made"),
+            (
+                "interrupted",
+                "Interrupted before their end (resume or close them with record --resume [--finish])",
+            ),
+        ):
+            names = [name for name, s in states.items() if s == state]
+            if names:
+                sections.append(
+                    f'<p class="note">{words}: {html.escape(", ".join(names))}; '
+                    "their numbers cover the snapshots committed so far.</p>"
+                )
         if len(runs) > 1:
             sections += _sweep_sections(runs, figs)
         limit = snapshots_per_run(

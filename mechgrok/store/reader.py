@@ -42,7 +42,7 @@ import xarray as xr
 from mechgrok.config import RunConfig
 from mechgrok.errors import TrajectoryError
 from mechgrok.store.netcdf_reader import dimension_names, open_netcdf
-from mechgrok.store.outputs import check_readable_input
+from mechgrok.store.outputs import check_readable_input, writer_pid
 from mechgrok.store.slots import latest_slot, read_slot
 
 FORMAT_VERSION = 2
@@ -252,13 +252,15 @@ def read_config(path: str | os.PathLike) -> RunConfig:
 class RecordedProgress:
     """What a trajectory holds so far: its committed steps with their validation accuracy,
     the final step (-1 while recording), and the latest optimizer checkpoint's step and
-    stopping-rule memory (best_val_step; -1 without a checkpoint)."""
+    stopping-rule memory (best_val_step, best_val_acc: the best validation accuracy at any
+    check so far, not only at snapshots; -1 without a checkpoint)."""
 
     steps: np.ndarray
     val_acc: np.ndarray
     final_step: int
     checkpoint_step: int
     best_val_step: int
+    best_val_acc: float = -1.0
 
     @property
     def last_step(self) -> int:
@@ -271,20 +273,31 @@ def recorded_progress(path: str | os.PathLike) -> RecordedProgress:
     with open(path, "rb") as handle, h5py.File(handle, "r") as f:
         n = attr_int(f.attrs["n_snapshots"])
         steps = np.asarray(f["step"][:n])
-        checkpoint_step, best_val_step = -1, -1
+        checkpoint_step, best_val_step, best_val_acc = -1, -1, -1.0
         latest = (
             latest_slot(np.asarray(f["resume"]["slot_step"][:]), steps) if "resume" in f else None
         )
         if latest is not None:
             checkpoint_step, slot = latest
-            best_val_step = read_slot(f["resume"], slot).best_val_step
+            memory = read_slot(f["resume"], slot)
+            best_val_step, best_val_acc = memory.best_val_step, memory.best_val_acc
         return RecordedProgress(
             steps,
             np.asarray(f["val_acc"][:n]),
             attr_int(f.attrs.get("final_step", -1)),
             int(checkpoint_step),
             best_val_step,
+            best_val_acc,
         )
+
+
+def run_state(path: str | os.PathLike) -> str:
+    """Where a trajectory's recording stands: "finished" (its final snapshot is written, with
+    its stop reason), "recording" (a live process holds its write lock), or "interrupted"
+    (neither: killed, stopped, or out of disk; `record --resume` continues it)."""
+    if recorded_progress(path).final_step >= 0:
+        return "finished"
+    return "recording" if writer_pid(Path(path)) is not None else "interrupted"
 
 
 def open_trajectory(path: str | os.PathLike, chunks: dict | None = None) -> xr.Dataset:

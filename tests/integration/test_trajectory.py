@@ -369,3 +369,63 @@ def test_a_fifo_or_a_malformed_index_gets_one_line_not_a_hang_or_traceback(tmp_p
         assert_one_line_error(
             run_cli("analyze", str(tmp_path / "sweep")), "not a mechgrok sweep index"
         )
+
+
+def test_a_threshold_reached_at_a_check_between_snapshots_is_refused(tmp_path, tiny_config):
+    # checks every 5 steps, snapshots every 20: the best check may fall between snapshots,
+    # where only the stopping memory saw it (a resume once stopped later, with a false reason)
+    config = dataclasses.replace(tiny_config, steps=60, every=20, eval_every=5, stop_val_acc=None)
+    path = mechgrok.record(config, out=tmp_path / "r.h5")
+    _as_if_killed(path)
+    from mechgrok.store.reader import recorded_progress
+
+    progress = recorded_progress(path)
+    assert progress.best_val_step % 20 != 0 or progress.best_val_acc > progress.val_acc.max()
+    before = path.read_bytes()
+    with pytest.raises(ResumeError, match="would have stopped the run at step"):
+        mechgrok.record(
+            dataclasses.replace(config, stop_val_acc=progress.best_val_acc), out=path, resume=True
+        )
+    assert path.read_bytes() == before
+
+
+def test_an_interrupted_run_is_said_to_be_so_and_can_be_closed_honestly(tmp_path, tiny_config):
+    path = mechgrok.record(tiny_config, out=tmp_path / "r.h5")
+    _as_if_killed(path)
+    from mechgrok.store.reader import run_state
+
+    assert run_state(path) == "interrupted"
+    proc = run_cli("analyze", str(path))
+    assert "was interrupted before its end" in " ".join(proc.stderr.split())
+    assert "still recording" not in proc.stderr
+    last = int(open_trajectory(path).step[-1])
+    args = [
+        f"--{k.replace('_', '-')}={v}"
+        for k, v in dataclasses.asdict(tiny_config).items()
+        if k in ("modulus", "width", "train_frac", "steps", "every")
+    ]
+    proc = run_cli("record", *args, "--out", str(path), "--resume", "--finish")
+    assert proc.returncode == 0 and f"closed {path} at step {last}" in proc.stderr, proc.stderr
+    with open_trajectory(path) as ds:
+        assert (
+            ds.attrs["final_step"] == last
+            and ds.attrs["stop_reason"] == f"closed by the user at step {last}"
+        )
+    assert run_state(path) == "finished"
+    again = run_cli("record", *args, "--out", str(path), "--resume", "--finish")
+    assert_one_line_error(again, "already finished")
+    assert_one_line_error(
+        run_cli("record", *args, "--out", str(path), "--finish"), "give it with --resume"
+    )
+
+
+def test_analyses_of_mul_runs_are_reused(tmp_path):
+    # the cache check resolved its thresholds for p, the analysis for p - 1: never current
+    path = mechgrok.record(
+        modulus=11, width=16, steps=40, every=10, operation="mul", out=tmp_path / "m.h5"
+    )
+    mechgrok.analyze(path)
+    analysis = tmp_path / "m.analysis.h5"
+    stamp = analysis.stat().st_mtime_ns
+    mechgrok.analyze(path)
+    assert analysis.stat().st_mtime_ns == stamp
