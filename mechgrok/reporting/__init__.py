@@ -449,7 +449,14 @@ def report(
                 trajectory.close()
                 continue
             seen[identity] = path
-            runs.append((path.stem, trajectory, _analysis(path)))
+            analysis = _analysis(path)
+            # a live run may commit snapshots between the two reads: show what both hold
+            n = min(trajectory.sizes["step"], analysis.sizes["step"])
+            trajectory, analysis = (
+                trajectory.isel(step=slice(0, n)),
+                analysis.isel(step=slice(0, n)),
+            )
+            runs.append((path.stem, trajectory, analysis))
         paths = [seen[identity] for identity in seen]
         figs = _Figures(
             Path(png_dir) if png_dir is not None else None, inputs=[*inputs, out_path], force=force

@@ -495,17 +495,25 @@ def test_compressed_trajectories_hold_the_same_numbers(tmp_path, whole):
         assert f["W_a"].compression == "gzip"
 
 
-def test_analyze_and_report_of_a_run_in_progress_say_so(tmp_path, whole):
+@pytest.mark.slow
+def test_analyze_and_report_tell_a_live_run_from_an_interrupted_one(tmp_path):
     path = tmp_path / "t.h5"
-    path.write_bytes(whole.read_bytes())
-    with h5py.File(
-        path, "r+"
-    ) as f:  # as if still recording: 20 snapshots committed, a 21st half-written
-        f.attrs["final_step"], f.attrs["stop_reason"], f.attrs["n_snapshots"] = -1, "", 20
-    proc = run_cli("analyze", str(path), check=True)
-    assert "still recording; analyzed the 20 snapshots committed so far" in proc.stderr
-    run_cli("report", str(path), "--html", "--out", str(tmp_path / "r.html"), check=True)
-    assert "Still recording when this report was made" in (tmp_path / "r.html").read_text()
+    proc = ForkedCli("record", *ENDLESS, "--out", str(path), "--quiet")
+    try:
+        _wait_for_file(path, proc)
+        time.sleep(0.5)
+        live = run_cli("analyze", str(path), "--quiet", check=True)
+        assert "is still recording: another process writes it" in live.stderr
+        run_cli("report", str(path), "--html", "--out", str(tmp_path / "r.html"), check=True)
+        assert "Still recording when this report was made" in (tmp_path / "r.html").read_text()
+    finally:
+        proc.kill()
+        proc.wait()
+    killed = run_cli("analyze", str(path), "--quiet", check=True)
+    assert "was interrupted before its end" in " ".join(killed.stderr.split())
+    run_cli("report", str(path), "--html", "--out", str(tmp_path / "r.html"), "--force", check=True)
+    page = (tmp_path / "r.html").read_text()
+    assert "Interrupted before their end" in page and "Still recording" not in page
 
 
 @pytest.mark.slow
