@@ -755,6 +755,10 @@ def analyze(
             )
 
 
+DEGENERATE_NOTE = (
+    " Restricted loss is degenerate here: every frequency is a key frequency, so it keeps the "
+    "whole hidden layer and says nothing about the algorithm."
+)
 STATE_NOTES = {
     "recording": "is still recording: another process writes it",
     "interrupted": "was interrupted before its end: `mechgrok record --resume` continues it, "
@@ -798,6 +802,7 @@ def summary_table(result, title: str):
         f"lead grok - structure {format_lead(head['lead_steps'])} (own: {format_lead(head['lead_steps_own'])}); "
         f"shuffled control over {head['shuffle_draws']} draws; structured: periodicity > {head['threshold']:.2f}. "
         + CONVENTION_NOTE
+        + (DEGENERATE_NOTE if head["restricted_loss_degenerate"] else "")
     )
     return table
 

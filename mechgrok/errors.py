@@ -73,6 +73,10 @@ class InputNotFoundError(MechgrokError, FileNotFoundError):
     """An input file or folder does not exist or cannot be read."""
 
 
+class SelectionError(MechgrokError, KeyError):
+    """A neuron, step or variable asked of a Dataset that it does not hold (names the range)."""
+
+
 class OutputExistsError(MechgrokError, FileExistsError):
     """The output path exists and neither resume nor force was asked for."""
 

@@ -12,6 +12,7 @@ On an analysis (freq_a, ideal_acc, ... on step, neuron):
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -20,7 +21,7 @@ import xarray as xr
 from mechgrok.analysis import fourier
 from mechgrok.analysis.idealize import square
 from mechgrok.analysis.variables import label as variable_label
-from mechgrok.errors import InvalidOptionError
+from mechgrok.errors import InvalidOptionError, MechgrokWarning, SelectionError
 from mechgrok.operations import GroupView, group_view, recorded_operation
 
 # (label, variable, decimals) of the headline table that `mechgrok analyze` and reports show
@@ -117,6 +118,22 @@ def format_lead(value) -> str:
     return "undefined" if value is None else f"{int(value):+,}"
 
 
+def _plain(key: str, value):
+    """A headline value as plain Python (json.dumps takes it): numpy scalars unwrapped, text
+    decoded, neuron counts as int, NaN as None."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, np.ndarray):
+        value = value.reshape(-1)[0].item() if value.size == 1 else value.tolist()
+    if isinstance(value, bytes):
+        value = value.decode()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if key.startswith("n_structured") and isinstance(value, float):
+        return int(value)
+    return value
+
+
 @xr.register_dataset_accessor("mechgrok")
 class MechgrokAccessor:
     def __init__(self, ds: xr.Dataset):
@@ -126,10 +143,42 @@ class MechgrokAccessor:
         """A weight's rows over tokens in the order of the run's group (operations.group_view:
         discrete-log order g^0, g^1, ... for mul and div, whose token coordinate keeps the residues)."""
         if name not in self._ds:
-            raise KeyError(f"{name} is not in this Dataset (a trajectory has W_a, W_b, W_out)")
-        rows = self._ds[name].sel(**selection).transpose(..., "token")
+            raise SelectionError(
+                f"{name} is not in this Dataset (a trajectory has W_a, W_b, W_out)"
+            )
+        rows = self._ds[name].sel(**self._checked(selection)).transpose(..., "token")
         view = self.group()
         return rows if view.operation in ("add", "sub") else rows.isel(token=view.order)
+
+    def _checked(self, selection: dict) -> dict:
+        """`selection` with its neuron checked and its step replaced by the nearest recorded
+        one (said in a MechgrokWarning when not exact); SelectionError names the valid range."""
+        selection = dict(selection)
+        if "neuron" in selection:
+            neurons = self._ds["neuron"].values
+            if selection["neuron"] not in neurons:
+                raise SelectionError(
+                    f"neuron {selection['neuron']} is not in this run (neurons {neurons.min()}..{neurons.max()})"
+                )
+        if selection.get("step") is not None:
+            selection["step"] = self.nearest_step(selection["step"])
+        return selection
+
+    def nearest_step(self, step: int) -> int:
+        """The recorded step nearest `step` (a MechgrokWarning says so when it is not `step`);
+        SelectionError outside the recorded range."""
+        steps = self._ds["step"].values
+        if not steps.size or not steps[0] <= step <= steps[-1]:
+            span = f"{steps[0]:,}..{steps[-1]:,}" if steps.size else "none"
+            raise SelectionError(f"step {step:,} is outside the recorded steps ({span})")
+        nearest = int(steps[np.argmin(np.abs(steps - step))])
+        if nearest != step:
+            warnings.warn(
+                f"no snapshot at step {step:,}: using the nearest, step {nearest:,}",
+                MechgrokWarning,
+                stacklevel=4,
+            )
+        return nearest
 
     def group(self) -> GroupView:
         """How this run's tokens are read (its operation's group; add when not recorded)."""
@@ -186,7 +235,7 @@ class MechgrokAccessor:
         )
         coords = {"token": self._rows("W_a").token.values}
         if "step" in dims:
-            coords["step"] = self._ds["step"].sel(**({} if step is None else {"step": step})).values
+            coords["step"] = self._ds["step"].values
         out = out.assign_coords(coords)
         out["freq"] = (dims[:-1], freq)
         out.attrs.update(neuron=int(index))
@@ -246,7 +295,7 @@ class MechgrokAccessor:
         r, r', coherence and structured-neuron counts."""
         ds = self._ds
         if "ideal_acc" not in ds:
-            raise KeyError("headline() needs an analysis Dataset (mechgrok.analyze)")
+            raise SelectionError("headline() needs an analysis Dataset (mechgrok.analyze)")
         out = {
             key: ds.attrs.get(key)
             for key in (
@@ -283,8 +332,10 @@ class MechgrokAccessor:
             )
             out.update(waveform_family=family, waveform_binarization=median, waveform_neurons=count)
         out["operation"] = recorded_operation(ds.attrs)
-        return out
+        out["restricted_loss_degenerate"] = bool(int(ds.attrs.get("restricted_loss_degenerate", 0)))
+        return {key: _plain(key, value) for key, value in out.items()}
 
     def structured(self, step) -> np.ndarray:
         """Indices of the neurons flagged structured at `step` (analysis Datasets)."""
-        return self._ds["neuron"].values[self._ds["structured"].sel(step=step).values.astype(bool)]
+        flags = self._ds["structured"].sel(step=self.nearest_step(step)).values.astype(bool)
+        return self._ds["neuron"].values[flags]

@@ -592,6 +592,8 @@ def analyze_dataset(
         out.attrs.update(
             key_freqs=np.asarray(params.key_freqs, dtype=np.int64),
             key_freqs_rule=key_freqs_rule,
+            # every frequency key: the restricted loss keeps all of the hidden units and says nothing
+            restricted_loss_degenerate=int(len(params.key_freqs or ()) >= (view.n - 1) // 2),
             progress_pairs=(
                 "restricted_loss on the validation pairs (true labels), excluded_loss on the "
                 "training pairs (labels used)"
@@ -652,7 +654,7 @@ def _add_run_attrs(out: xr.Dataset, ds: xr.Dataset, params: AnalysisParams) -> N
             "is absent when either is not reached; *_own: each curve at its own dominant frequency"
         ),
     )
-    for key in ("noise", "seed", "train_frac", "lr", "weight_decay"):
+    for key in ("noise", "seed", "train_frac", "lr", "weight_decay", "activation", "precision"):
         if key in ds.attrs:
             out.attrs[key] = ds.attrs[key]
 

@@ -47,6 +47,26 @@ from mechgrok.sweep.summary import (
 
 DEFAULT_REPORT_DIR = Path("reports")
 
+PHI_SUM = "&phi;<sub>a</sub> + &phi;<sub>b</sub>"  # the law's placeholder in DEFINITIONS
+
+
+def _law(signs: set[int], html_sub: bool = False) -> tuple[str, str]:
+    """(phase law, token pair) in HTML for runs whose laws have `signs`: phi_a + phi_b (add,
+    mul), phi_a - phi_b (sub, div), or both spelled for a page that mixes them."""
+    a, b = ("&phi;<sub>a</sub>", "&phi;<sub>b</sub>") if html_sub else ("&phi;_a", "&phi;_b")
+    if signs == {-1}:
+        return f"{a} - {b}", "a - b"
+    if signs == {1}:
+        return f"{a} + {b}", "a + b"
+    return f"{a} &plusmn; {b} (each run's law)", "a &plusmn; b"
+
+
+def definitions(signs: set[int]) -> str:
+    """The page's definitions, in the words of its runs' phase laws."""
+    law, pair = _law(signs, html_sub=True)
+    return DEFINITIONS.replace(PHI_SUM, law).replace("(a+b)", f"({pair})")
+
+
 DEFINITIONS = """<ul>
 <li><b>DFT</b> of a row w over tokens x = 0..p-1: F[k] = &sum;<sub>x</sub> w[x] e<sup>-2&pi;ikx/p</sup>. Dominant frequency
 k* = argmax |F[k]|, k = 1..(p-1)/2 (0 for dead or constant rows). Phase &phi; = -angle F[k*] in radians, wrapped to
@@ -148,10 +168,16 @@ def _headline_table(analysis: xr.Dataset) -> str:
             ]
         )
     saturation = format_step(head["saturation_step"])
-    return table_html(
+    table = table_html(
         ["", f"at saturation (step {saturation})", f"at the end ({format_final_step(head)})"],
         rows,
     )
+    if head["restricted_loss_degenerate"]:
+        table += (
+            '<p class="note">Restricted loss is degenerate for this run: every frequency is a key '
+            "frequency, so it keeps the whole hidden layer and says nothing about the algorithm.</p>"
+        )
+    return table
 
 
 def _run_section(
@@ -165,6 +191,7 @@ def _run_section(
     """A run's cards, headline table and timeline; with `detail` also its static neuron
     galleries, phase scatter and periodicity panels (a sweep leaves those to the explorer)."""
     head = analysis.mechgrok.headline()
+    law, pair = _law({law_sign(analysis.attrs)})
     steps = analysis["step"].values
     final = int(steps[-1])
     saturated = int(head["saturation_step"]) >= 0
@@ -226,9 +253,9 @@ def _run_section(
             "structure, the phase-sum control (orange dashed) is what the construction gives for free, and the green "
             "dash-dotted line reads each curve at its own frequency instead of W_a's. Second: losses of the real model "
             "beside the progress measures of Nanda et al. (2023): restricted loss (hidden units kept only in their "
-            "key-frequency a + b components, validation pairs) and excluded loss (those components removed, training "
+            f"key-frequency {pair} components, validation pairs) and excluded loss (those components removed, training "
             "pairs). Third: share of structured neurons, median binarization and periodicity. "
-            "Bottom: circular correlation of &phi;_out with &phi;_a + &phi;_b.",
+            f"Bottom: circular correlation of &phi;_out with {law}.",
         )
     )
     if not detail:
@@ -260,8 +287,8 @@ def _run_section(
         figs.add(
             figures.phase_scatter([(analysis, early, early_label), (analysis, final, "end")]),
             f"{prefix}phase_scatter",
-            "&phi;_out against &phi;_a + &phi;_b (paper Fig. 4); points on the dashed diagonal obey the phase-sum "
-            "relation. Color: W_a periodicity; outlined: structured neurons.",
+            f"&phi;_out against {law} (paper Fig. 4); points on the dashed diagonal obey the phase "
+            "law. Color: W_a periodicity; outlined: structured neurons.",
         )
     )
     out.append(
@@ -371,7 +398,8 @@ def _sweep_sections(runs: list[tuple[str, xr.Dataset, xr.Dataset]], figs: _Figur
         figs.add(
             figures.phase_scatter(panels),
             "sweep_phase_scatter",
-            "&phi;_out against &phi;_a + &phi;_b at the end of each run (paper Fig. 5). The paper's values: "
+            f"&phi;_out against {_law({law_sign(a.attrs) for _, _, a in runs})[0]} at the end of each run "
+            "(paper Fig. 5). The paper's values: "
             + (
                 "; ".join(sorted(set(paper_values)))
                 if paper_values
@@ -509,7 +537,7 @@ def report(
                         name, trajectory, analysis, figs, prefix=f"{name}_", detail=False
                     )
                 )
-        sections += ["<h2>Definitions</h2>", DEFINITIONS]
+        sections += ["<h2>Definitions</h2>", definitions({law_sign(a.attrs) for _, _, a in runs})]
         write_text(out_path, page(title, sections), "report", inputs, force=force)
     finally:
         for _, trajectory, analysis in runs:

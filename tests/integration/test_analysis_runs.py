@@ -151,3 +151,23 @@ def test_an_analysis_that_cannot_fit_in_memory_is_refused_in_one_line(tmp_path, 
     proc = run_cli("analyze", str(path))
     assert_one_line_error(proc, "p = 2003", "GiB of memory", "more than this machine's 24 GiB")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.h5"]
+
+
+def test_accessor_lookups_take_the_nearest_step_and_name_the_valid_range(grokked):
+    import json
+
+    from mechgrok.errors import MechgrokWarning, SelectionError
+
+    trajectory, result = mechgrok.open_trajectory(grokked), mechgrok.analyze(grokked)
+    steps = trajectory["step"].values
+    between = int(steps[-2] + 1) if steps[-1] - steps[-2] > 2 else int(steps[-1])
+    with pytest.warns(MechgrokWarning, match="using the nearest"):
+        row = trajectory.mechgrok.neuron(6, step=between)
+    assert row.attrs["neuron"] == 6
+    with pytest.raises(SelectionError, match=r"neuron 999 is not in this run \(neurons 0\.\.127\)"):
+        trajectory.mechgrok.neuron(999)
+    with pytest.raises(SelectionError, match="outside the recorded steps"):
+        trajectory.mechgrok.idealized_weights(int(steps[-1]) + 10**6)
+    head = result.mechgrok.headline()
+    assert json.loads(json.dumps(head))["final_step"] == int(steps[-1])
+    assert isinstance(head["n_structured_final"], int)

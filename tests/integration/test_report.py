@@ -5,6 +5,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+import xarray as xr
 from conftest import GROKKING, assert_one_line_error, run_cli
 
 import mechgrok
@@ -300,3 +301,32 @@ def test_a_report_of_runs_in_a_read_only_folder_computes_their_analyses(
     assert (tmp_path / "r.html").exists() and sorted(p.name for p in archive.iterdir()) == [
         "run.h5"
     ]
+
+
+@pytest.mark.parametrize("operation", ["sub", "div"])
+def test_sub_and_div_reports_name_their_own_law(tmp_path, operation):
+    path = mechgrok.record(
+        RunConfig(modulus=13, width=32, train_frac=0.5, steps=200, every=20, operation=operation),
+        out=tmp_path / f"{operation}.h5",
+    )
+    mechgrok.report([path], out=tmp_path / "r.html")
+    from mechgrok.reporting.static import static_text
+
+    # the explorer's code picks the law by the run's sign; its data and the page's words must
+    page = (tmp_path / "r.html").read_text().replace(static_text("explorer.js"), "")
+    analysis = xr.open_dataset(tmp_path / f"{operation}.analysis.h5", engine="h5netcdf")
+    long_names = " ".join(str(v.attrs.get("long_name", "")) for v in analysis.variables.values())
+    summary = run_cli("analyze", str(path)).stderr
+    for text in (page, long_names, summary):
+        for wrong in (
+            "phi_a + phi_b",
+            "&phi;_a + &phi;_b",
+            "&phi;<sub>a</sub> + &phi;<sub>b</sub>",
+            "phase_a + phase_b",
+        ):
+            assert wrong not in text, (wrong, text[text.find(wrong) - 200 : text.find(wrong) + 50])
+    assert (
+        "phi_a - phi_b" in summary
+        and "&phi;_a - &phi;_b" in page
+        and "phase_a - phase_b" in long_names
+    )
