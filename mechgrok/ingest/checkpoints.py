@@ -236,7 +236,7 @@ def _entries(source: Path, trust_pickle: bool) -> tuple[list[Entry], str, int | 
             if files[0].suffix == ".safetensors"
             else "folder of per-step files"
         )
-        return entries, kind, _config_modulus(source), None
+        return entries, kind, _config_modulus(source), _pairs_file(source / "train_data.pth")
     content = _load_torch(source, trust_pickle, mmap=True)
     train_indices = content.get(SPLIT_KEY) if isinstance(content, Mapping) else None
     modulus = _config_modulus(source.parent, source)
@@ -351,22 +351,51 @@ class MappedFile:
             libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(length), MADV_DONTNEED)
 
 
+def _pairs_file(path: Path):
+    """The training pairs a run folder keeps beside its checkpoints (`train_data.pth`: rows
+    (a, b[, label]) of integers), or None; a file in another form is named in a note."""
+    if not path.is_file():
+        return None
+    content = _load_torch(path, trust_pickle=False)
+    shape = tuple(getattr(content, "shape", ()))
+    if (
+        len(shape) == 2
+        and shape[1] in (2, 3)
+        and not getattr(content, "is_floating_point", lambda: True)()
+    ):
+        return content
+    warnings.warn(
+        f"{path}: not rows of (a, b) pairs; the import does not carry the training split",
+        MechgrokWarning,
+        stacklevel=4,
+    )
+    return None
+
+
 def _split_pairs(train_indices, p: int, source: Path):
-    """(train_a, train_b) from stored pair indices a * p + b (the TransformerLens convention)."""
+    """(train_a, train_b) from a stored training split: pair indices a * p + b (the
+    TransformerLens convention), or rows (a, b[, label]) as a train_data.pth holds them."""
     try:
-        indices = np.asarray(
+        array = np.asarray(
             train_indices.detach().cpu().numpy()
             if hasattr(train_indices, "detach")
             else train_indices,
             dtype=np.int64,
-        ).reshape(-1)
+        )
     except (TypeError, ValueError):
         raise CheckpointImportError(
-            f"{source}: {SPLIT_KEY} is not a list of pair indices"
+            f"{source}: its training split is not a list of pairs"
         ) from None
+    if array.ndim == 2 and array.shape[1] in (2, 3):  # rows (a, b) or (a, b, label)
+        if array.size == 0 or array[:, :2].min() < 0 or array[:, :2].max() >= p:
+            raise CheckpointImportError(
+                f"{source}: its training pairs hold tokens outside 0..{p - 1}"
+            )
+        return array[:, 0], array[:, 1]
+    indices = array.reshape(-1)
     if indices.size == 0 or indices.min() < 0 or indices.max() >= p * p:
         raise CheckpointImportError(
-            f"{source}: {SPLIT_KEY} holds values outside the {p * p} pairs of modulus {p}"
+            f"{source}: its training split holds values outside the {p * p} pairs of modulus {p}"
         )
     return indices // p, indices % p
 

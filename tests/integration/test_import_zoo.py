@@ -125,7 +125,9 @@ def test_shared_input_per_epoch_files_with_accuracies_and_a_final_copy(tmp_path)
             run / f"{epoch}.pth",
         )
     torch.save({"model": model.state_dict(), "epoch": 40}, run / "final.pth")  # the last again
-    torch.save(torch.randint(0, P, (100, 2)), run / "train_data.pth")
+    a, b, labels = _pairs()
+    train = torch.randperm(P * P)[:100]
+    torch.save(torch.stack([a[train], b[train], labels[train]], 1), run / "train_data.pth")
     out = tmp_path / "t.h5"
     proc = run_cli("import", str(run), "--out", str(out), "--quiet")
     assert proc.returncode == 0, proc.stderr
@@ -136,6 +138,8 @@ def test_shared_input_per_epoch_files_with_accuracies_and_a_final_copy(tmp_path)
         np.testing.assert_allclose(ds.val_acc.values, [0.1, 0.3, 0.5])
         np.testing.assert_allclose(ds.train_acc.values, [0.5, 0.7, 0.9], atol=1e-6)
         np.testing.assert_array_equal(ds.W_a.values, ds.W_b.values)  # one shared input
+        np.testing.assert_array_equal(ds.train_a.values, a[train].numpy())  # the stored split
+        np.testing.assert_array_equal(ds.train_b.values, b[train].numpy())
     assert result.attrs["grok_step"] in (-1, 40)
 
 
