@@ -576,17 +576,32 @@ def _record_sweep(
         )
 
 
+def _duration(seconds: float) -> str:
+    """12 s, 3:04 (minutes), 1:02:03 (hours), or '?' before a rate is known."""
+    if not seconds < 10**7:
+        return "?"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return (
+        f"{hours}:{minutes:02d}:{secs:02d}"
+        if hours
+        else f"{minutes}:{secs:02d}"
+        if minutes
+        else f"{secs} s"
+    )
+
+
 class RecordProgress:
-    """A rich progress bar fed by train_ensemble's on_step callback (at most 5 redraws/s).
-    It appears with the first step, so a run refused before training prints no bar."""
+    """A rich progress bar fed by train_ensemble's on_step callback (at most 5 redraws/s),
+    with the time left to the step cap at the current rate (a stopping rule may end the run
+    sooner). It appears with the first step, so a run refused before training prints no bar."""
 
     def __init__(self, total_steps: int, stop_if_interrupted: Callable[..., None]):
         columns = [
             TextColumn("[bold]record"),
-            BarColumn(bar_width=20),
-            TextColumn("step {task.completed:,.0f}/{task.total:,.0f}"),
+            BarColumn(bar_width=10),
+            TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
             TextColumn("{task.fields[status]}"),
-            TimeElapsedColumn(),
         ]
         self._progress = Progress(*columns, console=console)
         self._total = total_steps
@@ -613,9 +628,10 @@ class RecordProgress:
         run = (
             f"run {first} of {len(steps)}: " if len(steps) > 1 else ""
         )  # an ensemble: its first run's metrics
-        status = (
-            f"{run}loss {m.get('train_loss', float('nan')):.3g}  train {m.get('train_acc', float('nan')):.3f}  "
-            f"val {m.get('val_acc', float('nan')):.3f}  {rate:,.0f} steps/s"
+        left = (self._total - step) / rate if rate > 0 else float("inf")
+        status = (  # fits 80 columns with the bar and the step count
+            f"{run}loss {m.get('train_loss', float('nan')):.2g} train {m.get('train_acc', float('nan')):.3f} "
+            f"val {m.get('val_acc', float('nan')):.3f} {rate:,.0f}/s {_duration(left)} left"
         )
         self._progress.update(self._bar, completed=step, status=status)
 
