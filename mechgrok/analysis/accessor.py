@@ -335,6 +335,15 @@ class MechgrokAccessor:
         out["restricted_loss_degenerate"] = bool(int(ds.attrs.get("restricted_loss_degenerate", 0)))
         return {key: _plain(key, value) for key, value in out.items()}
 
+    def explore(self):
+        """The report's offline explorer of this run, shown inline in Jupyter (one
+        self-contained HTML output: no server, no network). On a trajectory Dataset it analyzes
+        the run first (reusing a current analysis on file); on an analysis it reopens its
+        trajectory. Its `.html` is the page on its own."""
+        from mechgrok.reporting.notebook import explorer_for  # the page builder, on call
+
+        return explorer_for(self._ds)
+
     def structured(self, step) -> np.ndarray:
         """Indices of the neurons flagged structured at `step` (analysis Datasets)."""
         flags = self._ds["structured"].sel(step=self.nearest_step(step)).values.astype(bool)

@@ -118,8 +118,9 @@ def explorer_data(
     }
 
 
-def explorer_section(runs: list[dict]) -> str:
-    """The explorer's HTML: controls, four plot areas, plotly.js (inlined), the data and the app."""
+def explorer_section(runs: list[dict], static_below: bool = True) -> str:
+    """The explorer's HTML: controls, four plot areas, plotly.js (inlined), the data and the
+    app. `static_below`: the page goes on with static figures (a report; not a notebook)."""
     from plotly.offline import get_plotlyjs
 
     selector = ""
@@ -133,11 +134,13 @@ def explorer_section(runs: list[dict]) -> str:
         '<h2 id="explorer">Explorer: scrub through training</h2>'
         '<p class="muted">Move the slider (or press play) to see the algorithm form: the cursor on the timeline, the phase-law '
         "scatter, the selected neuron's rows with their ideal waves, and the periodicity heatmap move together. Click a point "
-        "of the scatter or a row of the heatmap to select a neuron. Needs JavaScript; "
+        "of the scatter or a row of the heatmap to select a neuron. Needs JavaScript"
         + (
-            "the static figures below show the same run without it."
+            "."
+            if not static_below
+            else "; the static figures below show the same run without it."
             if len(runs) == 1
-            else "below, each run's timeline is also a static figure, and <code>mechgrok report RUN.h5 --html</code> draws one run's "
+            else "; below, each run's timeline is also a static figure, and <code>mechgrok report RUN.h5 --html</code> draws one run's "
             "neurons, phases and periodicity statically."
         )
         + "</p>"
