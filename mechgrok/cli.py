@@ -15,7 +15,14 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from mechgrok.config import ACTIVATIONS, ANALYSIS_DEFAULTS, OPERATIONS, PRECISIONS, RunConfig
 from mechgrok.paper import NOISE_LEVELS as PAPER_NOISE_LEVELS
@@ -576,6 +583,36 @@ def _record_sweep(
         )
 
 
+@contextlib.contextmanager
+def snapshot_progress(label: str, enabled: bool = True):
+    """A progress bar over snapshots for a long computation (analyze, report), fed by the
+    yielded on_progress(done, total); None (no bar) with --quiet or when stderr is not a
+    terminal. It appears with the first report, so work refused before it prints no bar."""
+    if not (enabled and console.is_terminal):
+        yield None
+        return
+    progress = Progress(
+        TextColumn(f"[bold]{label}"),
+        BarColumn(bar_width=20),
+        TextColumn("{task.completed:,.0f}/{task.total:,.0f} snapshots"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+    bar: list[TaskID] = []
+
+    def on_progress(done: int, total: int) -> None:
+        if not bar:
+            progress.start()
+            bar.append(progress.add_task(label, total=total))
+        progress.update(bar[0], completed=done, total=total)
+
+    try:
+        yield on_progress
+    finally:
+        progress.stop()
+
+
 def _duration(seconds: float) -> str:
     """12 s, 3:04 (minutes), 1:02:03 (hours), or '?' before a rate is known."""
     if not seconds < 10**7:
@@ -744,18 +781,20 @@ def analyze(
         raise click.UsageError("--out names one analysis file; give one trajectory with it")
     for trajectory in paths:
         started = time.perf_counter()
-        result = run_analysis(
-            trajectory,
-            threshold=threshold,
-            threshold_low=threshold_low,
-            out=out,
-            force=force,
-            grok_acc=grok_acc,
-            structure_acc=structure_acc,
-            chunk_steps=chunk_steps,
-            shuffle_draws=shuffle_draws,
-            scheduler=scheduler,
-        )
+        with snapshot_progress(f"analyze {trajectory.name}", enabled=not quiet) as on_progress:
+            result = run_analysis(
+                trajectory,
+                threshold=threshold,
+                threshold_low=threshold_low,
+                out=out,
+                force=force,
+                grok_acc=grok_acc,
+                structure_acc=structure_acc,
+                chunk_steps=chunk_steps,
+                shuffle_draws=shuffle_draws,
+                scheduler=scheduler,
+                on_progress=on_progress,
+            )
         caveat = modulus_caveat(attr_int(result.attrs["modulus"]), recorded_operation(result.attrs))
         if caveat:
             console.print(f"note: {caveat}")
@@ -844,6 +883,7 @@ def summary_table(result, title: str):
     help="Also write each figure as a PNG here.",
 )
 @click.option("--force", is_flag=True, help="Replace an existing report.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @one_line_errors
 def report(
     trajectories: tuple[Path, ...],
@@ -851,6 +891,7 @@ def report(
     out: Path | None,
     png_dir: Path | None,
     force: bool,
+    quiet: bool,
 ) -> None:
     """Show how structure emerges before grokking, for one run or a sweep.
 
@@ -872,7 +913,8 @@ def report(
     from mechgrok.reporting import report as write_report
 
     started = time.perf_counter()
-    path = write_report(paths, out=out, png_dir=png_dir, force=force)
+    with snapshot_progress("report: analyze", enabled=not quiet) as on_progress:
+        path = write_report(paths, out=out, png_dir=png_dir, force=force, on_progress=on_progress)
     console.print(f"[green]wrote[/green] {path} ({time.perf_counter() - started:.1f} s)")
 
 

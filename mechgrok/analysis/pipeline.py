@@ -13,6 +13,7 @@ import dataclasses
 import os
 import warnings
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -484,11 +485,13 @@ def analyze_dataset(
     path: str | None = None,
     scheduler: str | None = None,
     stream_to: Path | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> xr.Dataset:
     """Analyze an open trajectory Dataset chunk by chunk (see module docstring). With `path`
     and `scheduler` (a dask.distributed address, or "local"), chunks are analyzed by workers
     that open the file themselves. With `stream_to`, the (step, neuron) variables go to that
-    netCDF file as they are computed and the result is that file, opened lazily."""
+    netCDF file as they are computed and the result is that file, opened lazily.
+    `on_progress(done, total)` is called with the snapshots analyzed so far after each chunk."""
     _validated(ds, source)
     check_analysis_fits_in_memory(ds.sizes["token"], ds.sizes["neuron"], source)
     view = trajectory_group(ds)
@@ -546,7 +549,9 @@ def analyze_dataset(
     # chunks run two at a time on threads: BLAS threads on top of them would oversubscribe the cores (1.6x slower here)
     blas_limit = threadpool_limits(1, user_api="blas")
     try:
-        for _bounds, chunk in zip(bounds, chunks):
+        for (_, stop), chunk in zip(bounds, chunks):
+            if on_progress is not None:
+                on_progress(stop, n_steps)
             two_d = {name: values for name, values in chunk.items() if values.ndim == 2}
             if stream is not None:
                 stream.write(two_d)
@@ -745,6 +750,7 @@ def analyze(
     force: bool = False,
     save: bool = True,
     scheduler: str | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
     **options,
 ) -> xr.Dataset:
     """Analyze a trajectory (path or Dataset with W_a, W_b, W_out on (step, neuron, token)).
@@ -759,7 +765,9 @@ def analyze(
     complete (outputs.atomic_output), so concurrent calls both succeed. `save=False`
     computes without writing (a current analysis on file is still reused). A Dataset is
     analyzed in memory and written to `out` only when given; `force`, `save=False` and
-    `scheduler` do not apply to it and raise. Returns the analysis (dims step, neuron)."""
+    `scheduler` do not apply to it and raise. `on_progress(done, total)`: snapshots analyzed
+    so far, after each chunk (not called when a current analysis is reused). Returns the
+    analysis (dims step, neuron)."""
     if params is not None and options:
         raise InvalidOptionError(f"give params or its fields ({', '.join(options)}), not both")
     params = params if params is not None else AnalysisParams(**options)
@@ -769,7 +777,9 @@ def analyze(
                 "force, save=False and scheduler apply to a trajectory file, not to a Dataset"
             )
         origin = source.attrs.get("source")
-        result = analyze_dataset(source, params, source=str(origin or "dataset"), scheduler=None)
+        result = analyze_dataset(
+            source, params, source=str(origin or "dataset"), scheduler=None, on_progress=on_progress
+        )
         if out is not None:
             with atomic_output(
                 out, "analysis", inputs=[Path(origin)] if origin else [], replace_role=True
@@ -797,7 +807,12 @@ def analyze(
             return open_netcdf(out_path)
         if not save:
             return analyze_dataset(
-                trajectory, params, source=str(path), path=str(path), scheduler=scheduler
+                trajectory,
+                params,
+                source=str(path),
+                path=str(path),
+                scheduler=scheduler,
+                on_progress=on_progress,
             )
         with atomic_output(out_path, "analysis", inputs=[path], replace_role=True) as partial:
             check_space(
@@ -810,5 +825,6 @@ def analyze(
                 path=str(path),
                 scheduler=scheduler,
                 stream_to=partial,
+                on_progress=on_progress,
             ).close()
     return open_netcdf(out_path)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -421,7 +421,7 @@ def _seed_order(seed) -> int:
 PAGE_BYTES_AT_LEAST = 5 * 2**20  # every page inlines plotly.js (~4.8 MB)
 
 
-def _analysis(path: Path) -> xr.Dataset:
+def _analysis(path: Path, on_progress: Callable[[int, int], None] | None = None) -> xr.Dataset:
     """The run's analysis, cached beside it where its folder is writable; computed in memory
     (with a note) where it is not, e.g. a read-only archive of someone else's runs."""
     cache = default_analysis_path(path)
@@ -432,7 +432,7 @@ def _analysis(path: Path) -> xr.Dataset:
             MechgrokWarning,
             stacklevel=3,
         )
-    return analyze(path, save=writable)
+    return analyze(path, save=writable, on_progress=on_progress)
 
 
 def report(
@@ -440,10 +440,12 @@ def report(
     out: str | os.PathLike | None = None,
     png_dir: str | os.PathLike | None = None,
     force: bool = False,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Write the HTML report for one run or several (a sweep) and return its path. Each
     trajectory is analyzed unless a current analysis sits beside it. An existing report is
-    replaced only with `force`; trajectories are only read."""
+    replaced only with `force`; trajectories are only read. `on_progress(done, total)`:
+    snapshots analyzed so far, for each run whose analysis is computed."""
     paths = [Path(t) for t in trajectories]
     if not paths:
         raise InvalidOptionError("no trajectory given")
@@ -477,7 +479,7 @@ def report(
                 trajectory.close()
                 continue
             seen[identity] = path
-            analysis = _analysis(path)
+            analysis = _analysis(path, on_progress)
             # a live run may commit snapshots between the two reads: show what both hold
             n = min(trajectory.sizes["step"], analysis.sizes["step"])
             trajectory, analysis = (
