@@ -25,6 +25,7 @@ from mechgrok.analysis.pipeline import analyze, default_analysis_path
 from mechgrok.analysis.variables import law_sign
 from mechgrok.config import SATURATION_TRAIN_ACC
 from mechgrok.errors import InvalidOptionError, MechgrokWarning
+from mechgrok.operations import recorded_operation
 from mechgrok.paper import FIG5, paper_row
 from mechgrok.reporting import figures
 from mechgrok.reporting.explorer import explorer_data, explorer_section, snapshots_per_run
@@ -390,7 +391,11 @@ def _sweep_sections(runs: list[tuple[str, xr.Dataset, xr.Dataset]], figs: _Figur
     panels, paper_values = [], []
     for _name, trajectory, analysis in runs:
         noise, seed = float(trajectory.attrs.get("noise", np.nan)), trajectory.attrs.get("seed", "")
-        panels.append((analysis, int(analysis["step"].values[-1]), f"noise {noise:g}, seed {seed}"))
+        what = (  # enough to tell a sub run from a mul run on one page
+            f"{recorded_operation(trajectory.attrs)} {trajectory.attrs.get('activation', 'relu')}, "
+            f"p = {trajectory.sizes['token']}, noise {noise:g}, seed {seed}"
+        )
+        panels.append((analysis, int(analysis["step"].values[-1]), what))
         paper_r = FIG5.get(round(noise, 2))
         if paper_r:
             paper_values.append(f"noise {noise:g}: r = {paper_r[0]}, r' = {paper_r[1]}")

@@ -214,15 +214,16 @@ def test_the_explorer_scrubs_and_selects_in_a_real_browser(single_report):
         assert page.evaluate(
             "mechgrokExplorer.setNeuron(2)"
         ) == 2 and "neuron 2 at step" in page.inner_text("#mg-neuron-text")
-        narrow = browser.new_page(
-            viewport={"width": 420, "height": 800}
-        )  # a phone-width window lays out without errors
-        narrow.goto(out.as_uri(), wait_until="load")
-        narrow.wait_for_function("window.mechgrokExplorer !== undefined", timeout=30_000)
-        assert (
-            narrow.evaluate("document.getElementById('mg-scatter').getBoundingClientRect().width")
-            <= 420
-        )
+        # the heatmap runs over steps with neuron ids; step 0 has a place on the log axes
+        heat = page.evaluate("document.getElementById('mg-heatmap').data[0]")
+        assert heat["y"][0].startswith("n") and min(heat["x"]) >= 1
+        for width in (420, 1300):  # a phone and a desktop: no horizontal scroll
+            other = browser.new_page(viewport={"width": width, "height": 800})
+            other.goto(out.as_uri(), wait_until="load")
+            other.wait_for_function("window.mechgrokExplorer !== undefined", timeout=30_000)
+            scroll = other.evaluate("document.documentElement.scrollWidth")
+            assert scroll <= width, f"{scroll} px wide at {width}"
+            other.screenshot(path=str(out.parent / f"report_{width}.png"))
     finally:
         browser.close()
         playwright.stop()
@@ -234,10 +235,14 @@ def test_a_sweep_explorer_switches_runs(sweep_report):
     try:
         assert page.evaluate("mechgrokExplorer.runs()") == ["clean", "noisy"]
         page.select_option("#mg-run", "1")
-        assert page.evaluate("document.getElementById('mg-timeline').layout.shapes.length") >= 1
+        assert page.evaluate("mechgrokExplorer.currentRun()") == 1
+        names = page.evaluate("document.getElementById('mg-timeline').data.map((t) => t.name)")
+        assert "step shown" in names and any(n.startswith("saturation step") for n in names)
         assert (
             page.evaluate("mechgrokExplorer.currentStep()") <= 600
         )  # the noisy run is capped at 600 steps
+        page.evaluate("mechgrokExplorer.setRun(0)")  # the API moves the selector too
+        assert page.input_value("#mg-run") == "0"
     finally:
         browser.close()
         playwright.stop()

@@ -42,18 +42,21 @@
     return theta.map((t) => (Math.cos(t) >= 0 ? high : low));
   }
 
+  // steps run on a log axis as step + 1, so that step 0 has a place; hovers show the step itself
+  const logStep = (step) => step + 1;
+  const CURSOR = "#CC79A7";  // a colour of its own: no accuracy line uses it
   function drawTimeline() {
-    const r = run();
-    const traces = r.timeline.map((t) => ({ x: r.steps, y: t.y, name: t.label, mode: "lines", line: { color: t.color, width: 1.8 } }));
-    const marks = [["saturation", r.saturation, "#999999"], ["structure", r.structure, "#009E73"], ["grok", r.grok, "#D55E00"]]
-      .filter((m) => m[1] >= 0).map((m) => ({ type: "line", x0: m[1], x1: m[1], yref: "paper", y0: 0, y1: 1, line: { color: m[2], dash: "dot", width: 1 } }));
+    const r = run(), xs = r.steps.map(logStep);
+    const traces = r.timeline.map((t) => ({ x: xs, y: t.y, name: t.label, mode: "lines", line: { color: t.color, width: 1.8 },
+                                            customdata: r.steps, hovertemplate: "step %{customdata:,}: %{y:.3f}<extra>" + t.label + "</extra>" }));
+    [["saturation step", r.saturation, "#999999"], ["structure step", r.structure, "#009E73"], ["grok step", r.grok, "#D55E00"]]
+      .filter((m) => m[1] >= 0).forEach((m) => traces.push({ x: [logStep(m[1]), logStep(m[1])], y: [0, 1], name: m[0] + " (" + m[1].toLocaleString("en") + ")",
+        mode: "lines", line: { color: m[2], dash: "dot", width: 1.2 }, hoverinfo: "skip" }));
+    traces.push({ x: [logStep(stepOf(state.at)), logStep(stepOf(state.at))], y: [-0.02, 1.02], name: "step shown",
+                  mode: "lines", line: { color: CURSOR, width: 2 }, hoverinfo: "skip" });
     Plotly.react("mg-timeline", traces, Object.assign({}, layoutBase, {
-      title: { text: "Accuracy over training (cursor: the step shown)" }, xaxis: { type: "log", title: "training step (log; step 0 at 1)" },
-      yaxis: { range: [-0.02, 1.02], title: "accuracy" }, shapes: marks.concat([cursorShape()]) }), config);
-  }
-  function cursorShape() {
-    return { type: "line", x0: Math.max(stepOf(state.at), 1), x1: Math.max(stepOf(state.at), 1), yref: "paper", y0: 0, y1: 1,
-             line: { color: "#0072B2", width: 2 } };
+      title: { text: "Accuracy over training" }, xaxis: { type: "log", title: "training step + 1 (log scale, so step 0 shows)" },
+      yaxis: { range: [-0.02, 1.02], title: "accuracy" } }), config);
   }
   function drawScatter() {
     const r = run(), d = data(), at = state.at, x = [], y = [], c = [], ids = [], outline = [];
@@ -89,7 +92,8 @@
     Plotly.react("mg-neuron", traces, Object.assign({}, layoutBase, {
       title: { text: "neuron " + i + ", step " + stepOf(at).toLocaleString("en") + ": k = " + k + " (gray: ideal)" },
       grid: { rows: 3, columns: 1, pattern: "independent", roworder: "top to bottom" }, height: 460,
-      xaxis3: { title: xTitle }, yaxis: { title: "W_a" }, yaxis2: { title: "W_b" }, yaxis3: { title: "W_out" }, showlegend: false }), config);
+      xaxis3: { title: xTitle }, yaxis: { title: "W_a: from a" }, yaxis2: { title: "W_b: from b" }, yaxis3: { title: "W_out: to class" },
+      showlegend: false }), config);
     const fmt = (v, digits) => (Number.isFinite(v) ? v.toFixed(digits) : "undefined");
     document.getElementById("mg-neuron-text").textContent =
       "neuron " + i + " at step " + stepOf(at).toLocaleString("en") + ": frequency k = " + k + ", phi_a = " + fmt(cell(d.stats.phase_a, at, i), 3) +
@@ -99,13 +103,13 @@
   }
   function drawHeatmap() {
     const r = run(), d = data(), z = r.heat_order.map((i) => r.subset.map((_, at) => { const v = cell(d.stats.periodicity_a, at, i); return Number.isFinite(v) ? v : null; }));
-    Plotly.react("mg-heatmap", [{ z, x: r.subset.map((_, at) => at), y: r.heat_order.map((_, row) => row), customdata: r.heat_order.map((i) => r.subset.map(() => i)),
+    Plotly.react("mg-heatmap", [{ z, x: r.subset.map((s) => logStep(r.steps[s])), y: r.heat_order.map((i) => "n" + i), customdata: r.heat_order.map((i) => r.subset.map(() => i)),
       type: "heatmap", colorscale: "Viridis", colorbar: { title: "periodicity", thickness: 10 },
       hovertemplate: "neuron %{customdata}, step %{text}<br>periodicity %{z:.1f}<extra></extra>",
       text: r.heat_order.map(() => r.subset.map((s) => r.steps[s].toLocaleString("en"))) }],
       Object.assign({}, layoutBase, { title: { text: "W_a periodicity per neuron (rows ordered by first structured step; click to select)" },
-        xaxis: { title: "snapshot (of " + r.subset.length + " carried)" }, yaxis: { title: "neuron (ordered)", autorange: "reversed" },
-        shapes: [{ type: "line", x0: state.at, x1: state.at, yref: "paper", y0: 0, y1: 1, line: { color: "#D55E00", width: 2 } }] }), config);
+        xaxis: { type: "log", title: "training step + 1 (log scale)" }, yaxis: { title: "neuron id", autorange: "reversed", type: "category" },
+        shapes: [{ type: "line", x0: logStep(stepOf(state.at)), x1: logStep(stepOf(state.at)), yref: "paper", y0: 0, y1: 1, line: { color: CURSOR, width: 2 } }] }), config);
   }
   function drawAll() {
     slider.max = String(run().subset.length - 1);
@@ -122,7 +126,9 @@
   function setStep(step) { state.at = nearest(Number(step)); drawAll(); return stepOf(state.at); }
   function setNeuron(i) { state.neuron = Math.max(0, Math.min(run().neurons - 1, Math.round(Number(i)))); drawScatter(); drawNeuron(); return state.neuron; }
   function setRun(i) { state.run = Math.max(0, Math.min(runs.length - 1, Number(i))); state.at = Math.min(state.at, run().subset.length - 1);
-                       state.neuron = Math.min(state.neuron, run().neurons - 1); drawAll(); }
+                       state.neuron = Math.min(state.neuron, run().neurons - 1);
+                       const selector = document.getElementById("mg-run"); if (selector) selector.value = String(state.run);
+                       drawAll(); return state.run; }
 
   slider.addEventListener("input", () => { state.at = Number(slider.value); drawAll(); });
   document.getElementById("mg-play").addEventListener("click", (event) => {
@@ -143,5 +149,6 @@
   });
   document.getElementById("mg-heatmap").on("plotly_click", (event) => { if (event.points.length) setNeuron(event.points[0].customdata); });
   window.mechgrokExplorer = { setStep, currentStep: () => stepOf(state.at), setNeuron, currentNeuron: () => state.neuron, setRun,
+                              currentRun: () => state.run,
                               runs: () => runs.map((r) => r.name) };
 })();
