@@ -344,6 +344,37 @@ class MechgrokAccessor:
 
         return explorer_for(self._ds)
 
+    def plot_timeline(self):
+        """The report's timeline figure (accuracies and controls, losses, structure, phase law
+        against step) of an analysis Dataset, as a matplotlib Figure."""
+        from mechgrok.reporting import figures  # the figure builders, on call
+
+        return figures.timeline(self._ds)
+
+    def plot_phases(self, step=None):
+        """phi_out against the phase law's phi_a +- phi_b at `step` (nearest recorded; the last
+        when None) of an analysis Dataset, as a matplotlib Figure."""
+        from mechgrok.reporting import figures
+
+        step = int(self._ds["step"].values[-1]) if step is None else self.nearest_step(step)
+        return figures.phase_scatter([(self._ds, step, f"step {step:,}")])
+
+    def plot_neurons(self, analysis: xr.Dataset, steps=None, which: str = "W_a", neurons=None):
+        """Rows of a few neurons against their ideal square waves (paper Figs. 1-2), from this
+        trajectory and its `analysis`, at `steps` (nearest recorded; default first, middle,
+        last), as a matplotlib Figure. `neurons` default to the report's choice."""
+        from mechgrok.reporting import figures
+
+        recorded = self._ds["step"].values
+        wanted = (
+            steps
+            if steps is not None
+            else [recorded[0], recorded[len(recorded) // 2], recorded[-1]]
+        )
+        return figures.neuron_gallery(
+            self._ds, analysis, [self.nearest_step(int(s)) for s in wanted], which, neurons
+        )
+
     def structured(self, step) -> np.ndarray:
         """Indices of the neurons flagged structured at `step` (analysis Datasets)."""
         flags = self._ds["structured"].sel(step=self.nearest_step(step)).values.astype(bool)

@@ -171,3 +171,49 @@ def test_accessor_lookups_take_the_nearest_step_and_name_the_valid_range(grokked
     head = result.mechgrok.headline()
     assert json.loads(json.dumps(head))["final_step"] == int(steps[-1])
     assert isinstance(head["n_structured_final"], int)
+
+
+def _drawn_outside(fig) -> list[float]:
+    """How far (inches) what `fig` draws (text, legends, colorbars: its tight bounding box)
+    reaches past each edge of the figure (left, bottom, right, top); 0 where inside."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)  # as the report renders them
+    canvas.draw()
+    drawn, page = fig.get_tightbbox(canvas.get_renderer()), fig.bbox_inches
+    return [
+        round(max(0.0, page.x0 - drawn.x0), 2),
+        round(max(0.0, page.y0 - drawn.y0), 2),
+        round(max(0.0, drawn.x1 - page.x1), 2),
+        round(max(0.0, drawn.y1 - page.y1), 2),
+    ]
+
+
+def test_plot_helpers_draw_the_report_figures_with_no_label_cut_off(grokked):
+    trajectory, result = mechgrok.open_trajectory(grokked), mechgrok.analyze(grokked)
+    figures = {
+        "timeline": result.mechgrok.plot_timeline(),
+        "phases": result.mechgrok.plot_phases(),
+        "neurons": trajectory.mechgrok.plot_neurons(result),
+    }
+    assert len(figures["timeline"].axes) >= 4 and figures["phases"].axes
+    for name, fig in figures.items():
+        assert _drawn_outside(fig) == [0, 0, 0, 0], name
+
+
+def test_the_docs_export_example_runs_as_written(grokked, tmp_path, monkeypatch):
+    import re
+    from pathlib import Path
+
+    guide = (Path(__file__).parents[2] / "docs" / "guide" / "python.md").read_text()
+    section = guide[guide.index("### Export to pandas and CSV") :]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    demo = "trajectories/p97_w256_tf0.5_noise0_seed0.h5"
+    assert demo in code
+    monkeypatch.chdir(tmp_path)
+    exec(code.replace(demo, str(grokked)), {})
+    import pandas as pd
+
+    per_step = pd.read_csv(tmp_path / "per_step.csv")
+    assert len(per_step) == mechgrok.open_trajectory(grokked).sizes["step"]
+    assert len(pd.read_csv(tmp_path / "neurons_at_the_end.csv")) == 128

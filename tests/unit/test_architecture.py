@@ -28,8 +28,11 @@ LAYERS = {
 }  # fmt: skip
 
 
-# the one upward import, made on call: ds.mechgrok.explore() hands its Dataset to the page builder
-ALLOWED_UPWARD = {("mechgrok.analysis.accessor", "mechgrok.reporting.notebook")}
+# the accessor's upward imports, made on call: explore() and plot_*() hand a Dataset to reporting
+ALLOWED_UPWARD = {
+    ("mechgrok.analysis.accessor", "mechgrok.reporting.notebook"),
+    ("mechgrok.analysis.accessor", "mechgrok.reporting.figures"),  # ds.mechgrok.plot_*()
+}
 
 
 def module_name(path: Path) -> str:
