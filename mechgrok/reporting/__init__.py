@@ -245,6 +245,21 @@ def _run_section(
         f"<p>{html.escape(_convention_sentence(head))}</p>",
         _headline_table(analysis),
     ]
+    if steps.size == 1:  # one checkpoint (a published final model): no timeline to draw
+        out.append(
+            f'<p class="note">This run has one snapshot ({format_final_step(head)}): what follows is '
+            "its structure at that step; there is no timeline, and no saturation, structure or "
+            "grok step to read.</p>"
+        )
+        out.append(
+            figs.add(
+                figures.phase_scatter([(analysis, final, format_final_step(head))]),
+                f"{prefix}phase_scatter",
+                f"&phi;_out against {law}; points on the dashed diagonal obey the phase law. "
+                "Color: W_a periodicity; outlined: structured neurons.",
+            )
+        )
+        return out
     out.append(
         figs.add(
             figures.timeline(analysis, trajectory),

@@ -158,6 +158,10 @@ def test_an_embedding_mlp_saved_alone_beside_its_config(tmp_path):
     assert "at the end (step unknown)" in summary
     assert "grok step unknown (no validation metric)" in summary
     assert "accuracy on all pairs (real model)" in summary  # what the weights alone tell
+    mechgrok.report([out], out=tmp_path / "r.html")
+    page = (tmp_path / "r.html").read_text()
+    assert "This run has one snapshot (step unknown)" in page
+    assert "Timeline. Top:" not in page  # no timeline pretending to be one
 
 
 @pytest.mark.parametrize("prefix", ["module.", "_module."])
