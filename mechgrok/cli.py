@@ -444,7 +444,7 @@ def record(
                 space_check=not skip_space_check,
             )
         else:
-            with RecordProgress(config.steps, stop_if_interrupted) as progress:
+            with RecordProgress(config.steps, stop_if_interrupted, config.stop_val_acc) as progress:
                 record_runs(
                     [config],
                     [out],
@@ -628,12 +628,22 @@ def _duration(seconds: float) -> str:
     )
 
 
+STOP_TREND_SECONDS = 30.0  # how far back the time to a stopping threshold is extrapolated
+
+
 class RecordProgress:
     """A rich progress bar fed by train_ensemble's on_step callback (at most 5 redraws/s),
-    with the time left to the step cap at the current rate (a stopping rule may end the run
-    sooner). It appears with the first step, so a run refused before training prints no bar."""
+    with the time left: to the step cap at the current rate, or, when validation accuracy is
+    rising towards `stop_val_acc` fast enough to get there first, to that threshold (marked
+    "to val ..."), extrapolated from the last STOP_TREND_SECONDS. It appears with the first
+    step, so a run refused before training prints no bar."""
 
-    def __init__(self, total_steps: int, stop_if_interrupted: Callable[..., None]):
+    def __init__(
+        self,
+        total_steps: int,
+        stop_if_interrupted: Callable[..., None],
+        stop_val_acc: float | None = None,
+    ):
         columns = [
             TextColumn("[bold]record"),
             BarColumn(bar_width=10),
@@ -646,6 +656,8 @@ class RecordProgress:
         self._last_draw = 0.0
         self._first: tuple[float, int] | None = None
         self._stop_if_interrupted = stop_if_interrupted
+        self._stop_val_acc = stop_val_acc
+        self._trend: list[tuple[float, float]] = []  # (time, validation accuracy)
 
     def on_step(self, steps: dict[int, int], latest: dict[int, dict[str, float]]) -> None:
         self._stop_if_interrupted()
@@ -666,9 +678,19 @@ class RecordProgress:
             f"run {first} of {len(steps)}: " if len(steps) > 1 else ""
         )  # an ensemble: its first run's metrics
         left = (self._total - step) / rate if rate > 0 else float("inf")
+        goal = "left"
+        val = m.get("val_acc", float("nan"))
+        if self._stop_val_acc is not None and val == val:
+            self._trend = [(t, v) for t, v in self._trend if now - t <= STOP_TREND_SECONDS]
+            self._trend.append((now, val))
+            (t0, v0), (t1, v1) = self._trend[0], self._trend[-1]
+            if t1 - t0 > 1 and v1 > v0:  # rising: when does it reach the threshold?
+                to_threshold = max(self._stop_val_acc - v1, 0) * (t1 - t0) / (v1 - v0)
+                if to_threshold < left:
+                    left, goal = to_threshold, f"to val {self._stop_val_acc:g}"
         status = (  # fits 80 columns with the bar and the step count
             f"{run}loss {m.get('train_loss', float('nan')):.2g} train {m.get('train_acc', float('nan')):.3f} "
-            f"val {m.get('val_acc', float('nan')):.3f} {rate:,.0f}/s {_duration(left)} left"
+            f"val {val:.3f} {rate:,.0f}/s {_duration(left)} {goal}"
         )
         self._progress.update(self._bar, completed=step, status=status)
 
