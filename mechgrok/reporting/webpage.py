@@ -52,16 +52,12 @@ def cards_html(items: list[tuple[str, str]]) -> str:
     )
 
 
-def _version() -> str:
-    return installed_version("mechgrok")
-
-
 def page(title: str, sections: list[str]) -> str:
     created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return (
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f'<meta name="generator" content="mechgrok {_version()}">'
+        f'<meta name="generator" content="mechgrok {installed_version("mechgrok")}">'
         f"<title>{html.escape(title)}</title><style>{static_text('page.css')}{static_text('explorer.css')}</style></head><body><main>"
         + "".join(sections)
         + f'<p class="muted">Made by mechgrok on {created}. Self-contained: figures are embedded, nothing is fetched.</p>'

@@ -140,13 +140,14 @@ class TrajectoryWriter:
         lock: int,
         publish_from: Path | None = None,
         replace: bool = False,
+        publish_at_finish: bool = False,
     ):
         self._file = file
         self.path = path
         self.config = config  # None for a trajectory of an outside run (see create_external)
         self._lock = lock
         self._publish_from, self._replace = publish_from, replace
-        self._publish_at_finish = False
+        self._publish_at_finish = publish_at_finish
         self._pending_config: RunConfig | None = None
         self.n_snapshots = attr_int(file.attrs["n_snapshots"])
         self.last_step = (
@@ -216,9 +217,7 @@ class TrajectoryWriter:
             f.attrs.update(modulus=int(modulus), width=int(width), bias=int(bias))
             f.attrs.update({str(key): value for key, value in attrs.items()})
 
-        writer = cls._create(Path(path), None, modulus, width, schema, 0, force)
-        writer._publish_at_finish = publish_at_finish
-        return writer
+        return cls._create(Path(path), None, modulus, width, schema, 0, force, publish_at_finish)
 
     @classmethod
     def _create(
@@ -230,6 +229,7 @@ class TrajectoryWriter:
         schema,
         extra_bytes: int,
         force: bool,
+        publish_at_finish: bool = False,
     ) -> TrajectoryWriter:
         check_output(path, "trajectory", force=force)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -253,7 +253,15 @@ class TrajectoryWriter:
             lock = lock_for_writing(partial, path)
             schema(f)
             _flush(f)
-        return cls(f, path, config, lock, publish_from=partial, replace=path.exists())
+        return cls(
+            f,
+            path,
+            config,
+            lock,
+            publish_from=partial,
+            replace=path.exists(),
+            publish_at_finish=publish_at_finish,
+        )
 
     @classmethod
     def reopen(cls, path: str | os.PathLike) -> tuple[TrajectoryWriter, SavedState | None]:
