@@ -397,7 +397,7 @@ def record(
     if finish and (len(grid) > 1 or scheduler is not None):
         raise click.UsageError("--finish closes one run: give one run's options, not a sweep")
     if len(grid) > 1 or scheduler is not None:
-        with interruptible(resume_hint) as stop_if_interrupted:
+        with interruptible(resume_hint, polled=scheduler is None) as stop_if_interrupted:
             _record_sweep(
                 grid,
                 out,
@@ -475,22 +475,24 @@ class Interrupted(click.ClickException):
 
 
 @contextlib.contextmanager
-def interruptible(message: Callable[[], str]):
+def interruptible(message: Callable[[], str], polled: bool = True, unit: str = "step"):
     """Turn Ctrl-C and SIGTERM into the one-line `message()` (exit status 130).
-    Yields `stop_if_interrupted`, the loop's per-step callback: once the loop calls
-    it, a signal only leaves a mark that the next step turns into KeyboardInterrupt. Raised
+    Yields `stop_if_interrupted`, the loop's per-step callback. With `polled` (a loop in this
+    process that calls it), a signal only leaves a mark that the next call turns into
+    KeyboardInterrupt, from the first signal on, even before the loop's first step: raised
     from the handler instead, it could land inside a finalizer (h5py's weak references, as
-    a snapshot is written), where Python prints it as a traceback, drops it, and the run
-    goes on. Before the loop starts, the handler raises at once."""
-    state = {"requested": False, "polling": False}
+    a snapshot is written), where Python prints it as "Exception ignored", drops it, and the
+    run goes on. A second signal stops at once. Without `polled` (waiting on a dask
+    scheduler, where nothing polls), the handler raises at once."""
+    state = {"requested": False}
 
     def interrupt(signum, frame):
-        state["requested"] = True
-        if not state["polling"]:
+        if state["requested"] or not polled:
             raise KeyboardInterrupt
+        state["requested"] = True
+        sys.stderr.write(f"stopping after this {unit} (Ctrl-C again stops at once)\n")
 
     def stop_if_interrupted(*_) -> None:
-        state["polling"] = True
         if state["requested"]:
             raise KeyboardInterrupt
 
@@ -1014,7 +1016,8 @@ def import_run(
     interrupted = interruptible(
         lambda: (
             "interrupted; nothing was written (an import keeps its file only once complete): run it again"
-        )
+        ),
+        unit="checkpoint",
     )
     with interrupted as stop_if_interrupted:
         _import(

@@ -465,6 +465,9 @@ def _warn_of(steps: list[int], what: str, total: int) -> None:
 def _load_torch(path: Path, trust_pickle: bool, mmap: bool = False):
     import torch
 
+    foreign = _foreign_format(path)
+    if foreign:
+        raise CheckpointImportError(f"{path}: {foreign}")
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust_pickle, mmap=mmap)
     except pickle.UnpicklingError as err:
@@ -483,14 +486,39 @@ def _load_torch(path: Path, trust_pickle: bool, mmap: bool = False):
     except RuntimeError as err:
         if mmap and "mmap" in str(err):  # legacy (non-zip) files cannot be memory-mapped
             return _load_torch(path, trust_pickle, mmap=False)
+        reason = str(err).splitlines()[0]
         raise CheckpointImportError(
-            f"{path}: unreadable or truncated checkpoint ({str(err).splitlines()[0]})"
+            f"{path}: unreadable or truncated checkpoint ({reason})"
         ) from None
     except Exception as err:  # noqa: BLE001 - torch.load fails on damaged bytes with any type
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise CheckpointImportError(
             f"{path}: unreadable or truncated checkpoint ({reason})"
         ) from None
+
+
+# torch.save's legacy (pre-zip) files open with a pickled magic number
+_TORCH_LEGACY_MAGIC = pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2)[2:]
+_FOREIGN_SIGNATURES = {
+    b"\x89HDF": "an HDF5 file, not a torch checkpoint (a mechgrok trajectory is read by analyze)",
+    b"\x93NUMPY": "a numpy .npy array, not a torch checkpoint",
+}
+
+
+def _foreign_format(path: Path) -> str | None:
+    """What a file torch.load could not read is, when its first bytes say: a plain Python
+    pickle (pickle.dump rather than torch.save), HDF5, numpy. None when they do not say."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(32)
+    except OSError:
+        return None
+    for signature, what in _FOREIGN_SIGNATURES.items():
+        if head.startswith(signature):
+            return what
+    if head[:1] == b"\x80" and _TORCH_LEGACY_MAGIC not in head:
+        return "a plain Python pickle (pickle.dump), not a torch.save checkpoint: torch.save its state_dicts to import them"
+    return None
 
 
 def _safetensors_loader(path: Path):

@@ -75,7 +75,7 @@ def test_a_folder_of_per_step_files_with_metrics(tmp_path, trained):
     assert result.sizes["step"] == len(STEPS)
 
 
-@pytest.mark.parametrize("layout", ["list", "dict"])
+@pytest.mark.parametrize("layout", ["list", "dict", "legacy"])
 def test_single_files_holding_every_checkpoint(tmp_path, trained, layout):
     states, losses = trained
     source = tmp_path / "run.pt"
@@ -91,8 +91,12 @@ def test_single_files_holding_every_checkpoint(tmp_path, trained, layout):
             },
             source,
         )
-    else:  # {epoch: state_dict}
-        torch.save({step: states[step] for step in reversed(STEPS)}, source)
+    else:  # {epoch: state_dict}, in torch's zip container or its pre-1.6 (legacy) one
+        torch.save(
+            {step: states[step] for step in reversed(STEPS)},
+            source,
+            _use_new_zipfile_serialization=layout == "dict",
+        )
     run_cli("import", str(source), "--out", str(tmp_path / "t.h5"), "--quiet", check=True)
     ds = _assert_exact(tmp_path / "t.h5", states)
     if layout == "list":
@@ -171,8 +175,15 @@ def test_bad_sources_give_one_line_errors_and_write_nothing(tmp_path, trained):
     )  # not a torch file at all: not blamed on pickled objects
     assert_one_line_error(
         run_cli("import", str(other), "--out", str(tmp_path / "o.h5")),
-        "not a readable torch checkpoint",
+        "an HDF5 file, not a torch checkpoint",
     )
+    plain = tmp_path / "plain.pkl"  # pickle.dump, not torch.save: named, not "Unsupported operand"
+    plain.write_bytes(pickle.dumps({"checkpoints": [{"w": [1.0]}]}, protocol=4))
+    for trust in ([], ["--trust-pickle"]):
+        assert_one_line_error(
+            run_cli("import", str(plain), "--out", str(tmp_path / "o.h5"), *trust),
+            "a plain Python pickle (pickle.dump), not a torch.save checkpoint",
+        )
     mixed = tmp_path / "mixed"
     mixed.mkdir()
     torch.save(states[0], mixed / "0.pt")
