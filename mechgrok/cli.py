@@ -24,7 +24,15 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from mechgrok.config import ACTIVATIONS, ANALYSIS_DEFAULTS, OPERATIONS, PRECISIONS, RunConfig
+from mechgrok.config import (
+    ACTIVATIONS,
+    ANALYSIS_DEFAULTS,
+    MODELS,
+    OPERATIONS,
+    PRECISIONS,
+    TRANSFORMER_DEFAULTS,
+    RunConfig,
+)
 from mechgrok.paper import NOISE_LEVELS as PAPER_NOISE_LEVELS
 
 console = Console(stderr=True)
@@ -210,7 +218,32 @@ def _quiet_after_write_failures(unraisable, default=sys.unraisablehook) -> None:
     "--width",
     type=NumberList(OptionValue("width", int)),
     default=DEFAULTS.width,
-    help="Hidden neurons.",
+    help="Hidden neurons of the MLP (the transformer's: --d-mlp).",
+)
+@click.option(
+    "--model",
+    type=click.Choice(MODELS),
+    default=DEFAULTS.model,
+    help="mlp: the paper's two-hot MLP. transformer: Nanda et al. (2023)'s one-layer transformer "
+    "(defaults p = 113, d_model 128, 4 heads, 512 ReLU MLP neurons, 10-step lr warm-up).",
+)
+@click.option(
+    "--d-model",
+    type=NumberList(OptionValue("d_model", int)),
+    default=None,
+    help=f"Transformer: width of the residual stream [default: {DEFAULTS.d_model}].",
+)
+@click.option(
+    "--heads",
+    type=NumberList(OptionValue("heads", int)),
+    default=None,
+    help=f"Transformer: attention heads, sharing d_model [default: {DEFAULTS.heads}].",
+)
+@click.option(
+    "--d-mlp",
+    type=NumberList(OptionValue("width", int)),
+    default=None,
+    help=f"Transformer: ReLU neurons of its MLP [default: {TRANSFORMER_DEFAULTS['width']}].",
 )
 @click.option(
     "--activation",
@@ -378,6 +411,7 @@ def record(
     accept."""
     if resume and force:
         raise click.UsageError("--resume and --force exclude each other")
+    _model_options(options, _given_options(click.get_current_context()))
     if finish and not resume:
         raise click.UsageError("--finish closes an interrupted run: give it with --resume")
     given = _given_options(click.get_current_context())
@@ -457,6 +491,36 @@ def record(
                 )
     if not quiet:
         _print_summary(out, time.perf_counter() - started)
+
+
+def _model_options(options: dict, given: set[str]) -> None:
+    """Fold the transformer's options into RunConfig's (its MLP neurons are `width`), with
+    its defaults where they differ from the MLP's; options of the other model refused."""
+    d_mlp = options.pop("d_mlp")
+    if options["model"] == "mlp":
+        stray = [
+            f"--{name.replace('_', '-')}" for name in ("d_model", "heads", "d_mlp") if name in given
+        ]
+        if stray:
+            raise click.UsageError(
+                f"{', '.join(stray)} {'size' if len(stray) > 1 else 'sizes'} the transformer: "
+                "add --model transformer "
+                "(the MLP's neurons are --width)"
+            )
+        del options["d_model"], options["heads"]
+        return
+    if "width" in given:
+        raise click.UsageError(
+            "--width sizes the MLP model; the transformer's MLP neurons are --d-mlp "
+            "(its residual stream --d-model)"
+        )
+    options["width"] = d_mlp if d_mlp is not None else TRANSFORMER_DEFAULTS["width"]
+    for name in ("modulus", "per_decade"):
+        if name not in given:
+            options[name] = TRANSFORMER_DEFAULTS[name]
+    for name in ("d_model", "heads"):
+        if options[name] is None:
+            options[name] = getattr(DEFAULTS, name)
 
 
 def _given_options(ctx: click.Context) -> set[str]:

@@ -82,6 +82,8 @@ RUN_LIMITS: dict[str, Limit] = {
     "eval_every": Limit(1, MAX_STEPS),
     "every": Limit(0, MAX_STEPS),
     "per_decade": Limit(1, 100_000),
+    "d_model": Limit(1, 65_536),
+    "heads": Limit(1, 1024),
 }
 BETA_LIMIT = Limit(0, 1, high_open=True)
 ANALYSIS_LIMITS: dict[str, Limit] = {
@@ -167,6 +169,9 @@ class RunConfig:
     operation: str = "add"
     activation: str = "relu"
     precision: str = "fp32"
+    model: str = "mlp"
+    d_model: int = 128  # the transformer's; `width` is its MLP's neurons (d_mlp)
+    heads: int = 4
 
     def __post_init__(self) -> None:
         for name in RUN_LIMITS:
@@ -198,6 +203,37 @@ class RunConfig:
                 f"each step), got {self.lr:g} x {self.weight_decay:g}"
             )
         check_device(self.device)
+        if self.model not in MODELS:
+            raise InvalidOptionError(
+                f"unknown model {self.model!r}; use one of {', '.join(MODELS)}"
+            )
+        if self.model == "transformer":
+            self._check_transformer()
+
+    def _check_transformer(self) -> None:
+        if self.d_model % self.heads:
+            raise InvalidOptionError(
+                f"d_model {self.d_model} is not a multiple of heads {self.heads} (the heads "
+                "share the residual stream equally)"
+            )
+        unsupported = {
+            "activation": (self.activation, "relu"),
+            "precision": (self.precision, "fp32"),
+            "bias": (self.bias, True),
+        }
+        for name, (value, supported) in unsupported.items():
+            if value != supported:
+                raise InvalidOptionError(
+                    f"{name} {value!r} is not available for the transformer (mechgrok trains "
+                    f"Nanda et al.'s model: {name} {supported!r})"
+                )
+
+
+# the architectures `record` trains (models.ARCHITECTURES holds their code)
+MODELS = ("mlp", "transformer")
+# the transformer's defaults where they differ from the MLP's: Nanda et al. (2023)'s size, and
+# half the snapshots per decade (a snapshot holds 1.6 MB at that size: ~300 MB to 15,000 steps)
+TRANSFORMER_DEFAULTS = {"modulus": 113, "width": 512, "per_decade": 50}
 
 
 def estimated_memory_bytes(config: RunConfig, n_models: int = 1) -> int:
@@ -210,6 +246,9 @@ def estimated_memory_bytes(config: RunConfig, n_models: int = 1) -> int:
     n_params = 3 * p * H + H + p
     float32 = 4
     per_model = float32 * (8 * n_params + 4 * n_train * H + 4 * n_train * p)
+    if config.model == "transformer":  # per pair: each head's rows of the MLP input, the stream
+        d, h = config.d_model, config.heads
+        per_model += float32 * n_train * (4 * h * d + 4 * d) + float32 * 8 * p * h * 3 * d
     return n_models * per_model + 16 * p * p
 
 

@@ -33,6 +33,7 @@ from mechgrok.analysis.progress import (
     key_frequencies,
     real_model_measures,
 )
+from mechgrok.analysis.tables import PER_FREQUENCY, table_measures
 from mechgrok.analysis.variables import variable_attrs
 from mechgrok.config import (
     ANALYSIS_DEFAULTS,
@@ -295,15 +296,18 @@ def _chunk_from_dataset(
     activation = str(
         ds.attrs.get("activation", "relu")
     )  # of the real model; runs mechgrok trains are ReLU
-    return analyze_arrays(
+    weights = weights_in_group_order(part, view)
+    result = analyze_arrays(
         params=params,
         real_accuracy=real_accuracy,
         steps=steps,
         activation=activation,
         split=recorded_split(ds, view),
         sign=view.sign,
-        **weights_in_group_order(part, view),
+        **weights,
     )
+    result.update(table_measures(part, weights, activation, view.order))
+    return result
 
 
 def trajectory_group(ds: xr.Dataset) -> GroupView:
@@ -457,9 +461,18 @@ class _StreamedNeuronVariables:
     def finish(self, per_step: xr.Dataset) -> None:
         """Write what is pending, add the per-step variables and the attributes, then close."""
         self._flush()
+        for dim, size in per_step.sizes.items():
+            if dim not in self.file.dimensions:
+                self.file.dimensions[dim] = size
+        for coord_name, coord in per_step.coords.items():
+            if coord_name not in self.file.variables:
+                self.file.create_variable(
+                    str(coord_name), coord.dims, coord.dtype, data=coord.values
+                )
+            self.file.variables[str(coord_name)].attrs.update(variable_attrs(str(coord_name)))
         for name, variable in per_step.data_vars.items():
             created = self.file.create_variable(
-                name, ("step",), variable.dtype, data=variable.values, **COMPRESSION
+                name, variable.dims, variable.dtype, data=variable.values, **COMPRESSION
             )
             created.attrs.update(variable.attrs)
         self.file.attrs.update(per_step.attrs)
@@ -546,12 +559,15 @@ def analyze_dataset(
     )
     per_step: dict[str, list] = {}
     per_neuron: dict[str, list] = {}
+    per_frequency: dict[str, list] = {}
     # chunks run two at a time on threads: BLAS threads on top of them would oversubscribe the cores (1.6x slower here)
     blas_limit = threadpool_limits(1, user_api="blas")
     try:
         for (_, stop), chunk in zip(bounds, chunks):
             if on_progress is not None:
                 on_progress(stop, n_steps)
+            for frequency_name in PER_FREQUENCY:
+                per_frequency.setdefault(frequency_name, []).append(chunk.pop(frequency_name))
             two_d = {name: values for name, values in chunk.items() if values.ndim == 2}
             if stream is not None:
                 stream.write(two_d)
@@ -567,6 +583,15 @@ def analyze_dataset(
         )
         for name, parts in per_neuron.items():
             out[name] = (("step", "neuron"), np.concatenate(parts))
+        for frequency_name, parts in per_frequency.items():
+            out[frequency_name] = (("step", "frequency"), np.concatenate(parts))
+            frequencies = np.arange(1, parts[0].shape[1] + 1)
+            out = out.assign_coords(
+                frequency=("frequency", frequencies, variable_attrs("frequency"))
+            )
+        for head_name in ("attention_a", "attention_b"):  # a transformer's, as recorded
+            if head_name in ds:
+                out[head_name] = (("step", "head"), ds[head_name].values)
         for name in (
             "val_acc",
             "train_acc",
@@ -582,9 +607,11 @@ def analyze_dataset(
                 (ds["train_acc_true"].values * n_train + ds["val_acc"].values * (p * p - n_train))
                 / (p * p),
             )
-        for name in out.variables:
-            out[name].attrs.update(
-                variable_attrs(str(name), view.sign, boolean=out[name].dtype == bool)
+        for variable_name in out.variables:
+            out[variable_name].attrs.update(
+                variable_attrs(
+                    str(variable_name), view.sign, boolean=out[variable_name].dtype == bool
+                )
             )
         _add_run_attrs(out, ds, params)
         out.attrs.update(

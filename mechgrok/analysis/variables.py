@@ -72,6 +72,24 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "all_acc": ("real model accuracy on all p^2 pairs", "1"),
     "val_acc": ("real model accuracy on the validation pairs", "1"),
     "train_acc": ("real model accuracy on the training labels used", "1"),
+    "additivity": (
+        "share of the neuron's pre-activation variance over all pairs that f(a) + g(b) explains "
+        "(1 for the two-hot MLP)",
+        "1",
+    ),
+    "additivity_median": ("median additivity over neurons", "1"),
+    "neuron_freq_2d": (
+        "frequency k whose {1, cos, sin}(k a) x {1, cos, sin}(k b) 2D Fourier block holds most of "
+        "the neuron's post-activation variance over pairs (Nanda et al.; 0: no variance)",
+        "1",
+    ),
+    "neuron_freq_share": ("share of the neuron's post-activation variance in that block", "1"),
+    "clustered_share": ("share of neurons with neuron_freq_share >= 0.85", "1"),
+    "neurons_per_frequency": ("neurons with neuron_freq_share >= 0.85 at each frequency", "1"),
+    "frequency": ("frequency k of the 2D Fourier blocks", "1"),
+    "head": ("attention head index", "1"),
+    "attention_a": ("head's mean attention from '=' to token a over all pairs", "1"),
+    "attention_b": ("head's mean attention from '=' to token b over all pairs", "1"),
 }
 for _key, _weight in WEIGHTS.items():
     VARIABLES.update(
@@ -132,6 +150,8 @@ LABELS: dict[str, tuple[str, str]] = {
     "n_structured": ("structured neurons", "structured"),
     "restricted_loss": ("restricted loss (nats)", "restricted loss"),
     "excluded_loss": ("excluded loss (nats)", "excluded loss"),
+    "clustered_share": ("neurons in a frequency cluster (share >= 0.85)", "clustered"),
+    "additivity_median": ("additivity of the neurons' tables, median", "additivity"),
 }
 
 

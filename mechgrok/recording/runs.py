@@ -7,6 +7,7 @@ import hashlib
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from mechgrok.config import RunConfig, check_fits_in_memory
@@ -24,9 +25,15 @@ from mechgrok.recording.train import (
     state_from_saved,
     train_ensemble,
 )
+from mechgrok.recording.transformer import (
+    append_transformer_snapshot,
+    initial_transformer_state,
+    train_transformer,
+    transformer_state_from_saved,
+)
 from mechgrok.store.outputs import check_output, check_room
 from mechgrok.store.reader import read_config, recorded_progress, run_state
-from mechgrok.store.writer import TrajectoryWriter, trajectory_bytes
+from mechgrok.store.writer import TrajectoryWriter, config_model_floats, trajectory_bytes
 from mechgrok.task import make_task, train_pairs_per_class
 
 DEFAULT_TRAJECTORY_DIR = Path("trajectories")
@@ -46,6 +53,8 @@ def default_trajectory_name(config: RunConfig) -> str:
         name = f"{config.operation}_{config.activation}_{name}"
     if config.precision != "fp32":
         name += f"_{config.precision}"
+    if config.model != "mlp":
+        name = f"{config.model}_{name}"
     named = {
         "modulus",
         "width",
@@ -55,6 +64,7 @@ def default_trajectory_name(config: RunConfig) -> str:
         "operation",
         "activation",
         "precision",
+        "model",
         *RESUMABLE_CHANGES,
     }
     default = RunConfig(device=config.device)
@@ -117,7 +127,12 @@ def projected_trajectory_bytes(config: RunConfig, last_step: int = -1) -> tuple[
     )
     fresh = last_step < 0
     size = trajectory_bytes(
-        config.modulus, config.width, n, n_train if fresh else 0, resumable=fresh
+        config.modulus,
+        config.width,
+        n,
+        n_train if fresh else 0,
+        resumable=fresh,
+        model_floats=config_model_floats(config),
     )
     return size, n
 
@@ -191,7 +206,7 @@ def record_runs(
                 continue
             if plan == "resume":
                 writer, saved = TrajectoryWriter.reopen(out)
-                state = None if saved is None else state_from_saved(saved, config)
+                state = None if saved is None else _state_from_saved(saved, config)
                 writer.update_config(config)
             else:
                 task = make_task(
@@ -206,7 +221,7 @@ def record_runs(
             active_configs.append(config)
         if writers:
             start = [
-                s if s is not None else initial_state(c) for s, c in zip(states, active_configs)
+                s if s is not None else _initial_state(c) for s, c in zip(states, active_configs)
             ]
             last_checkpoint = [-float("inf")] * len(writers)
             first = active_configs[0]
@@ -241,7 +256,8 @@ def _train_into(
 ) -> None:
     """Train the ensemble and append each snapshot to its run's writer (checkpoints at the
     saturation and final snapshots and at most every CHECKPOINT_SECONDS)."""
-    for snapshot in train_ensemble(configs, start, on_step=on_step):
+    transformer = configs[0].model == "transformer"
+    for snapshot in _snapshots(configs, start, on_step):
         writer = writers[snapshot.run]
         if (
             snapshot.step <= writer.last_step
@@ -257,7 +273,41 @@ def _train_into(
         )
         if checkpoint:
             last_checkpoint[snapshot.run] = now
-        append_snapshot(writer, snapshot, checkpoint)
+        (append_transformer_snapshot if transformer else append_snapshot)(
+            writer, snapshot, checkpoint
+        )
+
+
+def _initial_state(config: RunConfig):
+    return (
+        initial_transformer_state(config)
+        if config.model == "transformer"
+        else initial_state(config)
+    )
+
+
+def _state_from_saved(saved, config: RunConfig):
+    if config.model == "transformer":
+        return transformer_state_from_saved(saved, config)
+    return state_from_saved(saved, config)
+
+
+def _snapshots(
+    configs: list[RunConfig], start: list, on_step: ProgressCallback | None
+) -> Iterator[Snapshot]:
+    """The runs' snapshots: MLPs as one batched ensemble; transformers one after another
+    (run indices as in `configs`)."""
+    if configs[0].model != "transformer":
+        yield from train_ensemble(configs, start, on_step=on_step)
+        return
+    for run, (config, state) in enumerate(zip(configs, start)):
+
+        def report(steps, latest, run=run):
+            if on_step is not None:
+                on_step({run: steps[0]}, {run: latest[0]} if latest else {})
+
+        for snapshot in train_transformer(config, state, on_step=report):
+            yield dataclasses.replace(snapshot, run=run)
 
 
 def _end_resumed_run(writer: TrajectoryWriter, snapshot: Snapshot) -> None:

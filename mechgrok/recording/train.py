@@ -12,6 +12,7 @@ import functools
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -71,7 +72,7 @@ class Snapshot:
     step: int
     weights: dict[str, np.ndarray]
     metrics: dict[str, float]
-    state: RunState
+    state: Any  # RunState (MLP ensembles) or recording.transformer.TransformerState
     is_saturation: bool = False
     is_final: bool = False
     stop_reason: str = ""
@@ -377,13 +378,45 @@ def _adamw_update(
         dtype=torch.float32,
         device=grad.device,
     )
-    step_size, bias_correction2_sqrt = corrections[:, :1], corrections[:, 1:]
     factors = batch.adamw_factors
-    batch.flat_params.mul_(factors["decay"])
-    batch.flat_m.lerp_(grad, factors["new_m"])
-    batch.flat_v.mul_(h["beta2"]).addcmul_(grad, grad * factors["new_v"])
-    denom = batch.flat_v.sqrt().div_(bias_correction2_sqrt).add_(ADAM_EPS)
-    batch.flat_params.sub_(batch.flat_m.div(denom).mul_(step_size))
+    adamw_step(
+        batch.flat_params,
+        batch.flat_m,
+        batch.flat_v,
+        grad,
+        step_size=corrections[:, :1],
+        bias_correction2_sqrt=corrections[:, 1:],
+        decay=factors["decay"],
+        new_m=factors["new_m"],
+        beta2=h["beta2"],
+        new_v=factors["new_v"],
+    )
+
+
+Factor = torch.Tensor | float
+
+
+def adamw_step(
+    params: torch.Tensor,
+    m: torch.Tensor,
+    v: torch.Tensor,
+    grad: torch.Tensor,
+    step_size: Factor,
+    bias_correction2_sqrt: Factor,
+    decay: Factor,
+    new_m: Factor,
+    beta2: Factor,
+    new_v: Factor,
+) -> None:
+    """One torch.optim.AdamW update in place: params *= decay (1 - lr x weight decay),
+    m = lerp(m, grad, 1 - beta1), v = beta2 v + (1 - beta2) grad^2, then params -=
+    step_size m / (sqrt(v) / bias_correction2_sqrt + eps), step_size = lr / (1 - beta1^t).
+    Factors are numbers or tensors that broadcast (per model: (M, 1))."""
+    params.mul_(decay)
+    m.lerp_(grad, new_m)
+    v.mul_(beta2).addcmul_(grad, grad * new_v)
+    denom = v.sqrt().div_(bias_correction2_sqrt).add_(ADAM_EPS)
+    params.sub_(m.div(denom).mul_(step_size))
 
 
 def _state_of(batch: _Batch, row: int, step: int, memory: StoppingMemory) -> RunState:

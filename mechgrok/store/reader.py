@@ -77,6 +77,20 @@ VARIABLE_ATTRS = {
     "train_label": ("label trained on (noised where train_noised)", "1"),
     "train_label_true": ("true label (a + b) mod p", "1"),
     "train_noised": ("whether the training label was replaced by a wrong class", "1"),
+    "additivity": (
+        "share of the neuron's pre-activation variance over pairs that f(a) + g(b) explains",
+        "1",
+    ),
+    "neuron_freq_2d": (
+        "frequency whose 2D Fourier block holds most of the neuron's post-activation variance",
+        "1",
+    ),
+    "neuron_freq_share": (
+        "share of the neuron's post-activation variance in that frequency's block",
+        "1",
+    ),
+    "attention_a": ("head's mean attention from '=' to token a", "1"),
+    "attention_b": ("head's mean attention from '=' to token b", "1"),
 }
 
 
@@ -119,6 +133,9 @@ OPTIONS_ADDED_LATER = (
     "operation",
     "activation",
     "precision",
+    "model",
+    "d_model",
+    "heads",
 )  # files of earlier versions lack them
 
 

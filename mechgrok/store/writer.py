@@ -23,6 +23,13 @@ import numpy as np
 
 from mechgrok.config import RunConfig, installed_version
 from mechgrok.errors import InvalidOptionError, OutputWriteError, TrajectoryError
+from mechgrok.models.layout import (
+    DIMENSION_NAMES,
+    PARAM_SHAPES,
+    TABLE_VARIABLES,
+    model_shapes,
+    n_params,
+)
 from mechgrok.store.outputs import (
     check_output,
     check_space,
@@ -80,9 +87,10 @@ def check_step(step: int, where: Path | str) -> None:
         )
 
 
-def snapshot_bytes(p: int, H: int) -> int:
-    """Bytes one snapshot of modulus p and width H adds to a trajectory (weights, biases, metrics, step)."""
-    return 4 * (3 * H * p + H + p) + 8 * (len(METRIC_NAMES) + 1)
+def snapshot_bytes(p: int, H: int, model_floats: int = 0) -> int:
+    """Bytes one snapshot of modulus p and width H adds to a trajectory (weights, biases,
+    metrics, step; `model_floats`: a transformer's parameters and table variables)."""
+    return 4 * (3 * H * p + H + p + model_floats) + 8 * (len(METRIC_NAMES) + 1)
 
 
 BIAS_CHUNK_STEPS = 64  # b_in, b_out: HDF5 chunks of this many snapshots
@@ -90,18 +98,23 @@ METRIC_CHUNK_STEPS = 1024  # step and the metrics
 METADATA_BYTES = 256 << 10  # HDF5's own: superblock, headers, attributes, chunk index nodes
 
 
-def chunk_bytes(p: int, H: int) -> int:
+def chunk_bytes(p: int, H: int, model_floats: int = 0) -> int:
     """What a new chunk of every per-step variable allocates at once (the first snapshot's
     weights, and the bias and metric chunks that it opens)."""
     return (
-        4 * 3 * H * p
+        4 * (3 * H * p + model_floats)
         + 4 * BIAS_CHUNK_STEPS * (H + p)
         + 8 * METRIC_CHUNK_STEPS * (len(METRIC_NAMES) + 1)
     )
 
 
 def trajectory_bytes(
-    p: int, H: int, n_snapshots: int, n_train: int = 0, resumable: bool = False
+    p: int,
+    H: int,
+    n_snapshots: int,
+    n_train: int = 0,
+    resumable: bool = False,
+    model_floats: int = 0,
 ) -> int:
     """The most a trajectory of `n_snapshots` takes on disk (uncompressed, biases on): the
     weights, the bias and metric chunks rounded up to whole chunks, the split (`n_train`
@@ -110,9 +123,9 @@ def trajectory_bytes(
     def whole(rows: int) -> int:
         return -(-n_snapshots // rows) * rows
 
-    n_flat = 3 * p * H + H + p
+    n_flat = 3 * p * H + H + p + model_floats
     return (
-        n_snapshots * 4 * 3 * H * p
+        n_snapshots * 4 * (3 * H * p + model_floats)
         + whole(BIAS_CHUNK_STEPS) * 4 * (H + p)
         + whole(METRIC_CHUNK_STEPS) * 8 * (len(METRIC_NAMES) + 1)
         + 41 * n_train
@@ -161,15 +174,25 @@ class TrajectoryWriter:
             for name in file.variables
             if file.variables[name].dimensions[:1] == ("step",)
         }
+        if "model" in file.groups:  # a transformer's parameters, keyed "model/<name>"
+            self._along_step.update(
+                {f"model/{name}": h5["model"][name] for name in file.groups["model"].variables}
+            )
         self._resume = (
             {name: h5["resume"][name] for name in ("adam_m", "adam_v", "memory", "slot_step")}
             if "resume" in h5
             else None
         )
         self.bias = "b_in" in self._along_step
+        self._curve_names = [
+            name for name in self._along_step if name not in (*METRIC_NAMES, "step")
+        ]
         p, H = file.dimensions["token"].size, file.dimensions["neuron"].size
+        model_floats = _model_floats(self._along_step)
         # the chunks a snapshot may open, another snapshot, and room for HDF5's metadata
-        self._reserve_bytes = chunk_bytes(p, H) + snapshot_bytes(p, H) + METADATA_BYTES
+        self._reserve_bytes = (
+            chunk_bytes(p, H, model_floats) + snapshot_bytes(p, H, model_floats) + METADATA_BYTES
+        )
 
     @classmethod
     def create(
@@ -183,15 +206,27 @@ class TrajectoryWriter:
         """Start a new trajectory of a mechgrok run at `path` (published with its first
         snapshot). Refuses an existing path unless `force`, and never replaces a file that is
         not a trajectory. `compression`: deflate + shuffle on the weights."""
-        n_flat = 3 * config.modulus * config.width + config.width + config.modulus
+        shapes = model_shapes(config)
+        n_flat = (
+            3 * config.modulus * config.width + config.width + config.modulus
+            if shapes is None
+            else n_params(shapes)
+        )
         extra_bytes = 41 * task.train_a.size + 16 * n_flat
 
         def schema(f: h5netcdf.File) -> None:
-            _write_common_schema(f, config.modulus, config.width, config.bias, compression)
-            _write_run_schema(f, config, task)
+            _write_common_schema(f, config.modulus, config.width, config.bias, compression, shapes)
+            _write_run_schema(f, config, task, n_flat)
 
         return cls._create(
-            Path(path), config, config.modulus, config.width, schema, extra_bytes, force
+            Path(path),
+            config,
+            config.modulus,
+            config.width,
+            schema,
+            extra_bytes,
+            force,
+            model_floats=config_model_floats(config),
         )
 
     @classmethod
@@ -205,19 +240,32 @@ class TrajectoryWriter:
         force: bool = False,
         compression: bool = False,
         publish_at_finish: bool = False,
+        shapes: dict[str, tuple[int, ...]] | None = None,
     ) -> TrajectoryWriter:
         """Start a trajectory of a run trained outside mechgrok (your own loop, an import):
         the same schema without the split and the resume group; `attrs` (strings, numbers,
         numeric arrays) are stored as attributes, next to `origin`. `publish_at_finish`: the
         file takes its name only when `finish` marks it complete (an import: one that is
-        interrupted leaves nothing), not with its first snapshot (a live loop)."""
+        interrupted leaves nothing), not with its first snapshot (a live loop). `shapes`: a
+        transformer's parameter shapes (models.layout), stored with each snapshot."""
 
         def schema(f: h5netcdf.File) -> None:
-            _write_common_schema(f, modulus, width, bias, compression)
+            _write_common_schema(f, modulus, width, bias, compression, shapes)
             f.attrs.update(modulus=int(modulus), width=int(width), bias=int(bias))
             f.attrs.update({str(key): value for key, value in attrs.items()})
 
-        return cls._create(Path(path), None, modulus, width, schema, 0, force, publish_at_finish)
+        model_floats = 0 if shapes is None else n_params(shapes) + _table_floats(shapes)
+        return cls._create(
+            Path(path),
+            None,
+            modulus,
+            width,
+            schema,
+            0,
+            force,
+            publish_at_finish,
+            model_floats=model_floats,
+        )
 
     @classmethod
     def _create(
@@ -230,12 +278,17 @@ class TrajectoryWriter:
         extra_bytes: int,
         force: bool,
         publish_at_finish: bool = False,
+        model_floats: int = 0,
     ) -> TrajectoryWriter:
         check_output(path, "trajectory", force=force)
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             check_space(
-                path.parent, extra_bytes + chunk_bytes(p, H) + snapshot_bytes(p, H) + METADATA_BYTES
+                path.parent,
+                extra_bytes
+                + chunk_bytes(p, H, model_floats)
+                + snapshot_bytes(p, H, model_floats)
+                + METADATA_BYTES,
             )
         except OSError as err:
             raise write_failure(path, err) from None
@@ -299,6 +352,10 @@ class TrajectoryWriter:
         step, slot = latest
         index = int(np.flatnonzero(committed == step)[0])
         self._checkpoints = slot + 1
+        if "model" in f.groups:  # a transformer continues from its parameters
+            model = f.groups["model"].variables
+            weights = {name: np.asarray(model[name][index]) for name in model}
+            return SavedState(step, index, weights, read_slot(f["resume"].variables, slot))
         weights = {name: np.asarray(f.variables[name][index]) for name in WEIGHT_NAMES}
         for name, size in (("b_in", cfg.width), ("b_out", cfg.modulus)):
             weights[name] = (
@@ -329,8 +386,9 @@ class TrajectoryWriter:
     ) -> None:
         """Write one snapshot after the last on file, then commit it: the data is flushed to
         disk before `step` and `n_snapshots` name it. `curves`: W_a, W_b, W_out (neuron,
-        token), and b_in, b_out where the file has biases; `metrics` missing from the dict
-        are stored as NaN. Raises OutputWriteError (file intact, resumable) when the disk is full."""
+        token), and b_in, b_out where the file has biases; for a transformer also its
+        parameters as "model/<name>" and its table variables (models.layout); `metrics`
+        missing from the dict are stored as NaN. Raises OutputWriteError (file intact, resumable) when the disk is full."""
         check_step(step, self.path)
         if step <= self.last_step:
             raise InvalidOptionError(
@@ -349,7 +407,7 @@ class TrajectoryWriter:
             self._apply_pending_config()
             for dataset in data.values():
                 dataset.resize(i + 1, axis=0)
-            for name in WEIGHT_NAMES + (("b_in", "b_out") if self.bias else ()):
+            for name in self._curve_names:
                 data[name][i] = curves[name]
             for name in METRIC_NAMES:
                 data[name][i] = metrics.get(name, np.nan)
@@ -481,9 +539,78 @@ class TrajectoryWriter:
         self.close()
 
 
-def _write_common_schema(f: h5netcdf.File, p: int, H: int, bias: bool, compression: bool) -> None:
+def _model_floats(along_step: dict) -> int:
+    """Numbers per snapshot in a trajectory's variables beyond the MLP's curves and metrics."""
+    core = {*WEIGHT_NAMES, "b_in", "b_out", *METRIC_NAMES, "step"}
+    return sum(
+        int(np.prod(dataset.shape[1:])) * dataset.dtype.itemsize // 4
+        for name, dataset in along_step.items()
+        if name not in core
+    )
+
+
+def _table_floats(shapes: dict[str, tuple[int, ...]]) -> int:
+    sizes = {"neuron": shapes["blocks.0.mlp.b_in"][0], "head": shapes["blocks.0.attn.W_Q"][0]}
+    return sum(
+        sizes[dim] * (2 if dtype == "int64" else 1) for dim, dtype in TABLE_VARIABLES.values()
+    )
+
+
+def config_model_floats(config: RunConfig) -> int:
+    """model_floats (snapshot_bytes) of a run of `config`: 0 for the MLP."""
+    shapes = model_shapes(config)
+    return 0 if shapes is None else n_params(shapes) + _table_floats(shapes)
+
+
+def _write_model_schema(f: h5netcdf.File, shapes: dict[str, tuple[int, ...]], packed: dict) -> None:
+    """A transformer's parameters (group `model`, one variable per tensor with a leading step
+    dimension, named as models.layout says) and its table variables (root)."""
+    sizes = {"head": shapes["blocks.0.attn.W_Q"][0]}
+    f.dimensions["head"] = sizes["head"]
+    for name, (dim, dtype) in TABLE_VARIABLES.items():
+        fill = -1 if dtype == "int64" else np.nan
+        f.create_variable(
+            name,
+            ("step", dim),
+            np.dtype(dtype),
+            chunks=(64, f.dimensions[dim].size),
+            fillvalue=fill,
+        )
+    group = f.create_group("model")
+    dims: dict[str, int] = {}
+    for name, symbols in PARAM_SHAPES.items():
+        for symbol, size in zip(symbols, shapes[name]):
+            dims[DIMENSION_NAMES[symbol]] = size
+    group.dimensions = {
+        dim: size for dim, size in dims.items() if dim not in ("neuron", "token", "head")
+    }
+    for name, symbols in PARAM_SHAPES.items():
+        variable = group.create_variable(
+            name,
+            ("step", *(DIMENSION_NAMES[symbol] for symbol in symbols)),
+            np.float32,
+            chunks=(1, *shapes[name]),
+            fillvalue=np.nan,
+            **packed,
+        )
+        variable.attrs.update(long_name=f"parameter {name} (TransformerLens layout)", units="1")
+    f.attrs.update(
+        model_layout="TransformerLens HookedTransformer state_dict keys and shapes; "
+        "W_a, W_b, b_in, W_out, b_out are effective curves read from the activation table"
+    )
+
+
+def _write_common_schema(
+    f: h5netcdf.File,
+    p: int,
+    H: int,
+    bias: bool,
+    compression: bool,
+    shapes: dict[str, tuple[int, ...]] | None = None,
+) -> None:
     """What every trajectory has: dimensions, the snapshot variables (empty, with fill values)
-    and their CF attributes, and the bookkeeping attributes."""
+    and their CF attributes, and the bookkeeping attributes; a transformer's parameters
+    when `shapes` gives them."""
     packed = dict(compression="gzip", compression_opts=4, shuffle=True) if compression else {}
     f.dimensions = {"step": None, "neuron": H, "token": p}
     f.create_variable("step", ("step",), np.int64, chunks=(1024,), fillvalue=STEP_FILL)
@@ -505,6 +632,8 @@ def _write_common_schema(f: h5netcdf.File, p: int, H: int, bias: bool, compressi
         f.create_variable("b_out", ("step", "token"), np.float32, chunks=(64, p), fillvalue=np.nan)
     for name in METRIC_NAMES:
         f.create_variable(name, ("step",), np.float64, chunks=(1024,), fillvalue=np.nan)
+    if shapes is not None:
+        _write_model_schema(f, shapes, packed)
     _describe(f)
     f.attrs.update(
         dict(
@@ -526,9 +655,9 @@ def _write_common_schema(f: h5netcdf.File, p: int, H: int, bias: bool, compressi
     )
 
 
-def _write_run_schema(f: h5netcdf.File, config: RunConfig, task: TaskSplit) -> None:
-    """What a mechgrok run adds: its split and labels, the resume group, its options."""
-    p, H = config.modulus, config.width
+def _write_run_schema(f: h5netcdf.File, config: RunConfig, task: TaskSplit, n_flat: int) -> None:
+    """What a mechgrok run adds: its split and labels, the resume group (`n_flat` moments
+    of each kind), its options."""
     f.dimensions["train_pair"] = task.train_a.size
     for name in ("train_a", "train_b", "train_label", "train_label_true"):
         f.create_variable(name, ("train_pair",), np.int64, data=getattr(task, name))
@@ -537,7 +666,7 @@ def _write_run_schema(f: h5netcdf.File, config: RunConfig, task: TaskSplit) -> N
     )
     noised.attrs.update(flag_values=np.array([0, 1], np.int8), flag_meanings="clean noised")
     _describe(f)
-    create_slots(f.create_group("resume"), 2 * p * H + H + H * p + p)
+    create_slots(f.create_group("resume"), n_flat)
     f.attrs.update(_config_attrs(config))
 
 

@@ -47,6 +47,9 @@ def ensemble_key(config: RunConfig) -> tuple:
         n_train,
         config.activation,
         config.precision,
+        config.model,
+        config.d_model,
+        config.heads,
     )
 
 

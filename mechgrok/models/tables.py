@@ -1,0 +1,146 @@
+"""Activation tables: every hidden neuron's pre-activation over all p^2 input pairs, and what
+mechgrok reads from them, in numpy (no torch: the store and analysis use it).
+
+For a model that is not the paper's two-hot MLP (the transformer), a neuron is read through
+its table T[a, b]: its *effective curves* are the additive part of the table,
+T ~ f(a) + g(b) + c (row and column means, the least-squares fit), stored as W_a = f,
+W_b = g and b_in = c, and its direct effect on the answer logits as W_out; `additivity` is the
+share of the table's variance over pairs that f(a) + g(b) explains (1 for the two-hot MLP,
+whose table is exactly additive). Every measure of the MLP's curves then runs on them
+unchanged. `frequency_2d` is Nanda et al.'s per-neuron measure on the post-activation table.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def transformer_tables(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The transformer's (models.transformer) tables over all pairs at the answer position,
+    in float64: `pre` (p, p, m) MLP pre-activations, `resid` (p, p, d) the residual stream
+    entering the MLP, `attention` (p, p, h, 3) each head's attention to a, b and '='."""
+    P = {name: np.asarray(value, np.float64) for name, value in params.items()}
+    W_E, W_pos, W_U = P["embed.W_E"], P["pos_embed.W_pos"], P["unembed.W_U"]
+    W_Q, W_K, W_V, W_O = (P[f"blocks.0.attn.{n}"] for n in ("W_Q", "W_K", "W_V", "W_O"))
+    p = W_U.shape[1]
+    scale = 1 / math.sqrt(W_Q.shape[2])
+    operand = W_E[:p, None, :] + W_pos[None, :2, :]  # (p, 2, d): token at position 0 or 1
+    equals = W_E[p] + W_pos[2]
+    query = np.einsum("d,hdk->hk", equals, W_Q, optimize=True)
+    scores = np.einsum("tid,hdk,hk->tih", operand, W_K, query, optimize=True) * scale  # (p, 2, h)
+    self_score = np.einsum("d,hdk,hk->h", equals, W_K, query, optimize=True) * scale
+    outputs = np.einsum("tid,hdk,hke->tihe", operand, W_V, W_O, optimize=True)  # (p, 2, h, d)
+    self_output = np.einsum("d,hdk,hke->he", equals, W_V, W_O, optimize=True)
+    h = W_Q.shape[0]
+    logits = np.empty((p, p, h, 3))
+    logits[..., 0] = scores[:, None, 0, :]
+    logits[..., 1] = scores[None, :, 1, :]
+    logits[..., 2] = self_score
+    logits -= logits.max(-1, keepdims=True)
+    attention = np.exp(logits)
+    attention /= attention.sum(-1, keepdims=True)
+    resid = (
+        np.einsum("abh,ahe->abe", attention[..., 0], outputs[:, 0], optimize=True)
+        + np.einsum("abh,bhe->abe", attention[..., 1], outputs[:, 1], optimize=True)
+        + attention[..., 2] @ self_output
+        + equals
+    )
+    pre = resid @ P["blocks.0.mlp.W_in"] + P["blocks.0.mlp.b_in"]
+    return {"pre": pre, "resid": resid, "attention": attention}
+
+
+def transformer_logits(params: dict[str, np.ndarray], tables: dict[str, np.ndarray]) -> np.ndarray:
+    """(p, p, p) answer logits of every pair from `transformer_tables`' output."""
+    hidden = np.maximum(tables["pre"], 0)
+    W_out, b_out = params["blocks.0.mlp.W_out"], params["blocks.0.mlp.b_out"]
+    return (tables["resid"] + hidden @ W_out + b_out) @ params["unembed.W_U"]
+
+
+def additive_part(table: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(f, g, c, additivity) of tables (p, p, m): f (p, m) and g (p, m) the row and column
+    means less the grand mean c (m,), each summing to zero over tokens, and the share of each
+    neuron's variance over pairs they explain (1 where a neuron is constant)."""
+    c = table.mean((0, 1))
+    f = table.mean(1) - c
+    g = table.mean(0) - c
+    total = ((table - c) ** 2).mean((0, 1))
+    residual = ((table - f[:, None] - g[None] - c) ** 2).mean((0, 1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        additivity = np.where(total > 0, 1 - residual / np.where(total > 0, total, 1), 1.0)
+    return f, g, c, additivity
+
+
+def transformer_curves(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The transformer's effective curves in trajectory layout (float32): W_a, W_b (m, p) and
+    b_in (m,) from the additive part of the pre-activation table; W_out (m, p) each neuron's
+    direct effect on the logits (W_out then W_U); b_out (p,) the MLP bias's effect plus the
+    mean over pairs of the path that bypasses the MLP. Also `additivity` (m,), the
+    post-activation table's `neuron_freq_2d`/`neuron_freq_share` (m,) and each head's mean
+    attention from '=' to a and to b, `attention_a`/`attention_b` (h,)."""
+    tables = transformer_tables(params)
+    f, g, c, additivity = additive_part(tables["pre"])
+    W_U = np.asarray(params["unembed.W_U"], np.float64)
+    W_out = np.asarray(params["blocks.0.mlp.W_out"], np.float64) @ W_U
+    b_out = np.asarray(params["blocks.0.mlp.b_out"], np.float64) @ W_U + (
+        tables["resid"].mean((0, 1)) @ W_U
+    )
+    freq, share = frequency_2d(np.maximum(tables["pre"], 0))
+    mean_attention = tables["attention"].mean((0, 1))  # (h, 3)
+    out = {
+        "W_a": f.T,
+        "W_b": g.T,
+        "b_in": c,
+        "W_out": W_out,
+        "b_out": b_out,
+        "additivity": additivity,
+        "neuron_freq_share": share,
+        "attention_a": mean_attention[:, 0],
+        "attention_b": mean_attention[:, 1],
+    }
+    out = {name: value.astype(np.float32) for name, value in out.items()}
+    out["neuron_freq_2d"] = freq
+    return out
+
+
+def fourier_basis(n: int) -> np.ndarray:
+    """(n, n) orthonormal real Fourier basis as rows: the constant, then cos and sin of
+    2 pi k x / n for k = 1..(n-1)//2, then (n even) the alternation (-1)^x."""
+    x = np.arange(n)
+    rows = [np.full(n, 1 / math.sqrt(n))]
+    for k in range(1, (n - 1) // 2 + 1):
+        rows.append(np.cos(2 * np.pi * k * x / n) * math.sqrt(2 / n))
+        rows.append(np.sin(2 * np.pi * k * x / n) * math.sqrt(2 / n))
+    if n % 2 == 0:
+        rows.append(np.cos(np.pi * x) / math.sqrt(n))
+    return np.stack(rows)
+
+
+def frequency_2d(
+    post: np.ndarray, order: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Nanda et al.'s per-neuron frequency of post-activation tables (p, p, m): the k whose
+    {1, cos, sin}(k a) x {1, cos, sin}(k b) block of the 2D Fourier transform (less the
+    constant) holds the largest share of the neuron's variance over pairs, and that share.
+    `order`: the tokens' order in the operation's group (mul, div). Neurons with no variance
+    (beyond rounding: dead ReLUs, constant tables) get frequency 0 and share 0. Frequencies are 1..(n-1)//2 (n even: n/2 left out)."""
+    if order is not None:
+        post = post[np.ix_(order, order)]
+    n, m = post.shape[0], post.shape[2]
+    basis = fourier_basis(n)
+    coefficients = np.einsum("ia,abm->ibm", basis, post, optimize=True)
+    coefficients = np.einsum("ibm,jb->ijm", coefficients, basis, optimize=True)
+    energy = coefficients**2
+    constant = energy[0, 0].copy()
+    energy[0, 0] = 0.0
+    total = energy.reshape(n * n, m).sum(0)
+    n_freqs = (n - 1) // 2
+    shares = np.empty((n_freqs, m))
+    for k in range(1, n_freqs + 1):
+        block = [0, 2 * k - 1, 2 * k]
+        shares[k - 1] = energy[np.ix_(block, block)].reshape(9, m).sum(0)
+    live = total > 1e-12 * (total + constant)  # a constant table's variance is rounding
+    best = shares.argmax(0)
+    share = np.where(live, shares[best, np.arange(m)] / np.where(live, total, 1), 0.0)
+    return np.where(live, best + 1, 0).astype(np.int64), share
