@@ -39,7 +39,9 @@ from mechgrok.errors import (
     MechgrokWarning,
 )
 from mechgrok.ingest.layouts import LayoutError, as_numpy, curves_from_parameters
+from mechgrok.ingest.transformer_layouts import is_transformer, transformer_parameters
 from mechgrok.models.activations import check_activation
+from mechgrok.models.tables import transformer_curves
 from mechgrok.store.outputs import check_readable_input, check_room
 from mechgrok.store.writer import TrajectoryWriter, check_step, trajectory_bytes
 
@@ -100,7 +102,7 @@ def import_checkpoints(
         raise InputNotFoundError(f"{source}: no such file or folder")
     if not source.is_dir():
         check_readable_input(source)  # a FIFO or device would block the loader
-    entries, container, config_modulus, train_indices = _entries(source, trust_pickle)
+    entries, container, config_modulus, train_indices, run_config = _entries(source, trust_pickle)
     modulus = modulus if modulus is not None else config_modulus
     step_known = not (len(entries) == 1 and entries[0][0] == UNKNOWN_STEP)
     if not step_known:
@@ -118,9 +120,20 @@ def import_checkpoints(
         for done, (step, label, load) in enumerate(entries):
             parameters, metrics = load()
             try:
-                curves = curves_from_parameters(parameters, modulus, keys)
+                if is_transformer(parameters) and not keys:
+                    params, layout = transformer_parameters(parameters, run_config)
+                    curves = dict(transformer_curves(params))
+                    curves.update({f"model/{name}": value for name, value in params.items()})
+                else:
+                    curves = curves_from_parameters(parameters, modulus, keys)
+                    layout = None
             except LayoutError as err:
                 raise CheckpointImportError(f"{label}: {err}") from None
+            if layout is not None and modulus is not None and curves["W_a"].shape[1] != modulus:
+                raise CheckpointImportError(
+                    f"{label}: a transformer over {curves['W_a'].shape[1]} residues, not the "
+                    f"declared modulus {modulus}"
+                )
             if not all(np.isfinite(value).all() for value in curves.values()):
                 nonfinite.append(step)
             if previous is not None and all(
@@ -136,11 +149,24 @@ def import_checkpoints(
                     check_operation(operation, p)
                 except ValueError as err:
                     raise CheckpointImportError(f"{source}: {err}") from None
+                model_shapes = (
+                    None
+                    if layout is None
+                    else {
+                        name[len("model/") :]: found[name]
+                        for name in found
+                        if name.startswith("model/")
+                    }
+                )
+                model_floats = sum(
+                    int(np.prod(shape)) for name, shape in found.items() if name not in MLP_CURVES
+                )
                 if space_check:
+                    size = trajectory_bytes(p, H, len(entries), model_floats=model_floats)
                     check_room(
                         out.parent,
-                        trajectory_bytes(p, H, len(entries)),
-                        trajectory_bytes(p, H, len(entries)),
+                        size,
+                        size,
                         f"{len(entries):,} checkpoints of {H} neurons at p = {p}",
                     )
                 writer = TrajectoryWriter.create_external(
@@ -156,8 +182,14 @@ def import_checkpoints(
                         "activation": activation,
                         "operation": operation,
                         "step_known": int(step_known),
+                        **(
+                            _transformer_attrs(model_shapes, layout)
+                            if model_shapes and layout
+                            else {}
+                        ),
                     },
                     publish_at_finish=True,  # an interrupted import leaves no half file
+                    shapes=model_shapes,
                 )
                 if train_indices is not None:
                     writer.write_split(*_split_pairs(train_indices, p, source))
@@ -185,11 +217,31 @@ def import_checkpoints(
 
 
 Entry = tuple[int, str, Callable[[], Any]]  # step, label, loader of (state dict, metrics)
+MLP_CURVES = ("W_a", "W_b", "W_out", "b_in", "b_out")
 
 
-def _entries(source: Path, trust_pickle: bool) -> tuple[list[Entry], str, int | None, object]:
+def _transformer_attrs(shapes: dict[str, tuple[int, ...]], layout: str) -> dict:
+    """What an imported transformer's trajectory says of its model (attributes)."""
+    heads, d_model, _ = shapes["blocks.0.attn.W_Q"]
+    return {
+        "model": "transformer",
+        "d_model": d_model,
+        "heads": heads,
+        "source_layout": {
+            "nanda": "Nanda et al. progress-measures code",
+            "transformerlens": "TransformerLens HookedTransformer",
+        }[layout],
+        "assumed": "ReLU MLP and causal softmax attention scaled by 1/sqrt(d_head) (the weights "
+        "cannot say; a config saying otherwise is refused)",
+    }
+
+
+def _entries(
+    source: Path, trust_pickle: bool
+) -> tuple[list[Entry], str, int | None, object, Mapping | None]:
     """(step, label, loader) for every checkpoint, the container's name, a modulus from a
-    config file and the stored training-pair indices (or None), loading no checkpoint yet."""
+    config file, the stored training-pair indices (or None) and the run's saved options (a
+    config.json, or a container's `config`; None), loading no checkpoint yet."""
     if source.is_dir():
         files = sorted(
             path for path in source.iterdir() if path.suffix in (*TORCH_SUFFIXES, ".safetensors")
@@ -201,12 +253,14 @@ def _entries(source: Path, trust_pickle: bool) -> tuple[list[Entry], str, int | 
                 "folder with checkpoints.json",
                 _config_modulus(source),
                 None,
+                _json_config(source / "config.json"),
             )
         if not files:
             raise CheckpointImportError(
                 f"{source}: no .pt, .pth or .safetensors checkpoints in this folder"
             )
         entries = []
+        split = None
         for path in files:
             step = _step_from_name(path)
             if path.suffix == ".safetensors":
@@ -218,6 +272,13 @@ def _entries(source: Path, trust_pickle: bool) -> tuple[list[Entry], str, int | 
             content = _load_torch(path, trust_pickle, mmap=True)
             state, metrics, own_step = _unpack(content, path)
             step = own_step if own_step is not None else step
+            if path.stem == "init" and step is None:  # Nanda et al.'s weights before training
+                step = 0
+                split = (
+                    _split_pairs_of(content.get("train_data"))
+                    if isinstance(content, Mapping)
+                    else None
+                )
             if state is None or step is None:
                 continue  # data files (splits, configs) beside the checkpoints
             entries.append(
@@ -236,11 +297,50 @@ def _entries(source: Path, trust_pickle: bool) -> tuple[list[Entry], str, int | 
             if files[0].suffix == ".safetensors"
             else "folder of per-step files"
         )
-        return entries, kind, _config_modulus(source), _pairs_file(source / "train_data.pth")
+        pairs = _pairs_file(source / "train_data.pth")
+        return (
+            entries,
+            kind,
+            _config_modulus(source),
+            pairs if pairs is not None else split,
+            _json_config(source / "config.json"),
+        )
     content = _load_torch(source, trust_pickle, mmap=True)
     train_indices = content.get(SPLIT_KEY) if isinstance(content, Mapping) else None
     modulus = _config_modulus(source.parent, source)
-    return _single_file_entries(source, content), "single file", modulus, train_indices
+    run_config = content.get("config") if isinstance(content, Mapping) else None
+    if isinstance(run_config, PickledObject):  # a pickled config object, read as data
+        run_config = vars(run_config)
+    elif not isinstance(run_config, Mapping):
+        run_config = None
+    return (
+        _single_file_entries(source, content),
+        "single file",
+        modulus,
+        train_indices,
+        run_config,
+    )
+
+
+def _split_pairs_of(train_data) -> np.ndarray | None:
+    """Nanda et al.'s training data, a list of (a, b, =) token triples, as rows (a, b), or
+    None when it is not that."""
+    try:
+        rows = np.asarray(train_data, dtype=np.int64)
+    except (TypeError, ValueError):
+        return None
+    return rows[:, :2] if rows.ndim == 2 and rows.shape[1] == 3 and rows.size else None
+
+
+def _json_config(path: Path) -> Mapping | None:
+    """A run folder's config.json as a mapping (None when absent or not an object)."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except ValueError:
+        raise CheckpointImportError(f"{path}: not valid JSON") from None
+    return data if isinstance(data, Mapping) else None
 
 
 def _single_file_entries(path: Path, content) -> list[Entry]:
@@ -462,6 +562,42 @@ def _warn_of(steps: list[int], what: str, total: int) -> None:
         )
 
 
+class PickledObject:
+    """Stands in for a class a checkpoint pickles (a config object, say) so that its data can be
+    read without importing or running any of its code: the instance keeps the attributes the
+    pickle sets (and the arguments it is built with, as `args`)."""
+
+    def __init__(self, *args, **kwargs):
+        self.args, self.kwargs = args, kwargs
+
+    def __setstate__(self, state):
+        self.__dict__.update(state if isinstance(state, dict) else {"state": state})
+
+
+def _load_as_data(path: Path, mmap: bool):
+    """A checkpoint whose pickle names classes (TransformerLens's demo saves its config object),
+    read with torch's weights-only unpickler and each named class replaced by PickledObject:
+    nothing of theirs is imported or run. None when that cannot read it either; a note names
+    the classes read as plain data."""
+    import torch
+
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        stand_ins: list = [
+            (type(name.rsplit(".", 1)[-1], (PickledObject,), {}), name) for name in names
+        ]
+        with torch.serialization.safe_globals(stand_ins):
+            content = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception:  # noqa: BLE001 - any failure here means: not readable as data
+        return None
+    warnings.warn(
+        f"{path}: read {', '.join(names)} as plain data (its code was not run)",
+        MechgrokWarning,
+        stacklevel=4,
+    )
+    return content
+
+
 def _load_torch(path: Path, trust_pickle: bool, mmap: bool = False):
     import torch
 
@@ -471,9 +607,10 @@ def _load_torch(path: Path, trust_pickle: bool, mmap: bool = False):
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust_pickle, mmap=mmap)
     except pickle.UnpicklingError as err:
-        if not trust_pickle and "Unsupported global" in str(
-            err
-        ):  # a class or function to import and run
+        if not trust_pickle and "unsupported global" in str(err).lower():  # code to import
+            content = _load_as_data(path, mmap)
+            if content is not None:
+                return content
             raise CheckpointImportError(
                 f"{path}: holds Python objects that loading would have to run as code; nothing was loaded",
                 remedy="pass {trust_pickle} if you trust its source",

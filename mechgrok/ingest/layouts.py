@@ -287,8 +287,8 @@ def _refuse_transformers(arrays: Mapping[str, np.ndarray]) -> None:
     if marked:
         shown = ", ".join(marked[:4]) + (", ..." if len(marked) > 4 else "")
         raise LayoutError(
-            f"this is a transformer ({shown}), not a two-hot or embedding MLP; "
-            "mechgrok reads MLPs with one hidden layer"
+            f"this is a transformer ({shown}), not a two-hot or embedding MLP: import it "
+            "without --key (mechgrok finds Nanda et al.'s one-layer transformer by its names)"
         )
 
 

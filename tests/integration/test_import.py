@@ -142,7 +142,20 @@ def test_safetensors_with_a_manifest_of_checksums(tmp_path, trained):
 
 
 class Config:  # a pickled object, as some containers hold: weights_only refuses it
-    modulus = P
+    def __init__(self, marker):
+        self.modulus, self.marker = P, str(marker)
+
+    def __setstate__(self, state):  # run only if the pickle's code were run
+        open(state["marker"], "w").close()
+        self.__dict__.update(state)
+
+
+class Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
 
 
 def test_bad_sources_give_one_line_errors_and_write_nothing(tmp_path, trained):
@@ -160,15 +173,28 @@ def test_bad_sources_give_one_line_errors_and_write_nothing(tmp_path, trained):
     assert_one_line_error(
         run_cli("import", str(truncated), "--out", str(tmp_path / "o.h5")), "cut.pt", "truncated"
     )
-    pickled = tmp_path / "pickled.pt"
+    # a pickled config object (TransformerLens's demo saves one) is read as plain data: the
+    # import goes on, says so, and none of the object's code runs
+    pickled, marker = tmp_path / "pickled.pt", tmp_path / "code-ran"
     torch.save(
-        {"checkpoints": [states[0]], "checkpoint_epochs": [0], "config": Config()},
+        {"checkpoints": [states[0]], "checkpoint_epochs": [0], "config": Config(marker)},
         pickled,
         pickle_module=pickle,
     )
-    assert_one_line_error(
-        run_cli("import", str(pickled), "--out", str(tmp_path / "o.h5")), "--trust-pickle"
+    done = run_cli("import", str(pickled), "--out", str(tmp_path / "p.h5"), "--quiet", check=True)
+    assert "test_import.Config as plain data (its code was not run)" in done.stderr
+    assert not marker.exists() and (tmp_path / "p.h5").is_file()
+    # a payload that would run a shell command (torch blocks its module even as data) is refused
+    payload, ran = tmp_path / "payload.pt", tmp_path / "shell-ran"
+    torch.save(
+        {"checkpoints": [states[0]], "checkpoint_epochs": [0], "x": Payload(ran)},
+        payload,
+        pickle_module=pickle,
     )
+    assert_one_line_error(
+        run_cli("import", str(payload), "--out", str(tmp_path / "q.h5")), "--trust-pickle"
+    )
+    assert not ran.exists()
     other = tmp_path / "other.pt"
     other.write_bytes(
         b"\x89HDF\r\n\x1a\n" + bytes(100)

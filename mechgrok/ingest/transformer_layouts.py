@@ -1,0 +1,176 @@
+"""Find Nanda et al.'s one-layer transformer in someone else's parameters. Pure numpy; no I/O.
+
+Two layouts of the same model are read, recognised by their names and shapes:
+
+- the progress-measures code (`transformers.py`): `embed.W_E` [d_model, vocab],
+  `pos_embed.W_pos` [n_ctx, d_model], `blocks.0.attn.W_Q/W_K/W_V` [heads, d_head, d_model],
+  `W_O` [d_model, heads * d_head], `blocks.0.mlp.W_in` [d_mlp, d_model], `b_in`, `W_out`
+  [d_model, d_mlp], `b_out`, `unembed.W_U` [d_model, vocab] (its loss drops the '=' class);
+- TransformerLens's HookedTransformer: the same transposed (`embed.W_E` [vocab, d_model],
+  `W_Q` [heads, d_model, d_head], `W_O` [heads, d_head, d_model], `mlp.W_in` [d_model, d_mlp]),
+  attention biases `b_Q/b_K/b_V/b_O` and `unembed.b_U` (zero in the grokking runs), and
+  buffers `mask` and `IGNORE`.
+
+Both become mechgrok's layout (models.layout: TransformerLens names and shapes, no biases
+outside the MLP, W_U over the p answers). What the weights cannot say (the activation, the
+attention rule) comes from a config where the container has one; variants mechgrok does
+not run are refused by name (LayoutError).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+import numpy as np
+
+from mechgrok.ingest.layouts import LayoutError, as_numpy
+from mechgrok.models.layout import PARAM_NAMES
+
+TRANSFORMER_MARKS = ("attn", "W_Q", "W_K", "W_V", "W_pos", "pos_embed")  # attention, positions
+BUFFERS = ("blocks.0.attn.mask", "blocks.0.attn.IGNORE")
+ZERO_BIASES = (
+    "blocks.0.attn.b_Q",
+    "blocks.0.attn.b_K",
+    "blocks.0.attn.b_V",
+    "blocks.0.attn.b_O",
+    "unembed.b_U",
+)
+WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.")
+
+
+def is_transformer(parameters: Mapping[str, object]) -> bool:
+    """Whether the names are a transformer's (attention, positions, unembedding)."""
+    return any(any(mark in name for mark in TRANSFORMER_MARKS) for name in parameters)
+
+
+def transformer_parameters(
+    parameters: Mapping[str, object], config: Mapping[str, object] | None = None
+) -> tuple[dict[str, np.ndarray], str]:
+    """(parameters in mechgrok's layout as float32, the layout found: "nanda" or
+    "transformerlens"). `config`: the run's saved options where the container has them
+    (act_type / act_fn, normalization, n_layers, attention). LayoutError for anything else."""
+    arrays = {name: as_numpy(value) for name, value in parameters.items()}
+    for prefix in WRAPPER_PREFIXES:
+        if arrays and all(name.startswith(prefix) for name in arrays):
+            arrays = {name[len(prefix) :]: value for name, value in arrays.items()}
+    _refuse_variants(arrays, config or {})
+    missing = [name for name in PARAM_NAMES if name not in arrays]
+    if missing:
+        raise LayoutError(
+            f"a transformer without {', '.join(missing)}; mechgrok reads Nanda et al.'s and "
+            "TransformerLens's one-layer layouts"
+        )
+    layout = "transformerlens" if arrays["blocks.0.attn.W_O"].ndim == 3 else "nanda"
+    params = _from_transformerlens(arrays) if layout == "transformerlens" else _from_nanda(arrays)
+    _check_shapes(params)
+    unread = sorted(set(arrays) - set(_read_names(layout)) - set(BUFFERS))
+    if unread:
+        raise LayoutError(
+            f"transformer parameters mechgrok does not know: {', '.join(unread[:6])}; "
+            "it reads the one-layer model of Nanda et al. (2023)"
+        )
+    return {name: np.ascontiguousarray(params[name], np.float32) for name in PARAM_NAMES}, layout
+
+
+def _read_names(layout: str) -> list[str]:
+    names = list(PARAM_NAMES)
+    return names + list(ZERO_BIASES) if layout == "transformerlens" else names
+
+
+def _refuse_variants(arrays: dict[str, np.ndarray], config: Mapping[str, object]) -> None:
+    layers = sorted(
+        {int(m.group(1)) for name in arrays if (m := re.match(r"blocks\.(\d+)\.", name))}
+    )
+    if len(layers) > 1:
+        raise LayoutError(
+            f"a transformer with {len(layers)} layers; mechgrok reads one-layer transformers"
+        )
+    norms = [name for name in arrays if re.search(r"(^|\.)(ln\w*|norm\w*)\.", name)]
+    if norms or str(config.get("normalization_type") or "").lower() in ("ln", "lnpre", "rms"):
+        shown = ", ".join(norms[:3]) or f"normalization_type {config.get('normalization_type')}"
+        raise LayoutError(
+            f"a transformer with LayerNorm ({shown}); mechgrok reads the model without it "
+            "(Nanda et al. 2023)"
+        )
+    if config.get("use_ln") is True:
+        raise LayoutError("a transformer with LayerNorm (use_ln True in its config)")
+    activation = str(config.get("act_type") or config.get("act_fn") or "relu").lower()
+    if activation != "relu":
+        raise LayoutError(
+            f"a transformer whose MLP uses {activation} (its config says so); mechgrok reads "
+            "ReLU MLPs in transformers"
+        )
+    attention = str(config.get("attention_dir", "causal")).lower()
+    if attention != "causal" or config.get("attn_only") is True:
+        raise LayoutError(
+            f"a transformer with {attention} attention{' and no MLP' if config.get('attn_only') else ''}; "
+            "mechgrok reads causal softmax attention with an MLP"
+        )
+
+
+def _from_nanda(a: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    heads, d_head, d_model = a["blocks.0.attn.W_Q"].shape
+    vocab_out = a["unembed.W_U"].shape[1]
+    return {
+        "embed.W_E": a["embed.W_E"].T,
+        "pos_embed.W_pos": a["pos_embed.W_pos"],
+        **{
+            f"blocks.0.attn.{n}": a[f"blocks.0.attn.{n}"].transpose(0, 2, 1)
+            for n in ("W_Q", "W_K", "W_V")
+        },
+        "blocks.0.attn.W_O": a["blocks.0.attn.W_O"].T.reshape(heads, d_head, d_model),
+        "blocks.0.mlp.W_in": a["blocks.0.mlp.W_in"].T,
+        "blocks.0.mlp.b_in": a["blocks.0.mlp.b_in"],
+        "blocks.0.mlp.W_out": a["blocks.0.mlp.W_out"].T,
+        "blocks.0.mlp.b_out": a["blocks.0.mlp.b_out"],
+        # their loss reads the answers 0..p-1 and drops the '=' class (the last column)
+        "unembed.W_U": a["unembed.W_U"][:, : vocab_out - 1],
+    }
+
+
+def _from_transformerlens(a: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    for name in ZERO_BIASES:
+        if name in a and np.any(a[name]):
+            raise LayoutError(
+                f"{name} is not zero (largest |value| {float(np.abs(a[name]).max()):.3g}); "
+                "mechgrok's transformer has no attention or unembedding biases"
+            )
+    return {name: a[name] for name in PARAM_NAMES}
+
+
+def _check_shapes(params: dict[str, np.ndarray]) -> None:
+    """The shapes of one model: vocabulary p + 1 with '=' as token p, positions [a, b, =]."""
+    W_E, W_pos, W_U = params["embed.W_E"], params["pos_embed.W_pos"], params["unembed.W_U"]
+    vocab, d_model = W_E.shape
+    p = W_U.shape[1]
+    if W_pos.shape[0] == 2:
+        raise LayoutError(
+            "a transformer with 2 positions (W_pos [2, d_model]): no '=' token; mechgrok reads "
+            "the input [a, b, =]"
+        )
+    if W_pos.shape[0] != 3:
+        raise LayoutError(
+            f"a transformer with {W_pos.shape[0]} positions; mechgrok reads the input [a, b, =]"
+        )
+    if vocab != p + 1:
+        raise LayoutError(
+            f"a vocabulary of {vocab} tokens for {p} answers; mechgrok reads one vocabulary of "
+            "the p residues and '=' (separate vocabularies for a and b are not read)"
+        )
+    heads, _, d_head = params["blocks.0.attn.W_Q"].shape
+    expected = {
+        "pos_embed.W_pos": (3, d_model),
+        "blocks.0.attn.W_K": params["blocks.0.attn.W_Q"].shape,
+        "blocks.0.attn.W_V": params["blocks.0.attn.W_Q"].shape,
+        "blocks.0.attn.W_O": (heads, d_head, d_model),
+        "blocks.0.mlp.W_out": params["blocks.0.mlp.W_in"].shape[::-1],
+        "blocks.0.mlp.b_in": (params["blocks.0.mlp.W_in"].shape[1],),
+        "blocks.0.mlp.b_out": (d_model,),
+        "unembed.W_U": (d_model, p),
+    }
+    for name, shape in expected.items():
+        if tuple(params[name].shape) != tuple(shape):
+            raise LayoutError(f"{name} has shape {params[name].shape}, not {tuple(shape)}")
+    if params["blocks.0.attn.W_Q"].shape[1] != d_model:
+        raise LayoutError("attention weights do not match the embedding width")
