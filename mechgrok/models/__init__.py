@@ -2,9 +2,10 @@
 
 An architecture module holds its parameters (PARAM_NAMES, a params class), initialization
 (`init_params`) and forward pass (`forward`) in torch for training; numpy forms for analysis
-live beside it (`activations.py` for the hidden nonlinearities). Adding an architecture is a
-module here plus an entry in ARCHITECTURES (docs/architecture.md, "Adding a model
-architecture"); code that handles more than one looks them up here. Today there is one."""
+live beside it (`activations.py` for the hidden nonlinearities, `tables.py` for activation
+tables and effective curves, `layout.py` for parameter names and shapes). Adding an
+architecture is a module here plus an entry in ARCHITECTURES (docs/architecture.md, "Adding a
+model architecture"); code that handles more than one looks them up here."""
 
 from __future__ import annotations
 
@@ -33,6 +34,12 @@ ARCHITECTURES = {
         "mlp",
         "two-hot MLP: W_a[a] + W_b[b] (+ b_in) -> activation -> W_out (+ b_out), the paper's model",
         "mechgrok.models.mlp",
+    ),
+    "transformer": Architecture(
+        "transformer",
+        "Nanda et al. (2023)'s 1-layer transformer on [a, b, =]; neurons read by their "
+        "activation tables (models/tables.py)",
+        "mechgrok.models.transformer",
     ),
 }
 

@@ -127,6 +127,9 @@ class _Figures:
 def _config_line(trajectory: xr.Dataset) -> str:
     a = trajectory.attrs
     keys = [
+        "model",
+        "d_model",
+        "heads",
         "operation",
         "activation",
         "precision",
@@ -141,10 +144,23 @@ def _config_line(trajectory: xr.Dataset) -> str:
         "stop_val_acc",
         "patience",
     ]
+    if str(a.get("model", "mlp")) != "transformer":  # the transformer's sizes say nothing here
+        keys = [k for k in keys if k not in ("d_model", "heads")]
     parts = [f"{k} = {a[k]}" for k in keys if k in a]
     if "stop_reason" in a:
         parts.append(f"stopped: {a['stop_reason'] or run_state(a['source'])}")
     return ", ".join(parts)
+
+
+def _architecture(trajectory: xr.Dataset) -> str:
+    """The model in words, for a run's heading."""
+    a = trajectory.attrs
+    if str(a.get("model", "mlp")) == "transformer":
+        return (
+            f"1-layer transformer (d_model {a.get('d_model')}, {a.get('heads')} heads, "
+            f"{trajectory.sizes['neuron']} MLP neurons; curves read from activation tables)"
+        )
+    return f"two-hot MLP ({trajectory.sizes['neuron']} neurons)"
 
 
 def _convention_sentence(head: dict) -> str:
@@ -239,7 +255,7 @@ def _run_section(
         ]
     )
     out = [
-        f"<h2>{html.escape(name)}</h2>",
+        f"<h2>{html.escape(name)}: {html.escape(_architecture(trajectory))}</h2>",
         f'<p class="muted">{html.escape(_config_line(trajectory))}</p>',
         cards,
         f"<p>{html.escape(_convention_sentence(head))}</p>",
@@ -274,6 +290,24 @@ def _run_section(
             f"Bottom: circular correlation of &phi;_out with {law}.",
         )
     )
+    if "neurons_per_frequency" in analysis:
+        out.append(
+            figs.add(
+                figures.activation_tables(analysis),
+                f"{prefix}activation_tables",
+                "Each neuron's activation table over all p&sup2; pairs. Left: neurons clustered at a "
+                "frequency (Nanda et al.'s measure: the k whose {1, cos, sin}(ka) &times; {1, cos, sin}(kb) "
+                "block of the 2D Fourier transform holds at least 85% of the post-activation variance), "
+                "for the frequencies with most neurons at the end. Middle: additivity, the share of each "
+                "pre-activation table's variance that f(a) + g(b) explains (the effective curves W_a, W_b "
+                "are f and g; exactly 1 for the two-hot MLP)."
+                + (
+                    " Right: each head's mean attention from '=' to a and to b (dotted: uniform, 1/3)."
+                    if "attention_a" in analysis
+                    else ""
+                ),
+            )
+        )
     if not detail:
         out.append(
             '<p class="muted">This run\'s neurons, phases and periodicity are in the explorer above (pick the run); '

@@ -505,3 +505,71 @@ def noise_curves(levels: list[tuple[float, dict]]) -> Figure:
         f"Accuracy and periodicity across noise levels (mean over {'-'.join(map(str, seeds))} seed(s); band: 95% CI)"
     )
     return fig
+
+
+@_styled
+def activation_tables(analysis: xr.Dataset) -> Figure:
+    """What each neuron's activation table over all pairs says, over training: the neurons
+    clustered at each frequency (Nanda et al.'s 2D measure, share >= 0.85; the frequencies
+    with most neurons at the end, the rest summed), how additive the pre-activation tables
+    are (quartiles over neurons), and for a transformer each head's mean attention from '='
+    to a and to b."""
+    has_attention = "attention_a" in analysis
+    fig, axes = _subplots(1, 3 if has_attention else 2, figsize=(13 if has_attention else 10, 3.6))
+    steps = analysis["step"].values
+    ax = axes[0]
+    counts = analysis["neurons_per_frequency"].values  # (step, frequency)
+    top = np.argsort(counts[-1])[::-1][:5]
+    top = top[counts[-1, top] > 0]
+    colors = list(OKABE_ITO.values())
+    for i, k in enumerate(top):
+        ax.plot(steps, counts[:, k], color=colors[i % len(colors)], label=f"k = {k + 1}")
+    others = counts.sum(1) - counts[:, top].sum(1)
+    ax.plot(steps, others, color=OKABE_ITO["gray"], ls=":", label="other frequencies")
+    _step_axis(ax, steps)
+    _mark_events(ax, analysis)
+    ax.set_ylabel("neurons with >= 85% of variance in k")
+    ax.set_title(
+        f"Frequency clusters (end: {analysis['clustered_share'].values[-1]:.0%} clustered)"
+    )
+    ax.legend(frameon=False, fontsize=8)
+
+    ax = axes[1]
+    quartiles = np.nanpercentile(analysis["additivity"].values, [25, 50, 75], axis=1)
+    ax.fill_between(
+        steps,
+        quartiles[0],
+        quartiles[2],
+        color=OKABE_ITO["blue"],
+        alpha=0.25,
+        label="25th-75th percentile",
+    )
+    ax.plot(steps, quartiles[1], color=OKABE_ITO["blue"], label="median")
+    _step_axis(ax, steps)
+    _mark_events(ax, analysis)
+    low = float(np.nanmin(quartiles[0])) if np.isfinite(quartiles[0]).any() else 0.0
+    ax.set_ylim(max(0.0, np.floor((low - 0.02) * 20) / 20), 1.005)
+    ax.set_ylabel("additivity (share of variance in f(a) + g(b))")
+    ax.set_title("How additive each neuron's input table is")
+    ax.legend(frameon=False, fontsize=8, loc="lower left")
+
+    if has_attention:
+        ax = axes[2]
+        for name, style in (("attention_a", "-"), ("attention_b", "--")):
+            values = analysis[name].values  # (step, head)
+            for head in range(values.shape[1]):
+                ax.plot(
+                    steps,
+                    values[:, head],
+                    ls=style,
+                    color=colors[head % len(colors)],
+                    label=f"head {head} to {name[-1]}",
+                )
+        ax.axhline(1 / 3, color=OKABE_ITO["gray"], lw=0.8, ls=":")
+        _step_axis(ax, steps)
+        _mark_events(ax, analysis)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("mean attention from '='")
+        ax.set_title("Attention to a (solid) and b (dashed)")
+        ax.legend(frameon=False, fontsize=7, ncol=2)
+    return fig
