@@ -128,19 +128,22 @@ def frequency_2d(
     if order is not None:
         post = post[np.ix_(order, order)]
     n, m = post.shape[0], post.shape[2]
-    basis = fourier_basis(n)
-    coefficients = np.einsum("ia,abm->ibm", basis, post, optimize=True)
-    coefficients = np.einsum("ibm,jb->ijm", coefficients, basis, optimize=True)
-    energy = coefficients**2
-    constant = energy[0, 0].copy()
-    energy[0, 0] = 0.0
-    total = energy.reshape(n * n, m).sum(0)
+    basis = fourier_basis(n).astype(post.dtype)
     n_freqs = (n - 1) // 2
-    shares = np.empty((n_freqs, m))
-    for k in range(1, n_freqs + 1):
-        block = [0, 2 * k - 1, 2 * k]
-        shares[k - 1] = energy[np.ix_(block, block)].reshape(9, m).sum(0)
-    live = total > 1e-12 * (total + constant)  # a constant table's variance is rounding
+    # only each frequency's own 3 x 3 block of the 2D transform is needed: transform a, then
+    # contract b with that block's three basis rows (n^3 m / 2 instead of 2 n^3 m); the total
+    # variance comes from Parseval (the table's squares less its constant's)
+    rows = np.tensordot(basis, post, axes=(1, 0))  # (basis row over a, b, neuron)
+    blocks = np.array([[0, 2 * k - 1, 2 * k] for k in range(1, n_freqs + 1)])
+    coefficients = np.einsum(
+        "kibm,kjb->kijm", rows[blocks], basis[blocks], optimize=True
+    ).astype(np.float64)  # (frequency, 3, 3, neuron)
+    energy = coefficients**2
+    constant = energy[0, 0, 0].copy()
+    energy[:, 0, 0] = 0.0
+    shares = energy.sum((1, 2))  # (frequency, neuron)
+    total = np.square(post, dtype=np.float64).sum((0, 1)) - constant
+    live = total > 1e-9 * (total + constant)  # a constant table's variance is rounding
     best = shares.argmax(0)
     share = np.where(live, shares[best, np.arange(m)] / np.where(live, total, 1), 0.0)
     return np.where(live, best + 1, 0).astype(np.int64), share
