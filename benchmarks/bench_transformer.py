@@ -21,8 +21,8 @@ import torch
 from mechgrok.models.layout import param_shapes
 from mechgrok.models.tables import transformer_curves
 from mechgrok.models.transformer import (
-    answer_logits,
     flatten,
+    forward,
     init_params,
     reference_logits,
     unflatten,
@@ -36,9 +36,7 @@ def mechgrok_steps_per_second(flat, shapes, a, b, labels, steps: int) -> float:
     m, v = torch.zeros_like(flat), torch.zeros_like(flat)
     start = time.perf_counter()
     for t in range(1, steps + 1):
-        loss = torch.nn.functional.cross_entropy(
-            answer_logits(unflatten(flat, shapes), a, b), labels
-        )
+        loss = torch.nn.functional.cross_entropy(forward(unflatten(flat, shapes), a, b), labels)
         (grad,) = torch.autograd.grad(loss, flat)
         with torch.no_grad():
             adamw_step(
@@ -85,7 +83,7 @@ def main() -> None:
     # the two forwards compute the same function
     tokens = torch.stack([a, b, torch.full_like(a, p)], 1)
     params = unflatten(flat, shapes)
-    diff = (answer_logits(params, a, b) - reference_logits(params, tokens)[:, -1]).abs().max()
+    diff = (forward(params, a, b) - reference_logits(params, tokens)[:, -1]).abs().max()
     print(
         f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads; p = {p}, {a.numel()} training pairs; "

@@ -108,7 +108,7 @@ def all_pairs(p):
     return torch.tensor([(i, j, p) for i in range(p) for j in range(p)])
 
 
-def answer_logits(model, p):
+def their_logits(model, p):
     """The model's logits over the p answers for every pair (a, b) in a * p + b order, as
     their loss reads them (last position, '=' class dropped)."""
     with torch.no_grad():

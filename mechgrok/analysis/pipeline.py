@@ -297,16 +297,21 @@ def _chunk_from_dataset(
         ds.attrs.get("activation", "relu")
     )  # of the real model; runs mechgrok trains are ReLU
     weights = weights_in_group_order(part, view)
+    # a transformer's trajectory stores the whole model's accuracy on all pairs: the effective
+    # curves' MLP is not the model
+    stored_accuracy = "all_acc" in part
     result = analyze_arrays(
         params=params,
-        real_accuracy=real_accuracy,
+        real_accuracy=real_accuracy and not stored_accuracy,
         steps=steps,
         activation=activation,
         split=recorded_split(ds, view),
         sign=view.sign,
         **weights,
     )
-    result.update(table_measures(part, weights, activation, view.order))
+    result.update(table_measures(part, weights, activation))
+    if stored_accuracy and real_accuracy:
+        result["all_acc"] = part["all_acc"].values
     return result
 
 

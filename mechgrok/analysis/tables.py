@@ -20,9 +20,7 @@ STORED = ("additivity", "neuron_freq_2d", "neuron_freq_share")
 PER_FREQUENCY = ("neurons_per_frequency",)  # (step, frequency) variables
 
 
-def table_measures(
-    part: xr.Dataset, weights: dict, activation: str, order: np.ndarray | None
-) -> dict[str, np.ndarray]:
+def table_measures(part: xr.Dataset, weights: dict, activation: str) -> dict[str, np.ndarray]:
     """(step, neuron) additivity, neuron_freq_2d, neuron_freq_share, (step,)
     clustered_share, additivity_median and (step, frequency) neurons_per_frequency of a
     trajectory slice; `weights` are its curves in
@@ -41,7 +39,7 @@ def table_measures(
             if b_in is not None:
                 pre = pre + b_in[i]
             post = activate(activation, pre.astype(np.float32))
-            freq[i], share[i] = frequency_2d(post)
+            freq[i], share[i] = frequency_2d(post)  # the curves are in the group's order
         out = {
             "additivity": np.ones((steps, H)),
             "neuron_freq_2d": freq,

@@ -20,6 +20,7 @@ Checkpoints are read one at a time (a single file through torch.load's mmap), wi
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import pickle
@@ -38,10 +39,9 @@ from mechgrok.errors import (
     InvalidOptionError,
     MechgrokWarning,
 )
-from mechgrok.ingest.layouts import LayoutError, as_numpy, curves_from_parameters
-from mechgrok.ingest.transformer_layouts import is_transformer, transformer_parameters
+from mechgrok.ingest.layouts import LayoutError, as_numpy
+from mechgrok.ingest.transformer_layouts import model_shapes_of, snapshot_curves, transformer_attrs
 from mechgrok.models.activations import check_activation
-from mechgrok.models.tables import transformer_curves
 from mechgrok.store.outputs import check_readable_input, check_room
 from mechgrok.store.writer import TrajectoryWriter, check_step, trajectory_bytes
 
@@ -120,20 +120,11 @@ def import_checkpoints(
         for done, (step, label, load) in enumerate(entries):
             parameters, metrics = load()
             try:
-                if is_transformer(parameters) and not keys:
-                    params, layout = transformer_parameters(parameters, run_config)
-                    curves = dict(transformer_curves(params))
-                    curves.update({f"model/{name}": value for name, value in params.items()})
-                else:
-                    curves = curves_from_parameters(parameters, modulus, keys)
-                    layout = None
+                curves, layout = snapshot_curves(
+                    parameters, modulus, keys, run_config, operation, activation
+                )
             except LayoutError as err:
                 raise CheckpointImportError(f"{label}: {err}") from None
-            if layout is not None and modulus is not None and curves["W_a"].shape[1] != modulus:
-                raise CheckpointImportError(
-                    f"{label}: a transformer over {curves['W_a'].shape[1]} residues, not the "
-                    f"declared modulus {modulus}"
-                )
             if not all(np.isfinite(value).all() for value in curves.values()):
                 nonfinite.append(step)
             if previous is not None and all(
@@ -149,17 +140,11 @@ def import_checkpoints(
                     check_operation(operation, p)
                 except ValueError as err:
                     raise CheckpointImportError(f"{source}: {err}") from None
-                model_shapes = (
-                    None
-                    if layout is None
-                    else {
-                        name[len("model/") :]: found[name]
-                        for name in found
-                        if name.startswith("model/")
-                    }
-                )
+                model_shapes = model_shapes_of(curves)
                 model_floats = sum(
-                    int(np.prod(shape)) for name, shape in found.items() if name not in MLP_CURVES
+                    value.size * value.itemsize // 4
+                    for name, value in curves.items()
+                    if name not in MLP_CURVES
                 )
                 if space_check:
                     size = trajectory_bytes(p, H, len(entries), model_floats=model_floats)
@@ -183,7 +168,7 @@ def import_checkpoints(
                         "operation": operation,
                         "step_known": int(step_known),
                         **(
-                            _transformer_attrs(model_shapes, layout)
+                            transformer_attrs(model_shapes, layout)
                             if model_shapes and layout
                             else {}
                         ),
@@ -218,22 +203,6 @@ def import_checkpoints(
 
 Entry = tuple[int, str, Callable[[], Any]]  # step, label, loader of (state dict, metrics)
 MLP_CURVES = ("W_a", "W_b", "W_out", "b_in", "b_out")
-
-
-def _transformer_attrs(shapes: dict[str, tuple[int, ...]], layout: str) -> dict:
-    """What an imported transformer's trajectory says of its model (attributes)."""
-    heads, d_model, _ = shapes["blocks.0.attn.W_Q"]
-    return {
-        "model": "transformer",
-        "d_model": d_model,
-        "heads": heads,
-        "source_layout": {
-            "nanda": "Nanda et al. progress-measures code",
-            "transformerlens": "TransformerLens HookedTransformer",
-        }[layout],
-        "assumed": "ReLU MLP and causal softmax attention scaled by 1/sqrt(d_head) (the weights "
-        "cannot say; a config saying otherwise is refused)",
-    }
 
 
 def _entries(
@@ -584,7 +553,14 @@ def _load_as_data(path: Path, mmap: bool):
     try:
         names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
         stand_ins: list = [
-            (type(name.rsplit(".", 1)[-1], (PickledObject,), {}), name) for name in names
+            (_numpy_global(name), name) for name in names if name.startswith("numpy.")
+        ]
+        if not all(obj is not None for obj, _ in stand_ins):
+            return None  # a numpy name that is not plain data
+        stand_ins += [
+            (type(name.rsplit(".", 1)[-1], (PickledObject,), {}), name)
+            for name in names
+            if not name.startswith("numpy.")
         ]
         with torch.serialization.safe_globals(stand_ins):
             content = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
@@ -596,6 +572,22 @@ def _load_as_data(path: Path, mmap: bool):
         stacklevel=4,
     )
     return content
+
+
+# numpy's own names for pickled arrays and dtypes: rebuilt for real (they run no user code)
+NUMPY_DATA_GLOBALS = ("_reconstruct", "ndarray", "dtype", "scalar", "Float32DType",
+                      "Float64DType", "Float16DType", "Int64DType", "Int32DType", "BoolDType")  # fmt: skip
+
+
+def _numpy_global(name: str):
+    """The numpy object a pickle names when it is one of numpy's array/dtype builders, else None."""
+    module, _, attribute = name.rpartition(".")
+    if attribute not in NUMPY_DATA_GLOBALS:
+        return None
+    try:
+        return getattr(importlib.import_module(module), attribute)
+    except (ImportError, AttributeError):
+        return None
 
 
 def _load_torch(path: Path, trust_pickle: bool, mmap: bool = False):

@@ -39,7 +39,10 @@ def as_numpy(value) -> np.ndarray:
     """A tensor (torch, on any device) or array-like as a float32 numpy array; LayoutError for
     complex values (their imaginary part would be dropped without a word)."""
     if hasattr(value, "detach"):
-        value = value.detach().to("cpu").numpy()
+        value = value.detach().to("cpu")
+        if value.is_floating_point() and value.dtype.itemsize < 4:  # bf16, fp16: numpy has no bf16
+            value = value.float()
+        value = value.numpy()
     array = np.asarray(value)
     if np.iscomplexobj(array):
         raise LayoutError(f"complex values (dtype {array.dtype}); mechgrok reads real weights")

@@ -8,7 +8,8 @@
 
 The file has the trajectory schema (analyze and report read it unchanged), is written with
 the same crash and disk-full safety as `mechgrok record` (trajectory_writer), and appears
-under its name with the first snapshot. Parameters are mapped by layouts.curves_from_parameters.
+under its name with the first snapshot. Parameters are mapped by
+transformer_layouts.snapshot_curves (MLPs by layouts.curves_from_parameters).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import numpy as np
 
 from mechgrok.config import OPERATIONS
 from mechgrok.errors import InvalidOptionError
-from mechgrok.ingest.layouts import LayoutError, curves_from_parameters
+from mechgrok.ingest.layouts import LayoutError
+from mechgrok.ingest.transformer_layouts import model_shapes_of, snapshot_curves, transformer_attrs
 from mechgrok.models.activations import check_activation
 from mechgrok.store.outputs import check_output
 from mechgrok.store.reader import METRIC_NAMES, RESERVED_ATTRS
@@ -29,7 +31,8 @@ from mechgrok.store.writer import TrajectoryWriter
 
 
 class Recorder:
-    """Streams snapshots of a two-hot MLP trained by your own code into `path`.
+    """Streams snapshots of a two-hot MLP, or of Nanda et al.'s one-layer transformer (either
+    layout: ingest.transformer_layouts), trained by your own code into `path`.
 
     modulus: p (inferred from the first snapshot's shapes when None). attrs: your run's
     settings, stored as file attributes (strings, numbers, numeric arrays). keys: which
@@ -87,7 +90,13 @@ class Recorder:
         if not isinstance(step, (int, np.integer)) and not float(step).is_integer():
             raise InvalidOptionError(f"step {step!r} is not a whole number of optimizer updates")
         parameters = source.state_dict() if hasattr(source, "state_dict") else source
-        curves = curves_from_parameters(parameters, self.modulus, self._keys)
+        curves, layout = snapshot_curves(
+            parameters,
+            self.modulus,
+            self._keys,
+            operation=self._attrs["operation"],
+            activation=self._attrs["activation"],
+        )
         shapes = {name: value.shape for name, value in curves.items()}
         if self._writer is None:
             H, p = curves["W_a"].shape
@@ -99,14 +108,19 @@ class Recorder:
                     remedy="give W_a, W_b as (neuron, token) and W_out as (neuron, class), or fix the modulus",
                 )
             self.modulus = p
+            model_shapes = model_shapes_of(curves)
             self._writer = TrajectoryWriter.create_external(
                 self.path,
                 p,
                 H,
                 bias="b_in" in curves and "b_out" in curves,
-                attrs=self._attrs,
+                attrs={
+                    **self._attrs,
+                    **(transformer_attrs(model_shapes, layout) if model_shapes and layout else {}),
+                },
                 force=self._force,
                 compression=self._compression,
+                shapes=model_shapes,
             )
             self._shapes = shapes
         elif shapes != self._shapes:

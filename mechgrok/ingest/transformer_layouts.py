@@ -24,8 +24,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from mechgrok.ingest.layouts import LayoutError, as_numpy
+from mechgrok.ingest.layouts import LayoutError, as_numpy, curves_from_parameters
 from mechgrok.models.layout import PARAM_NAMES
+from mechgrok.models.tables import transformer_curves
+from mechgrok.operations import group_view
 
 TRANSFORMER_MARKS = ("attn", "W_Q", "W_K", "W_V", "W_pos", "pos_embed")  # attention, positions
 BUFFERS = ("blocks.0.attn.mask", "blocks.0.attn.IGNORE")
@@ -37,6 +39,72 @@ ZERO_BIASES = (
     "unembed.b_U",
 )
 WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.")
+
+
+def snapshot_curves(
+    parameters: Mapping[str, object],
+    modulus: int | None = None,
+    keys: Mapping[str, str] | None = None,
+    config: Mapping[str, object] | None = None,
+    operation: str = "add",
+    activation: str = "relu",
+) -> tuple[dict[str, np.ndarray], str | None]:
+    """What a trajectory stores of one snapshot of someone else's model, and the transformer
+    layout found (None for an MLP): an MLP's curves (layouts.curves_from_parameters), or a
+    transformer's effective curves and table variables with its parameters as
+    "model/<name>" (models.tables.transformer_curves, its 2D frequency read in `operation`'s
+    group order). `keys` name an MLP's roles."""
+    if keys or not is_transformer(parameters):
+        return curves_from_parameters(parameters, modulus, keys), None
+    if activation != "relu":
+        raise LayoutError(
+            f"a transformer given activation {activation!r}: mechgrok reads transformers with a "
+            "ReLU MLP (their config says otherwise when it is not; leave --activation out)"
+        )
+    params, layout = transformer_parameters(parameters, config)
+    p = params["unembed.W_U"].shape[1]
+    try:
+        order = group_view(operation, p).order
+    except ValueError as err:
+        raise LayoutError(str(err)) from None
+    curves = dict(transformer_curves(params, order, operation))
+    if modulus is not None and p != modulus:
+        raise LayoutError(
+            f"a transformer over {p} residues (unembed.W_U), not the declared modulus {modulus}"
+        )
+    curves.update({f"model/{name}": value for name, value in params.items()})
+    return curves, layout
+
+
+def model_shapes_of(curves: Mapping[str, np.ndarray]) -> dict[str, tuple[int, ...]] | None:
+    """The parameter shapes among a snapshot's curves ("model/<name>"), or None for an MLP."""
+    shapes = {
+        name[len("model/") :]: tuple(value.shape)
+        for name, value in curves.items()
+        if name.startswith("model/")
+    }
+    return shapes or None
+
+
+def transformer_attrs(shapes: Mapping[str, tuple[int, ...]], layout: str) -> dict:
+    """What an imported or user-recorded transformer's trajectory says of its model."""
+    heads, d_model, _ = shapes["blocks.0.attn.W_Q"]
+    return {
+        "model": "transformer",
+        "d_model": d_model,
+        "heads": heads,
+        "source_layout": LAYOUT_NAMES[layout],
+        "assumed": "ReLU MLP and causal softmax attention scaled by 1/sqrt(d_head) (the weights "
+        "cannot say; a config saying otherwise is refused); answers are classes 0..p-1 (an "
+        "output column for '=' is dropped, as the original accuracy and progress code reads "
+        "logits[:, -1, :-1])",
+    }
+
+
+LAYOUT_NAMES = {
+    "nanda": "Nanda et al. progress-measures code",
+    "transformerlens": "TransformerLens HookedTransformer",
+}
 
 
 def is_transformer(parameters: Mapping[str, object]) -> bool:
@@ -62,8 +130,22 @@ def transformer_parameters(
             "TransformerLens's one-layer layouts"
         )
     layout = "transformerlens" if arrays["blocks.0.attn.W_O"].ndim == 3 else "nanda"
-    params = _from_transformerlens(arrays) if layout == "transformerlens" else _from_nanda(arrays)
-    _check_shapes(params)
+    try:
+        params = (
+            _from_transformerlens(arrays) if layout == "transformerlens" else _from_nanda(arrays)
+        )
+        # an output class for '=' (Nanda's W_U always has one; TransformerLens's when its
+        # d_vocab_out is the vocabulary) is left out, as the original accuracy code reads them
+        if layout == "nanda" or params["unembed.W_U"].shape[1] == params["embed.W_E"].shape[0]:
+            params["unembed.W_U"] = params["unembed.W_U"][:, :-1]
+        _check_shapes(params)
+    except LayoutError:
+        raise
+    except (ValueError, TypeError, IndexError):
+        shapes = ", ".join(f"{name} {arrays[name].shape}" for name in PARAM_NAMES[:7])
+        raise LayoutError(
+            f"transformer parameters of shapes mechgrok cannot lay out as one model ({shapes})"
+        ) from None
     unread = sorted(set(arrays) - set(_read_names(layout)) - set(BUFFERS))
     if unread:
         raise LayoutError(
@@ -87,7 +169,7 @@ def _refuse_variants(arrays: dict[str, np.ndarray], config: Mapping[str, object]
             f"a transformer with {len(layers)} layers; mechgrok reads one-layer transformers"
         )
     norms = [name for name in arrays if re.search(r"(^|\.)(ln\w*|norm\w*)\.", name)]
-    if norms or str(config.get("normalization_type") or "").lower() in ("ln", "lnpre", "rms"):
+    if norms or config.get("normalization_type") not in (None, "", "None"):
         shown = ", ".join(norms[:3]) or f"normalization_type {config.get('normalization_type')}"
         raise LayoutError(
             f"a transformer with LayerNorm ({shown}); mechgrok reads the model without it "
@@ -101,6 +183,30 @@ def _refuse_variants(arrays: dict[str, np.ndarray], config: Mapping[str, object]
             f"a transformer whose MLP uses {activation} (its config says so); mechgrok reads "
             "ReLU MLPs in transformers"
         )
+    unusual = {
+        "positional_embedding_type": (
+            config.get("positional_embedding_type", "standard"),
+            "standard",
+        ),
+        "use_attn_scale": (config.get("use_attn_scale", True), True),
+        "parallel_attn_mlp": (config.get("parallel_attn_mlp", False), False),
+    }
+    W_Q = arrays.get("blocks.0.attn.W_Q")
+    if W_Q is not None and W_Q.ndim == 3:  # TransformerLens stores sqrt(d_head), or -1 for it
+        d_head = W_Q.shape[2] if arrays["blocks.0.attn.W_O"].ndim == 3 else W_Q.shape[1]
+        scale = config.get("attn_scale", -1.0)
+        if isinstance(scale, (int, float)) and scale not in (-1.0,):
+            unusual["attn_scale"] = (
+                scale if abs(scale - d_head**0.5) > 1e-6 else d_head**0.5,
+                d_head**0.5,
+            )
+    for name, (value, standard) in unusual.items():
+        if value != standard and value is not None:
+            raise LayoutError(
+                f"a transformer whose config sets {name} = {value!r}; mechgrok runs the standard "
+                "one-layer model (learned positions, attention scaled by 1/sqrt(d_head), "
+                "attention then MLP)"
+            )
     attention = str(config.get("attention_dir", "causal")).lower()
     if attention != "causal" or config.get("attn_only") is True:
         raise LayoutError(
@@ -111,7 +217,6 @@ def _refuse_variants(arrays: dict[str, np.ndarray], config: Mapping[str, object]
 
 def _from_nanda(a: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     heads, d_head, d_model = a["blocks.0.attn.W_Q"].shape
-    vocab_out = a["unembed.W_U"].shape[1]
     return {
         "embed.W_E": a["embed.W_E"].T,
         "pos_embed.W_pos": a["pos_embed.W_pos"],
@@ -124,8 +229,7 @@ def _from_nanda(a: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         "blocks.0.mlp.b_in": a["blocks.0.mlp.b_in"],
         "blocks.0.mlp.W_out": a["blocks.0.mlp.W_out"].T,
         "blocks.0.mlp.b_out": a["blocks.0.mlp.b_out"],
-        # their loss reads the answers 0..p-1 and drops the '=' class (the last column)
-        "unembed.W_U": a["unembed.W_U"][:, : vocab_out - 1],
+        "unembed.W_U": a["unembed.W_U"],
     }
 
 

@@ -35,7 +35,8 @@ DIMENSION_NAMES = {
 }
 # what a transformer's snapshot stores from its activation table besides the curves
 # (models.tables.transformer_curves): per neuron, and per head
-TABLE_VARIABLES = {
+TABLE_VARIABLES: dict[str, tuple[str | None, str]] = {
+    "all_acc": (None, "float64"),  # the whole model's accuracy on all pairs (dim: step only)
     "additivity": ("neuron", "float32"),
     "neuron_freq_2d": ("neuron", "int64"),
     "neuron_freq_share": ("neuron", "float32"),

@@ -16,6 +16,8 @@ import math
 
 import numpy as np
 
+from mechgrok.operations import operate
+
 
 def transformer_tables(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The transformer's (models.transformer) tables over all pairs at the answer position,
@@ -72,13 +74,17 @@ def additive_part(table: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return f, g, c, additivity
 
 
-def transformer_curves(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def transformer_curves(
+    params: dict[str, np.ndarray], order: np.ndarray | None = None, operation: str = "add"
+) -> dict[str, np.ndarray]:
     """The transformer's effective curves in trajectory layout (float32): W_a, W_b (m, p) and
     b_in (m,) from the additive part of the pre-activation table; W_out (m, p) each neuron's
     direct effect on the logits (W_out then W_U); b_out (p,) the MLP bias's effect plus the
     mean over pairs of the path that bypasses the MLP. Also `additivity` (m,), the
     post-activation table's `neuron_freq_2d`/`neuron_freq_share` (m,) and each head's mean
-    attention from '=' to a and to b, `attention_a`/`attention_b` (h,)."""
+    attention from '=' to a and to b, `attention_a`/`attention_b` (h,), and `all_acc`, the
+    whole model's accuracy on all pairs of `operation` (ties credited 1/t). `order`: the
+    tokens' order in the operation's group, which the 2D frequency is read in (mul, div)."""
     tables = transformer_tables(params)
     f, g, c, additivity = additive_part(tables["pre"])
     W_U = np.asarray(params["unembed.W_U"], np.float64)
@@ -86,7 +92,7 @@ def transformer_curves(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     b_out = np.asarray(params["blocks.0.mlp.b_out"], np.float64) @ W_U + (
         tables["resid"].mean((0, 1)) @ W_U
     )
-    freq, share = frequency_2d(np.maximum(tables["pre"], 0))
+    freq, share = frequency_2d(np.maximum(tables["pre"], 0), order)
     mean_attention = tables["attention"].mean((0, 1))  # (h, 3)
     out = {
         "W_a": f.T,
@@ -101,7 +107,20 @@ def transformer_curves(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     }
     out = {name: value.astype(np.float32) for name, value in out.items()}
     out["neuron_freq_2d"] = freq
+    out["all_acc"] = np.float64(_accuracy(transformer_logits(params, tables), operation))
     return out
+
+
+def _accuracy(logits: np.ndarray, operation: str) -> float:
+    """Accuracy of (p, p, p) logits on every pair the operation defines (mul, div: nonzero
+    operands), a tie among t top classes credited 1/t as in training."""
+    p = logits.shape[0]
+    a, b = np.meshgrid(np.arange(p), np.arange(p), indexing="ij")
+    defined = np.ones((p, p), bool) if operation in ("add", "sub") else (a > 0) & (b > 0)
+    labels = operate(operation, a[defined], b[defined], p)
+    rows = logits[defined]
+    top = rows == rows.max(-1, keepdims=True)
+    return float((top[np.arange(labels.size), labels] / top.sum(-1)).mean())
 
 
 def fourier_basis(n: int) -> np.ndarray:
@@ -135,15 +154,16 @@ def frequency_2d(
     # variance comes from Parseval (the table's squares less its constant's)
     rows = np.tensordot(basis, post, axes=(1, 0))  # (basis row over a, b, neuron)
     blocks = np.array([[0, 2 * k - 1, 2 * k] for k in range(1, n_freqs + 1)])
-    coefficients = np.einsum(
-        "kibm,kjb->kijm", rows[blocks], basis[blocks], optimize=True
-    ).astype(np.float64)  # (frequency, 3, 3, neuron)
+    coefficients = np.einsum("kibm,kjb->kijm", rows[blocks], basis[blocks], optimize=True).astype(
+        np.float64
+    )  # (frequency, 3, 3, neuron)
     energy = coefficients**2
     constant = energy[0, 0, 0].copy()
     energy[:, 0, 0] = 0.0
     shares = energy.sum((1, 2))  # (frequency, neuron)
     total = np.square(post, dtype=np.float64).sum((0, 1)) - constant
-    live = total > 1e-9 * (total + constant)  # a constant table's variance is rounding
+    # a constant table's variance is rounding: relative to its size, ~1e-7 in float32
+    live = total > (1e-6 if post.dtype == np.float32 else 1e-12) * (total + constant)
     best = shares.argmax(0)
     share = np.where(live, shares[best, np.arange(m)] / np.where(live, total, 1), 0.0)
     return np.where(live, best + 1, 0).astype(np.int64), share

@@ -10,7 +10,7 @@ Parameters are named and laid out as TransformerLens's HookedTransformer stores 
 that analysis uses, and `reference_logits` the plain per-position forward of the original
 code, which tests and benchmarks compare against.
 
-The training forward (`answer_logits`) computes the answer position only. Its query reads
+The training forward (`forward`, the registry's contract) computes the answer position only. Its query reads
 the '=' token at position 2, the same for every pair; keys and values depend on (token,
 position) only, so each head's attention to a, b and '=' and each token's output through a
 head, projected onto the MLP's input, are tables of p rows computed once per step. A pair
@@ -61,9 +61,7 @@ def unflatten(flat: torch.Tensor, shapes: dict[str, tuple[int, ...]]) -> dict[st
     return views
 
 
-def answer_logits(
-    params: dict[str, torch.Tensor], a: torch.Tensor, b: torch.Tensor
-) -> torch.Tensor:
+def forward(params: dict[str, torch.Tensor], a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """(N, p) logits at the answer position for pairs (a, b): the model's exact function,
     computed through per-token tables (module docstring). Differentiable."""
     W_E, W_pos = params["embed.W_E"], params["pos_embed.W_pos"]
@@ -87,15 +85,22 @@ def answer_logits(
     self_output = torch.einsum("d,hdk,hke->he", resid[1], W_V, W_O)
     weights = torch.softmax(
         torch.stack(
-            [scores[a, 0], scores[b, 1], self_score.expand(a.shape[0], -1)], -1
+            [
+                scores[:, 0].index_select(0, a),
+                scores[:, 1].index_select(0, b),
+                self_score.expand(a.shape[0], -1),
+            ],
+            -1,
         ),  # (N, h, 3)
         -1,
     )
     # the residual stream at '=' after attention, (N, d), and the MLP's pre-activations
-    # (a broadcast product and a sum: einsum would make N tiny matrix products)
+    # (a broadcast product and a sum: einsum would make N tiny matrix products; index_select,
+    # whose backward is index_add, not advanced indexing, whose backward accumulates in an order
+    # that varies from run to run with more than one thread)
     mixed = (
-        (weights[..., 0, None] * outputs[a, 0]).sum(1)
-        + (weights[..., 1, None] * outputs[b, 1]).sum(1)
+        (weights[..., 0, None] * outputs[:, 0].index_select(0, a)).sum(1)
+        + (weights[..., 1, None] * outputs[:, 1].index_select(0, b)).sum(1)
         + weights[..., 2] @ self_output
         + resid[1]
     )
@@ -106,8 +111,7 @@ def answer_logits(
 def reference_logits(params: dict[str, torch.Tensor], tokens: torch.Tensor) -> torch.Tensor:
     """(N, n_ctx, p) logits at every position of token sequences (N, n_ctx), computed as the
     original code's modules do (einsums over the whole sequence, a causal mask, the MLP and
-    unembedding at each position): the plain loop `answer_logits` is checked and timed
-    against."""
+    unembedding at each position), which `forward` is checked and timed against."""
     W_Q, W_K, W_V, W_O = (params[f"blocks.0.attn.{n}"] for n in ("W_Q", "W_K", "W_V", "W_O"))
     n_ctx = tokens.shape[1]
     x = params["embed.W_E"][tokens] + params["pos_embed.W_pos"][:n_ctx]

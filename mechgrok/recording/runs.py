@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from mechgrok.config import RunConfig, check_fits_in_memory
+from mechgrok.config import TRANSFORMER_DEFAULTS, RunConfig, check_fits_in_memory
 from mechgrok.errors import ResumeError
 from mechgrok.operations import operands
 from mechgrok.recording.allocator import keep_freed_memory
@@ -67,7 +67,8 @@ def default_trajectory_name(config: RunConfig) -> str:
         "model",
         *RESUMABLE_CHANGES,
     }
-    default = RunConfig(device=config.device)
+    model_defaults: dict = TRANSFORMER_DEFAULTS if config.model == "transformer" else {}
+    default = RunConfig(device=config.device, model=config.model, **model_defaults)
     extra = {
         f.name: getattr(config, f.name)
         for f in dataclasses.fields(config)

@@ -18,11 +18,12 @@ from mechgrok.models.layout import PARAM_NAMES, model_shapes
 from mechgrok.models.tables import transformer_curves
 from mechgrok.models.transformer import (
     WARMUP_STEPS,
-    answer_logits,
     flatten,
+    forward,
     init_params,
     unflatten,
 )
+from mechgrok.operations import group_view
 from mechgrok.recording.schedule import SnapshotSchedule
 from mechgrok.recording.stopping import StoppingMemory, is_check_step, stopping_decision
 from mechgrok.recording.train import (
@@ -82,7 +83,10 @@ def append_transformer_snapshot(
 ) -> None:
     """Write one transformer snapshot: its parameters, and the effective curves and table
     variables read from its activation table (models.tables.transformer_curves)."""
-    curves: dict[str, np.ndarray] = dict(transformer_curves(snapshot.weights))
+    order = (
+        group_view(writer.config.operation, writer.config.modulus).order if writer.config else None
+    )
+    curves: dict[str, np.ndarray] = dict(transformer_curves(snapshot.weights, order))
     curves.update({f"model/{name}": value for name, value in snapshot.weights.items()})
     state = snapshot.state
     saved = (
@@ -114,7 +118,7 @@ def _metrics(
     n_val = t["val_a"].shape[0]
     for start in range(0, n_val, EVAL_BLOCK):
         part = slice(start, start + EVAL_BLOCK)
-        val_logits = answer_logits(params, t["val_a"][part], t["val_b"][part])[None]
+        val_logits = forward(params, t["val_a"][part], t["val_b"][part])[None]
         labels = t["val_label"][part][None]
         val_loss += mean_cross_entropy(val_logits, labels)[0] * labels.shape[1]
         val_correct += correct_predictions(val_logits, labels).sum()
@@ -164,7 +168,7 @@ def train_transformer(
     latest: dict[int, dict[str, float]] = {}
     while True:
         params = unflatten(flat, shapes)
-        logits = answer_logits(params, tensors["train_a"], tensors["train_b"])
+        logits = forward(params, tensors["train_a"], tensors["train_b"])
         loss = torch.nn.functional.cross_entropy(logits, tensors["train_label"])
         (grad,) = torch.autograd.grad(loss, flat)
         with torch.no_grad():

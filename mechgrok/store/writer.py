@@ -552,7 +552,8 @@ def _model_floats(along_step: dict) -> int:
 def _table_floats(shapes: dict[str, tuple[int, ...]]) -> int:
     sizes = {"neuron": shapes["blocks.0.mlp.b_in"][0], "head": shapes["blocks.0.attn.W_Q"][0]}
     return sum(
-        sizes[dim] * (2 if dtype == "int64" else 1) for dim, dtype in TABLE_VARIABLES.values()
+        (sizes[dim] if dim else 1) * (2 if dtype in ("int64", "float64") else 1)
+        for dim, dtype in TABLE_VARIABLES.values()
     )
 
 
@@ -569,6 +570,9 @@ def _write_model_schema(f: h5netcdf.File, shapes: dict[str, tuple[int, ...]], pa
     f.dimensions["head"] = sizes["head"]
     for name, (dim, dtype) in TABLE_VARIABLES.items():
         fill = -1 if dtype == "int64" else np.nan
+        if dim is None:  # per snapshot
+            f.create_variable(name, ("step",), np.dtype(dtype), chunks=(1024,), fillvalue=fill)
+            continue
         f.create_variable(
             name,
             ("step", dim),

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import assert_one_line_error, run_cli
-from transformer_codebases import answer_logits, to_transformerlens, train
+from transformer_codebases import all_pairs, their_logits, to_transformerlens, train
 
 import mechgrok
 from mechgrok.models.layout import PARAM_NAMES
@@ -78,11 +78,17 @@ def test_a_nanda_run_folder_imports_with_no_flags_and_computes_their_logits(tmp_
     # every snapshot: mechgrok's numpy forward of the stored parameters = the model's own logits
     for params, step in zip(_model_params(out), ds.step.values):
         model.load_state_dict(states.get(int(step), final))
-        theirs = answer_logits(model, P).numpy().reshape(P, P, P)
+        theirs = their_logits(model, P).numpy().reshape(P, P, P)
         ours = transformer_logits(params, transformer_tables(params))
         np.testing.assert_allclose(ours, theirs, atol=2e-5)
     analysis = mechgrok.analyze(out)
     assert "neuron_freq_2d" in analysis and "neurons_per_frequency" in analysis
+    # the real model's accuracy is the transformer's own, not its effective curves' MLP
+    labels = (all_pairs(P)[:, 0] + all_pairs(P)[:, 1]) % P
+    for step, accuracy in zip(analysis.step.values, analysis.all_acc.values):
+        model.load_state_dict(states.get(int(step), final))
+        theirs = (their_logits(model, P).argmax(-1) == labels).float().mean().item()
+        assert accuracy == pytest.approx(theirs, abs=1e-6)
 
 
 def test_full_run_data_and_the_transformerlens_demo_file_import_identically(tmp_path, run):
@@ -221,6 +227,75 @@ def test_variants_mechgrok_does_not_run_are_refused_by_name(tmp_path, run, chang
     assert not (tmp_path / "v.h5").exists()
 
 
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"normalization_type": "RMSPre"}, "LayerNorm"),
+        ({"positional_embedding_type": "shortformer"}, "positional_embedding_type"),
+        ({"parallel_attn_mlp": True}, "parallel_attn_mlp"),
+        ({"attn_scale": 2.0}, "attn_scale"),
+        ({"act_fn": "gelu"}, "uses gelu"),
+        ({"attn_scale": 8**0.5, "normalization_type": None, "act_fn": "relu"}, None),
+    ],
+)
+def test_configs_of_other_models_are_refused_and_the_standard_one_read(
+    tmp_path, run, config, message
+):
+    _, states, *_ = run
+    path = tmp_path / "c.pth"
+    torch.save(
+        {
+            "checkpoints": [to_transformerlens(states[0])],
+            "checkpoint_epochs": [0],
+            "config": config,
+        },
+        path,
+    )
+    done = run_cli("import", str(path), "--out", str(tmp_path / "c.h5"), "--quiet")
+    if message is None:
+        assert done.returncode == 0, done.stderr
+    else:
+        assert_one_line_error(done, message)
+
+
+def test_malformed_shapes_and_a_wrong_activation_get_one_line(tmp_path, run):
+    _, states, *_ = run
+    bad = {k: v.clone() for k, v in states[0].items()}
+    bad["blocks.0.attn.W_O"] = torch.zeros(16, 15)
+    path = tmp_path / "bad.pth"
+    torch.save({"checkpoints": [bad], "checkpoint_epochs": [0]}, path)
+    assert_one_line_error(
+        run_cli("import", str(path), "--out", str(tmp_path / "b.h5")), "cannot lay out"
+    )
+    good = tmp_path / "good.pth"
+    torch.save({"checkpoints": [states[0]], "checkpoint_epochs": [0]}, good)
+    assert_one_line_error(
+        run_cli("import", str(good), "--out", str(tmp_path / "g.h5"), "--activation", "gelu"),
+        "ReLU MLP",
+    )
+
+
+def test_an_output_class_for_equals_is_dropped_in_both_layouts(tmp_path, run):
+    """TransformerLens with d_vocab_out = p + 1 reads like Nanda's W_U [d, p + 1]."""
+    _, states, *_ = run
+    lens = to_transformerlens(states[5])
+    lens["unembed.W_U"] = states[5]["unembed.W_U"].clone()  # all p + 1 columns
+    lens["unembed.b_U"] = torch.zeros(P + 1)
+    for name, state in (("lens", lens), ("nanda", states[5])):
+        torch.save({"checkpoints": [state], "checkpoint_epochs": [5]}, tmp_path / f"{name}.pth")
+        run_cli(
+            "import",
+            str(tmp_path / f"{name}.pth"),
+            "--out",
+            str(tmp_path / f"{name}.h5"),
+            "--quiet",
+            check=True,
+        )
+    with h5py.File(tmp_path / "lens.h5", "r") as a, h5py.File(tmp_path / "nanda.h5", "r") as b:
+        for name in ("W_a", "W_out", "b_out", "all_acc", "model/unembed.W_U"):
+            np.testing.assert_array_equal(a[name][:], b[name][:], err_msg=name)
+
+
 def test_nonzero_attention_biases_are_refused(tmp_path, run):
     _, states, *_ = run
     lens = to_transformerlens(states[0])
@@ -230,3 +305,35 @@ def test_nonzero_attention_biases_are_refused(tmp_path, run):
     assert_one_line_error(
         run_cli("import", str(path), "--out", str(tmp_path / "b.h5")), "b_Q is not zero"
     )
+
+
+def test_the_recorder_takes_a_transformer_from_your_own_loop(tmp_path, run):
+    """mechgrok.Recorder with the model object of a loop written like the original code:
+    the same trajectory as importing its saved state_dicts."""
+    model, states, *_ = run
+    final = {k: v.clone() for k, v in model.state_dict().items()}
+    with mechgrok.Recorder(tmp_path / "loop.h5", modulus=P) as recorder:
+        for epoch in sorted(states):
+            model.load_state_dict(states[epoch])
+            recorder.snapshot(epoch, model)
+    model.load_state_dict(final)
+    torch.save(
+        {"checkpoints": [states[e] for e in sorted(states)], "checkpoint_epochs": sorted(states)},
+        tmp_path / "saved.pth",
+    )
+    run_cli(
+        "import",
+        str(tmp_path / "saved.pth"),
+        "--out",
+        str(tmp_path / "saved.h5"),
+        "--quiet",
+        check=True,
+    )
+    with h5py.File(tmp_path / "loop.h5", "r") as a, h5py.File(tmp_path / "saved.h5", "r") as b:
+        assert a.attrs["model"] == "transformer"
+        for name in ("W_a", "W_out", "neuron_freq_share", "model/blocks.0.attn.W_O"):
+            np.testing.assert_array_equal(a[name][:], b[name][:], err_msg=name)
+    with pytest.raises(mechgrok.MechgrokError, match="not the declared modulus 13"):
+        with mechgrok.Recorder(tmp_path / "wrong.h5", modulus=13) as recorder:
+            recorder.snapshot(0, model)
+    assert not (tmp_path / "wrong.h5").exists()

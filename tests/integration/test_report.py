@@ -79,10 +79,11 @@ def test_single_run_report_is_self_contained_and_matches_the_analysis(runs, sing
     parser = _Collector()
     parser.feed(text)
     assert parser.external == []  # nothing fetched: no scripts, stylesheets or remote images
-    assert len(parser.images) == 5 and all(
+    assert len(parser.images) == 6 and all(
         src.startswith("data:image/png;base64,") for src in parser.images
     )
     assert sorted(p.name for p in png_dir.iterdir()) == [
+        "activation_tables.png",
         "gallery_W_a.png",
         "gallery_W_b.png",
         "periodicity.png",

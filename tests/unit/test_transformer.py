@@ -15,7 +15,7 @@ from mechgrok.models.tables import (
     transformer_logits,
     transformer_tables,
 )
-from mechgrok.models.transformer import answer_logits, init_params, reference_logits
+from mechgrok.models.transformer import forward, init_params, reference_logits
 
 P = 13
 
@@ -34,7 +34,7 @@ def test_the_answer_position_forward_equals_the_plain_per_position_forward():
     a, b = _pairs()
     tokens = torch.stack([a, b, torch.full_like(a, P)], 1)
     plain = reference_logits(params, tokens)[:, -1]
-    fast = answer_logits(params, a, b)
+    fast = forward(params, a, b)
     assert fast.shape == (P * P, P)
     np.testing.assert_allclose(fast.detach().numpy(), plain.detach().numpy(), atol=1e-5)
     # the numpy forward that analysis uses, on the same weights
@@ -47,9 +47,9 @@ def test_gradients_of_the_two_forwards_agree():
     a, b = _pairs()
     tokens = torch.stack([a, b, torch.full_like(a, P)], 1)
     grads = []
-    for forward in (lambda q: answer_logits(q, a, b), lambda q: reference_logits(q, tokens)[:, -1]):
+    for logits_of in (lambda q: forward(q, a, b), lambda q: reference_logits(q, tokens)[:, -1]):
         leaves = {k: v.clone().requires_grad_(True) for k, v in params.items()}
-        torch.nn.functional.cross_entropy(forward(leaves), (a + b) % P).backward()
+        torch.nn.functional.cross_entropy(logits_of(leaves), (a + b) % P).backward()
         grads.append({k: v.grad for k, v in leaves.items()})
     for name in params:
         np.testing.assert_allclose(grads[0][name], grads[1][name], atol=1e-6, err_msg=name)
