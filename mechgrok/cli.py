@@ -463,6 +463,8 @@ def record(
             for name, value in dict(options, every=every if every is not None else 0).items()
             if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT
         }
+        if ctx.get_parameter_source("d_mlp") != click.core.ParameterSource.DEFAULT:
+            explicit["width"] = options["width"]  # the transformer's neurons
         config = dataclasses.replace(read_config(out), **explicit)
     started = time.perf_counter()
     with interruptible(resume_hint) as stop_if_interrupted:
@@ -604,8 +606,13 @@ def _record_sweep(
     started = time.perf_counter()
     n_groups = len(ensemble_groups(grid, max_ensemble))
     if not quiet:
+        how = (
+            "transformers, trained one after another"
+            if all(c.model == "transformer" for c in grid)
+            else f"in {n_groups} batched ensemble(s)"
+        )
         console.print(
-            f"sweep: {len(grid)} runs in {n_groups} batched ensemble(s) -> {folder}"
+            f"sweep: {len(grid)} runs, {how} -> {folder}"
             + (f" on dask scheduler {scheduler}" if scheduler else "")
         )
     if quiet or scheduler is not None:
