@@ -317,8 +317,9 @@ def _refuse_unread_layers(arrays: Mapping[str, np.ndarray], read: list[str | Non
             f"{hidden_layers} hidden layers" if extra else "more width-sized vectors than one bias"
         )
         raise LayoutError(
-            f"{what} found ({layers}); mechgrok reads MLPs with one hidden layer, "
-            "and reading this one as such would drop layers"
+            f"{what} found ({layers}); reading it as a one-hidden-layer MLP would drop "
+            "layers (a plain stack of linear layers is read without --key, at its last "
+            "hidden layer)"
         )
 
 
@@ -370,3 +371,37 @@ def _optional(names: list[str], role: str, ambiguous: bool) -> str | None:
             f"cannot tell which parameter is {role} ({', '.join(names)}); name it with keys {{{role!r}: ...}}"
         )
     return names[0]
+
+
+def mlp_stack(parameters: Mapping[str, object]) -> dict[str, np.ndarray] | None:
+    """The parameters of a two-hot MLP with several hidden layers (nn.Linear weights [out, in]
+    chained from the two-hot input, in = 2p, to the p classes, with biases or none), in the
+    state dict's order and under its names, or None when the parameters are not exactly such
+    a stack (then the one-hidden-layer reading applies, and refuses what it cannot read)."""
+    arrays = _without_wrapper_prefix({name: as_numpy(value) for name, value in parameters.items()})
+    weights = [name for name, value in arrays.items() if value.ndim == 2]
+    if len(weights) < 3 or any(value.ndim not in (1, 2) for value in arrays.values()):
+        return None
+    shapes = [arrays[name].shape for name in weights]
+    p = shapes[-1][0]
+    chained = all(shapes[i][1] == shapes[i - 1][0] for i in range(1, len(shapes)))
+    if not chained or shapes[0][1] != 2 * p:
+        return None
+    biases = {
+        name: name.rsplit(".", 1)[0] + ".bias" for name in weights if name.endswith(".weight")
+    }
+    known = set(weights) | {bias for bias in biases.values() if bias in arrays}
+    if set(arrays) != known or any(
+        arrays[bias].shape != (arrays[weight].shape[0],)
+        for weight, bias in biases.items()
+        if bias in arrays
+    ):
+        return None
+    stack = {}
+    for name in weights:
+        bias = biases.get(name, "")
+        stack[name] = arrays[name]
+        stack[bias or f"{name}.bias"] = (
+            arrays[bias] if bias in arrays else np.zeros(arrays[name].shape[0], np.float32)
+        )
+    return stack

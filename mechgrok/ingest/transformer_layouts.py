@@ -24,9 +24,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from mechgrok.ingest.layouts import LayoutError, as_numpy, curves_from_parameters
+from mechgrok.ingest.layouts import LayoutError, as_numpy, curves_from_parameters, mlp_stack
 from mechgrok.models.layout import PARAM_NAMES
-from mechgrok.models.tables import transformer_curves
+from mechgrok.models.tables import mlp_stack_curves, transformer_curves
 from mechgrok.operations import group_view
 
 TRANSFORMER_MARKS = ("attn", "W_Q", "W_K", "W_V", "W_pos", "pos_embed")  # attention, positions
@@ -49,11 +49,17 @@ def snapshot_curves(
     operation: str = "add",
     activation: str = "relu",
 ) -> tuple[dict[str, np.ndarray], str | None]:
-    """What a trajectory stores of one snapshot of someone else's model, and the transformer
-    layout found (None for an MLP): an MLP's curves (layouts.curves_from_parameters), or a
+    """What a trajectory stores of one snapshot of someone else's model, and the layout read
+    through activation tables ("nanda", "transformerlens", "mlp_stack"; None for a
+    one-hidden-layer MLP): an MLP with several hidden layers read at its last (models.tables.
+    mlp_stack_curves), an MLP's curves (layouts.curves_from_parameters), or a
     transformer's effective curves and table variables with its parameters as
     "model/<name>" (models.tables.transformer_curves, its 2D frequency read in `operation`'s
     group order). `keys` name an MLP's roles."""
+    if not keys and not is_transformer(parameters):
+        stack = mlp_stack(parameters)
+        if stack is not None:  # several hidden layers: read at the last, through its tables
+            return _stack_curves(stack, modulus, operation, activation), "mlp_stack"
     if keys or not is_transformer(parameters):
         return curves_from_parameters(parameters, modulus, keys), None
     if activation != "relu":
@@ -76,6 +82,23 @@ def snapshot_curves(
     return curves, layout
 
 
+def _stack_curves(
+    stack: dict[str, np.ndarray], modulus: int | None, operation: str, activation: str
+) -> dict[str, np.ndarray]:
+    names = list(stack)
+    layers = [(stack[names[i]], stack[names[i + 1]]) for i in range(0, len(names), 2)]
+    p = layers[-1][0].shape[0]
+    if modulus is not None and p != modulus:
+        raise LayoutError(f"an MLP with {p} output classes, not the declared modulus {modulus}")
+    try:
+        order = group_view(operation, p).order
+    except ValueError as err:
+        raise LayoutError(str(err)) from None
+    curves = dict(mlp_stack_curves(layers, activation, order, operation))
+    curves.update({f"model/{name}": value for name, value in stack.items()})
+    return curves
+
+
 def model_shapes_of(curves: Mapping[str, np.ndarray]) -> dict[str, tuple[int, ...]] | None:
     """The parameter shapes among a snapshot's curves ("model/<name>"), or None for an MLP."""
     shapes = {
@@ -87,7 +110,17 @@ def model_shapes_of(curves: Mapping[str, np.ndarray]) -> dict[str, tuple[int, ..
 
 
 def transformer_attrs(shapes: Mapping[str, tuple[int, ...]], layout: str) -> dict:
-    """What an imported or user-recorded transformer's trajectory says of its model."""
+    """What an imported or user-recorded model read through its activation tables (a
+    transformer, an MLP with several hidden layers) says of itself in its trajectory."""
+    if layout == "mlp_stack":
+        widths = [shape[0] for name, shape in shapes.items() if len(shape) == 2][:-1]
+        return {
+            "model": "mlp",
+            "hidden_layers": len(widths),
+            "hidden_widths": np.asarray(widths, np.int64),
+            "read_layer": "the last hidden layer, through its activation tables (W_a, W_b, "
+            "b_in are effective curves; W_out is the readout's weight)",
+        }
     heads, d_model, _ = shapes["blocks.0.attn.W_Q"]
     return {
         "model": "transformer",

@@ -16,6 +16,7 @@ import math
 
 import numpy as np
 
+from mechgrok.models.activations import activate
 from mechgrok.operations import operate
 
 
@@ -86,14 +87,41 @@ def transformer_curves(
     whole model's accuracy on all pairs of `operation` (ties credited 1/t). `order`: the
     tokens' order in the operation's group, which the 2D frequency is read in (mul, div)."""
     tables = transformer_tables(params)
-    f, g, c, additivity = additive_part(tables["pre"])
     W_U = np.asarray(params["unembed.W_U"], np.float64)
     W_out = np.asarray(params["blocks.0.mlp.W_out"], np.float64) @ W_U
     b_out = np.asarray(params["blocks.0.mlp.b_out"], np.float64) @ W_U + (
         tables["resid"].mean((0, 1)) @ W_U
     )
-    freq, share = frequency_2d(np.maximum(tables["pre"], 0), order)
+    out = table_curves(
+        tables["pre"],
+        np.maximum(tables["pre"], 0),
+        W_out,
+        b_out,
+        transformer_logits(params, tables),
+        order,
+        operation,
+    )
     mean_attention = tables["attention"].mean((0, 1))  # (h, 3)
+    out["attention_a"] = mean_attention[:, 0].astype(np.float32)
+    out["attention_b"] = mean_attention[:, 1].astype(np.float32)
+    return out
+
+
+def table_curves(
+    pre: np.ndarray,
+    post: np.ndarray,
+    W_out: np.ndarray,
+    b_out: np.ndarray,
+    logits: np.ndarray,
+    order: np.ndarray | None,
+    operation: str,
+) -> dict[str, np.ndarray]:
+    """What a trajectory stores of a model read through its activation tables: from the
+    hidden neurons' pre- and post-activation tables (p, p, m), their direct effect on the
+    logits W_out (m, p) and the constant b_out (p,), and the model's logits (p, p, p) over all
+    pairs: the effective curves, additivity, the 2D frequency and share, and all_acc."""
+    f, g, c, additivity = additive_part(pre)
+    freq, share = frequency_2d(post, order)
     out = {
         "W_a": f.T,
         "W_b": g.T,
@@ -102,13 +130,33 @@ def transformer_curves(
         "b_out": b_out,
         "additivity": additivity,
         "neuron_freq_share": share,
-        "attention_a": mean_attention[:, 0],
-        "attention_b": mean_attention[:, 1],
     }
-    out = {name: value.astype(np.float32) for name, value in out.items()}
+    out = {name: np.asarray(value).astype(np.float32) for name, value in out.items()}
     out["neuron_freq_2d"] = freq
-    out["all_acc"] = np.float64(_accuracy(transformer_logits(params, tables), operation))
+    out["all_acc"] = np.float64(_accuracy(logits, operation))
     return out
+
+
+def mlp_stack_curves(
+    layers: list[tuple[np.ndarray, np.ndarray]],
+    activation: str = "relu",
+    order: np.ndarray | None = None,
+    operation: str = "add",
+) -> dict[str, np.ndarray]:
+    """A two-hot MLP with several hidden layers, read at its last hidden layer: `layers` are
+    (weight [out, in], bias [out]) as nn.Linear keeps them, the first on the two-hot input
+    [one_hot(a), one_hot(b)] (in = 2p), the last the readout (out = p). Its last hidden
+    layer's pre-activation tables give the effective curves (table_curves); W_out is the
+    readout's weight, transposed."""
+    W = [np.asarray(w, np.float64) for w, _ in layers]
+    b = [np.asarray(bias, np.float64) for _, bias in layers]
+    p = W[-1].shape[0]
+    x = W[0][:, :p].T[:, None, :] + W[0][:, p:].T[None, :, :] + b[0]  # (a, b, neuron)
+    for weight, bias in zip(W[1:-1], b[1:-1]):
+        x = activate(activation, x) @ weight.T + bias
+    post = activate(activation, x.copy())
+    logits = post @ W[-1].T + b[-1]
+    return table_curves(x, post, W[-1].T, b[-1], logits, order, operation)
 
 
 def _accuracy(logits: np.ndarray, operation: str) -> float:

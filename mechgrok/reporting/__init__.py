@@ -160,6 +160,12 @@ def _architecture(trajectory: xr.Dataset) -> str:
             f"1-layer transformer (d_model {a.get('d_model')}, {a.get('heads')} heads, "
             f"{trajectory.sizes['neuron']} MLP neurons; curves read from activation tables)"
         )
+    if "hidden_layers" in a:
+        widths = ", ".join(str(int(w)) for w in np.ravel(a.get("hidden_widths", [])))
+        return (
+            f"two-hot MLP with {int(np.ravel(a['hidden_layers'])[0])} hidden layers ({widths} "
+            "neurons), read at the last through its activation tables"
+        )
     return f"two-hot MLP ({trajectory.sizes['neuron']} neurons)"
 
 

@@ -254,7 +254,7 @@ class TrajectoryWriter:
             f.attrs.update(modulus=int(modulus), width=int(width), bias=int(bias))
             f.attrs.update({str(key): value for key, value in attrs.items()})
 
-        model_floats = 0 if shapes is None else n_params(shapes) + _table_floats(shapes)
+        model_floats = 0 if shapes is None else n_params(shapes) + _table_floats(shapes, width)
         return cls._create(
             Path(path),
             None,
@@ -549,26 +549,33 @@ def _model_floats(along_step: dict) -> int:
     )
 
 
-def _table_floats(shapes: dict[str, tuple[int, ...]]) -> int:
-    sizes = {"neuron": shapes["blocks.0.mlp.b_in"][0], "head": shapes["blocks.0.attn.W_Q"][0]}
+def _table_variables(shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[str | None, str]]:
+    """The table variables a model's snapshots carry: per-head ones only for a transformer."""
+    heads = "blocks.0.attn.W_Q" in shapes
+    return {name: spec for name, spec in TABLE_VARIABLES.items() if heads or spec[0] != "head"}
+
+
+def _table_floats(shapes: dict[str, tuple[int, ...]], width: int) -> int:
+    sizes = {"neuron": width, "head": shapes.get("blocks.0.attn.W_Q", (0,))[0]}
     return sum(
         (sizes[dim] if dim else 1) * (2 if dtype in ("int64", "float64") else 1)
-        for dim, dtype in TABLE_VARIABLES.values()
+        for dim, dtype in _table_variables(shapes).values()
     )
 
 
 def config_model_floats(config: RunConfig) -> int:
     """model_floats (snapshot_bytes) of a run of `config`: 0 for the MLP."""
     shapes = model_shapes(config)
-    return 0 if shapes is None else n_params(shapes) + _table_floats(shapes)
+    return 0 if shapes is None else n_params(shapes) + _table_floats(shapes, config.width)
 
 
 def _write_model_schema(f: h5netcdf.File, shapes: dict[str, tuple[int, ...]], packed: dict) -> None:
-    """A transformer's parameters (group `model`, one variable per tensor with a leading step
-    dimension, named as models.layout says) and its table variables (root)."""
-    sizes = {"head": shapes["blocks.0.attn.W_Q"][0]}
-    f.dimensions["head"] = sizes["head"]
-    for name, (dim, dtype) in TABLE_VARIABLES.items():
+    """A model's parameters (group `model`, one variable per tensor with a leading step
+    dimension: a transformer's named and laid out as models.layout says, other models' under
+    their own names with dimensions <name>_<axis>) and its table variables (root)."""
+    if "blocks.0.attn.W_Q" in shapes:
+        f.dimensions["head"] = shapes["blocks.0.attn.W_Q"][0]
+    for name, (dim, dtype) in _table_variables(shapes).items():
         fill = -1 if dtype == "int64" else np.nan
         if dim is None:  # per snapshot
             f.create_variable(name, ("step",), np.dtype(dtype), chunks=(1024,), fillvalue=fill)
@@ -581,26 +588,34 @@ def _write_model_schema(f: h5netcdf.File, shapes: dict[str, tuple[int, ...]], pa
             fillvalue=fill,
         )
     group = f.create_group("model")
-    dims: dict[str, int] = {}
-    for name, symbols in PARAM_SHAPES.items():
-        for symbol, size in zip(symbols, shapes[name]):
-            dims[DIMENSION_NAMES[symbol]] = size
-    group.dimensions = {
-        dim: size for dim, size in dims.items() if dim not in ("neuron", "token", "head")
+    variable_dims = {
+        name: (
+            [DIMENSION_NAMES[symbol] for symbol in PARAM_SHAPES[name]]
+            if name in PARAM_SHAPES
+            else [f"{name.replace('.', '_')}_{axis}" for axis in range(len(shape))]
+        )
+        for name, shape in shapes.items()
     }
-    for name, symbols in PARAM_SHAPES.items():
+    group.dimensions = {
+        dim: size
+        for name, shape in shapes.items()
+        for dim, size in zip(variable_dims[name], shape)
+        if dim not in ("neuron", "token", "head")
+    }
+    for name, shape in shapes.items():
         variable = group.create_variable(
             name,
-            ("step", *(DIMENSION_NAMES[symbol] for symbol in symbols)),
+            ("step", *variable_dims[name]),
             np.float32,
-            chunks=(1, *shapes[name]),
+            chunks=(1, *shape),
             fillvalue=np.nan,
             **packed,
         )
-        variable.attrs.update(long_name=f"parameter {name} (TransformerLens layout)", units="1")
+        variable.attrs.update(long_name=f"parameter {name}", units="1")
     f.attrs.update(
-        model_layout="TransformerLens HookedTransformer state_dict keys and shapes; "
-        "W_a, W_b, b_in, W_out, b_out are effective curves read from the activation table"
+        model_layout="W_a, W_b, b_in, W_out, b_out are effective curves read from the activation "
+        "table; group model holds the parameters"
+        + (" in TransformerLens's layout" if "blocks.0.attn.W_Q" in shapes else "")
     )
 
 

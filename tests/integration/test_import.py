@@ -7,6 +7,7 @@ import pickle
 import signal
 import time
 
+import h5py
 import numpy as np
 import pytest
 import safetensors.torch  # a dependency: a skip would hide a broken install
@@ -291,19 +292,45 @@ def test_an_import_that_cannot_fit_is_refused_before_anything_is_written(tmp_pat
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
-def test_a_deeper_mlp_is_refused_in_one_line_by_import_and_the_recorder(tmp_path):
+def test_a_deeper_mlp_is_read_at_its_last_hidden_layer_through_its_tables(tmp_path):
+    """Two hidden layers: import and the Recorder read the last one through its activation
+    tables (not as a one-layer MLP); --key, which names one layer's roles, is refused."""
     torch.manual_seed(0)
-    layers = [torch.nn.Linear(2 * P, 20), torch.nn.Linear(20, 20), torch.nn.Linear(20, P)]
+    layers = [torch.nn.Linear(2 * P, 20), torch.nn.Linear(20, 24), torch.nn.Linear(24, P)]
+    model = torch.nn.Sequential(layers[0], torch.nn.ReLU(), layers[1], torch.nn.ReLU(), layers[2])
+    a, b = torch.cartesian_prod(torch.arange(P), torch.arange(P)).T
+    x = torch.cat([torch.nn.functional.one_hot(a, P), torch.nn.functional.one_hot(b, P)], 1).float()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=1.0)
+    for _ in range(60):
+        loss = torch.nn.functional.cross_entropy(model(x), (a + b) % P)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
     state = {f"layers.{i}.{k}": v for i, m in enumerate(layers) for k, v in m.state_dict().items()}
     source = tmp_path / "dp_run.pt"
     torch.save({0: state, 100: state}, source)  # {epoch: state_dict}, as the study saved it
-    proc = run_cli("import", str(source), "--out", str(tmp_path / "t.h5"), "--quiet")
-    assert_one_line_error(proc, "2 hidden layers found", "layers.1.weight [20, 20]")
-    assert not (tmp_path / "t.h5").exists()
-    model = torch.nn.Sequential(layers[0], torch.nn.ReLU(), layers[1], torch.nn.ReLU(), layers[2])
-    with pytest.raises(mechgrok.MechgrokError, match="2 hidden layers"):
-        mechgrok.Recorder(tmp_path / "r.h5").snapshot(0, model)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["dp_run.pt"]
+    run_cli("import", str(source), "--out", str(tmp_path / "t.h5"), "--quiet", check=True)
+    ds = open_trajectory(tmp_path / "t.h5")
+    assert ds.sizes["neuron"] == 24 and int(ds.attrs["hidden_layers"]) == 2
+    with torch.no_grad():
+        hidden = torch.relu(layers[1](torch.relu(layers[0](x))))  # the last hidden layer
+        theirs = (model(x).argmax(-1) == (a + b) % P).float().mean().item()
+    assert float(ds.all_acc[-1]) == pytest.approx(theirs, abs=1e-6)
+    # the curves are the additive part of the last layer's pre-activation table
+    pre = layers[1](torch.relu(layers[0](x))).detach().numpy().reshape(P, P, 24)
+    np.testing.assert_allclose(ds.W_a.values[-1], (pre.mean(1) - pre.mean((0, 1))).T, atol=1e-5)
+    np.testing.assert_allclose(ds.W_out.values[-1], layers[2].weight.detach().numpy().T)
+    assert 0 < float(ds.additivity.values[-1].min()) < 1  # a deeper layer is not additive
+    assert hidden.shape == (P * P, 24)
+    with mechgrok.Recorder(tmp_path / "r.h5") as recorder:
+        recorder.snapshot(0, model)
+    with h5py.File(tmp_path / "r.h5", "r") as f, h5py.File(tmp_path / "t.h5", "r") as g:
+        np.testing.assert_array_equal(f["W_a"][0], g["W_a"][0])
+    proc = run_cli(
+        "import", str(source), "--out", str(tmp_path / "k.h5"), "--key", "b_in=layers.0.bias"
+    )
+    assert_one_line_error(proc, "2 hidden layers found", "layers.1.weight [24, 20]")
+    assert not (tmp_path / "k.h5").exists()
 
 
 def test_suspicious_checkpoints_are_named_and_impossible_ones_refused(tmp_path, trained):

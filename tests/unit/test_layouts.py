@@ -194,7 +194,7 @@ def _deeper_models(p=13):
 @pytest.mark.parametrize("case", list(_deeper_models()))
 def test_mlps_that_are_not_one_hidden_layer_are_refused_never_misread(case):
     parameters, keys = _deeper_models()[case]
-    with pytest.raises(LayoutError, match="mechgrok reads MLPs with one hidden layer") as info:
+    with pytest.raises(LayoutError, match="as a one-hidden-layer MLP would drop layers") as info:
         curves_from_parameters(parameters, None if case != "embedding l1, l2" else 13, keys)
     assert "found" in str(info.value)
 
