@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import ForkedCli, assert_one_line_error, run_cli
+from conftest import ForkedCli, assert_one_line_error, run_cli, run_forked
 
 import mechgrok
 from mechgrok.models.layout import PARAM_NAMES
@@ -133,3 +133,24 @@ def test_a_run_is_the_same_bits_whatever_the_thread_count(tmp_path, model):
             with h5py.File(out, "r") as other:
                 for name in names:
                     np.testing.assert_array_equal(first[name][:], other[name][:], err_msg=name)
+
+
+@pytest.mark.slow
+def test_a_full_disk_keeps_every_committed_transformer_snapshot_and_resume_matches(tmp_path):
+    """The MLP's disk guarantee for the transformer's larger snapshots (its parameter group):
+    a file-size limit stops the run with its committed snapshots intact, and a resume ends
+    with the same bits as a run that was never stopped."""
+    whole = tmp_path / "whole.h5"
+    _record(whole, 200)
+    out = tmp_path / "t.h5"
+    args = (*SMALL, "--steps", "200", "--out", str(out), "--quiet", "--skip-space-check")
+    proc = run_forked("record", *args, limit_bytes=650_000)
+    assert_one_line_error(proc, "t.h5", "could not be written", "File too large", "--resume")
+    with h5py.File(out, "r") as f, h5py.File(whole, "r") as w:
+        n = int(np.ravel(f.attrs["n_snapshots"])[0])
+        assert 0 < n < w["step"].shape[0]  # stopped part-way, every committed one intact
+        assert np.isfinite(f["model"]["embed.W_E"][:n]).all()
+    run_cli("record", *args[:-1], "--resume", check=True)
+    with h5py.File(whole, "r") as a, h5py.File(out, "r") as b:
+        for name in ("step", "W_a", "val_acc", "all_acc", "model/blocks.0.mlp.W_in"):
+            np.testing.assert_array_equal(a[name][:], b[name][:], err_msg=name)
