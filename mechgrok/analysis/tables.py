@@ -4,8 +4,9 @@ the frequency clusters they form, and additivity.
 
 A transformer's trajectory stores these per snapshot, computed from its parameters when the
 snapshot was written (the table is not additive there, and its effective curves alone do not
-give it back); for the two-hot MLP the table is exactly activation(W_a[a] + W_b[b] + b_in),
-built here from the curves, and `additivity` is 1."""
+give it back); for the two-hot MLP the post-activation table is exactly
+activation(W_a[a] + W_b[b] + b_in), built here from the curves, and the pre-activation table
+is additive (`additivity` 1)."""
 
 from __future__ import annotations
 

@@ -21,6 +21,7 @@ parameter of each role: {"input": name, "output": name, "b_in": name, "b_out": n
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 import numpy as np
@@ -318,8 +319,8 @@ def _refuse_unread_layers(arrays: Mapping[str, np.ndarray], read: list[str | Non
         )
         raise LayoutError(
             f"{what} found ({layers}); reading it as a one-hidden-layer MLP would drop "
-            "layers (a plain stack of linear layers is read without --key, at its last "
-            "hidden layer)"
+            "layers (mechgrok reads a deeper MLP without --key only as a plain stack of "
+            "nn.Linear weights [out, in], numbered in their names in the order they run)"
         )
 
 
@@ -375,12 +376,22 @@ def _optional(names: list[str], role: str, ambiguous: bool) -> str | None:
 
 def mlp_stack(parameters: Mapping[str, object]) -> dict[str, np.ndarray] | None:
     """The parameters of a two-hot MLP with several hidden layers (nn.Linear weights [out, in]
-    chained from the two-hot input, in = 2p, to the p classes, with biases or none), in the
-    state dict's order and under its names, or None when the parameters are not exactly such
-    a stack (then the one-hidden-layer reading applies, and refuses what it cannot read)."""
+    chained from the two-hot input, in = 2p, to the p classes, with biases or none; the hidden
+    layers numbered in their names in the order they run, as nn.Sequential and fc1, fc2, ...
+    name them), in that order and under their names, or None when the parameters are not
+    exactly such a stack (then the one-hidden-layer reading applies, and refuses what it
+    cannot read). What weights cannot show is assumed: each layer runs once, in that order,
+    with the activation between layers and no skip connections."""
     arrays = _without_wrapper_prefix({name: as_numpy(value) for name, value in parameters.items()})
     weights = [name for name, value in arrays.items() if value.ndim == 2]
     if len(weights) < 3 or any(value.ndim not in (1, 2) for value in arrays.values()):
+        return None
+    if any("embed" in name.lower() for name in weights):
+        return None  # an embedding is linear, with no activation after it: not a hidden layer
+    # the state dict lists layers in the order they were registered, which need not be the
+    # order they run: read a stack only when the hidden layers' names number them in that order
+    numbers = [re.findall(r"\d+", name.rsplit(".", 1)[0]) for name in weights[:-1]]
+    if not all(numbers) or [int(n[-1]) for n in numbers] != sorted({int(n[-1]) for n in numbers}):
         return None
     shapes = [arrays[name].shape for name in weights]
     p = shapes[-1][0]

@@ -213,3 +213,28 @@ def test_transformers_are_named_as_what_they_are():
         LayoutError, match=r"this is a transformer \(pos_embed.W_pos, blocks.0.attn.W_Q"
     ):
         curves_from_parameters(nanda)
+
+
+def test_a_stack_is_read_only_when_its_names_give_the_order_it_runs_in():
+    """The state dict lists layers as they were registered; same-shaped hidden layers chain in
+    any order, so a stack is read only when its names number its layers in order (and an
+    embedding, linear with no activation after it, is not a hidden layer)."""
+    from mechgrok.ingest.layouts import mlp_stack
+
+    def state(names, sizes):
+        rng = np.random.default_rng(0)
+        out = {}
+        for name, (rows, cols) in zip(names, sizes):
+            out[f"{name}.weight"] = rng.standard_normal((rows, cols)).astype(np.float32)
+            out[f"{name}.bias"] = rng.standard_normal(rows).astype(np.float32)
+        return out
+
+    sizes = [(16, 14), (16, 16), (16, 16), (7, 16)]
+    assert list(mlp_stack(state(["fc1", "fc2", "fc3", "out"], sizes))) == [
+        f"{n}.{k}" for n in ("fc1", "fc2", "fc3", "out") for k in ("weight", "bias")
+    ]
+    assert mlp_stack(state(["0", "2", "4", "6"], sizes)) is not None
+    assert mlp_stack(state(["fc1", "fc3", "fc2", "out"], sizes)) is None  # registered out of order
+    assert mlp_stack(state(["a", "b", "c", "out"], sizes)) is None  # names do not say
+    assert mlp_stack(state(["embed", "fc1", "out"], [(8, 14), (16, 8), (7, 16)])) is None
+    assert mlp_stack(state(["fc1", "out"], [(16, 14), (7, 16)])) is None  # one hidden layer
