@@ -83,10 +83,12 @@ def append_transformer_snapshot(
 ) -> None:
     """Write one transformer snapshot: its parameters, and the effective curves and table
     variables read from its activation table (models.tables.transformer_curves)."""
-    order = (
-        group_view(writer.config.operation, writer.config.modulus).order if writer.config else None
+    config = writer.config
+    assert config is not None  # mechgrok's own runs know their options
+    order = group_view(config.operation, config.modulus).order
+    curves: dict[str, np.ndarray] = dict(
+        transformer_curves(snapshot.weights, order, config.operation)
     )
-    curves: dict[str, np.ndarray] = dict(transformer_curves(snapshot.weights, order))
     curves.update({f"model/{name}": value for name, value in snapshot.weights.items()})
     state = snapshot.state
     saved = (

@@ -8,12 +8,14 @@ import h5py
 import numpy as np
 import pytest
 import torch
+import xarray as xr
 from conftest import ForkedCli, assert_one_line_error, run_cli, run_forked
 
 import mechgrok
 from mechgrok.models.layout import PARAM_NAMES
 from mechgrok.models.tables import transformer_curves, transformer_logits, transformer_tables
 from mechgrok.models.transformer import forward
+from mechgrok.operations import group_view
 
 SMALL = ("--model", "transformer", "--modulus", "13", "--d-model", "16", "--heads", "2",
          "--d-mlp", "24", "--stop-val-acc", "off", "--per-decade", "30")  # fmt: skip
@@ -154,3 +156,28 @@ def test_a_full_disk_keeps_every_committed_transformer_snapshot_and_resume_match
     with h5py.File(whole, "r") as a, h5py.File(out, "r") as b:
         for name in ("step", "W_a", "val_acc", "all_acc", "model/blocks.0.mlp.W_in"):
             np.testing.assert_array_equal(a[name][:], b[name][:], err_msg=name)
+
+
+def test_a_transformer_on_mul_reads_its_2d_frequency_in_the_group_order(tmp_path):
+    """mul is read over the nonzero residues in discrete-log order: the 2D frequency of the
+    stored tables is the one of that order, and the parameters load back as a state dict."""
+    out = tmp_path / "mul.h5"
+    run_cli(
+        "record",
+        *SMALL,
+        "--operation",
+        "mul",
+        "--steps",
+        "20",
+        "--out",
+        str(out),
+        "--quiet",
+        check=True,
+    )
+    params = xr.open_dataset(out, group="model", engine="h5netcdf")
+    last = {name: params[name].isel(step=-1).values for name in params.data_vars}
+    expected = transformer_curves(last, group_view("mul", 13).order, "mul")
+    ds = mechgrok.open_trajectory(out)
+    np.testing.assert_array_equal(ds.neuron_freq_2d.values[-1], expected["neuron_freq_2d"])
+    assert float(ds.all_acc[-1]) == expected["all_acc"]
+    assert mechgrok.analyze(out).sizes["frequency"] == (12 - 1) // 2
