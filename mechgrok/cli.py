@@ -401,7 +401,8 @@ def record(
     max_ensemble: int | None,
     **options,
 ) -> None:
-    """Train the paper's MLP and stream weight snapshots and metrics into an HDF5 trajectory.
+    """Train the paper's MLP (or, with --model transformer, Nanda et al.'s one-layer
+    transformer) and stream weight snapshots and metrics into an HDF5 trajectory.
 
     With no options this is the paper's experiment: p = 97, 256 neurons, 30% stratified
     split, AdamW (lr 1e-3, weight decay 1), stopping at validation accuracy 0.999.
@@ -1076,7 +1077,9 @@ def import_run(
     SOURCE is a folder of per-step .pt/.pth or .safetensors files (optionally with a
     checkpoints.json manifest of steps and sha256 sums), or one file holding a list of
     state_dicts with their steps or a {step: state_dict} dict. Two-hot MLP layouts are
-    found from parameter shapes; analyze and report then work on --out unchanged."""
+    found from parameter shapes, Nanda et al.'s and TransformerLens's one-layer transformers
+    and plain stacks of linear layers from their names (read through their activation
+    tables); analyze and report then work on --out unchanged."""
     roles = {}
     for item in keys:
         role, sep, name = item.partition("=")
