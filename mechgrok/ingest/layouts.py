@@ -88,7 +88,7 @@ def _curves(
     missing = [name for name in keys.values() if name not in arrays]
     if missing:
         raise LayoutError(f"no parameter named {missing[0]!r} (parameters: {', '.join(arrays)})")
-    arrays = _without_wrapper_prefix(arrays)
+    arrays = without_wrapper_prefix(arrays)
     _refuse_transformers(arrays)
     if not keys:
         keys, modulus = _roles_by_name(arrays, modulus)
@@ -233,11 +233,14 @@ def _shared_input(
 WRAPPER_PREFIXES = ("module.", "_module.")  # DataParallel / DistributedDataParallel, Opacus
 
 
-def _without_wrapper_prefix(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Parameter names without the prefix a wrapper module adds to every one of them."""
-    for prefix in WRAPPER_PREFIXES:
+def without_wrapper_prefix(
+    arrays: dict[str, np.ndarray], prefixes: tuple[str, ...] = WRAPPER_PREFIXES
+) -> dict[str, np.ndarray]:
+    """Parameter names without the prefixes wrapper modules add to every one of them (each
+    of `prefixes` in turn, so wrappers of wrappers come off too)."""
+    for prefix in prefixes:
         if arrays and all(name.startswith(prefix) for name in arrays):
-            return {name[len(prefix) :]: a for name, a in arrays.items()}
+            arrays = {name[len(prefix) :]: a for name, a in arrays.items()}
     return arrays
 
 
@@ -382,7 +385,7 @@ def mlp_stack(parameters: Mapping[str, object]) -> dict[str, np.ndarray] | None:
     exactly such a stack (then the one-hidden-layer reading applies, and refuses what it
     cannot read). What weights cannot show is assumed: each layer runs once, in that order,
     with the activation between layers and no skip connections."""
-    arrays = _without_wrapper_prefix({name: as_numpy(value) for name, value in parameters.items()})
+    arrays = without_wrapper_prefix({name: as_numpy(value) for name, value in parameters.items()})
     weights = [name for name, value in arrays.items() if value.ndim == 2]
     if len(weights) < 3 or any(value.ndim not in (1, 2) for value in arrays.values()):
         return None

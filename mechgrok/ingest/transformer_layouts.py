@@ -24,7 +24,13 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from mechgrok.ingest.layouts import LayoutError, as_numpy, curves_from_parameters, mlp_stack
+from mechgrok.ingest.layouts import (
+    LayoutError,
+    as_numpy,
+    curves_from_parameters,
+    mlp_stack,
+    without_wrapper_prefix,
+)
 from mechgrok.models.layout import PARAM_NAMES
 from mechgrok.models.tables import mlp_stack_curves, transformer_curves
 from mechgrok.operations import group_view
@@ -38,7 +44,8 @@ ZERO_BIASES = (
     "blocks.0.attn.b_O",
     "unembed.b_U",
 )
-WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.")
+# DataParallel, torch.compile, and Lightning-style modules that hold the model as `model`
+TRANSFORMER_WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.")
 
 
 def snapshot_curves(
@@ -152,9 +159,7 @@ def transformer_parameters(
     "transformerlens"). `config`: the run's saved options where the container has them
     (act_type / act_fn, normalization, n_layers, attention). LayoutError for anything else."""
     arrays = {name: as_numpy(value) for name, value in parameters.items()}
-    for prefix in WRAPPER_PREFIXES:
-        if arrays and all(name.startswith(prefix) for name in arrays):
-            arrays = {name[len(prefix) :]: value for name, value in arrays.items()}
+    arrays = without_wrapper_prefix(arrays, TRANSFORMER_WRAPPER_PREFIXES)
     _refuse_variants(arrays, config or {})
     missing = [name for name in PARAM_NAMES if name not in arrays]
     if missing:

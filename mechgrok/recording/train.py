@@ -120,15 +120,24 @@ def append_snapshot(writer: TrajectoryWriter, snapshot: Snapshot, checkpoint: bo
     if writer.bias:
         curves.update(b_in=w["b_in"].reshape(-1), b_out=w["b_out"].reshape(-1))
     state = snapshot.state
+    moments = (
+        (state.adam_m.flat()[0].numpy(), state.adam_v.flat()[0].numpy()) if checkpoint else None
+    )
+    write_run_snapshot(writer, snapshot, curves, moments)
+
+
+def write_run_snapshot(
+    writer: TrajectoryWriter,
+    snapshot: Snapshot,
+    curves: dict[str, np.ndarray],
+    moments: tuple[np.ndarray, np.ndarray] | None,
+) -> None:
+    """Write a snapshot of one of mechgrok's own runs (any architecture: `curves` are what its
+    file stores), with an optimizer checkpoint when `moments` (flat AdamW m, v) are given."""
+    state = snapshot.state
     saved = (
-        Checkpoint(
-            state.adam_m.flat()[0].numpy(),
-            state.adam_v.flat()[0].numpy(),
-            state.best_val_acc,
-            state.best_val_step,
-            state.saturation_step,
-        )
-        if checkpoint
+        Checkpoint(*moments, state.best_val_acc, state.best_val_step, state.saturation_step)
+        if moments is not None
         else None
     )
     writer.write_snapshot(

@@ -32,8 +32,9 @@ from mechgrok.recording.train import (
     adamw_step,
     correct_predictions,
     mean_cross_entropy,
+    write_run_snapshot,
 )
-from mechgrok.store.slots import Checkpoint, SavedState
+from mechgrok.store.slots import SavedState
 from mechgrok.store.writer import TrajectoryWriter
 from mechgrok.task import make_task
 
@@ -91,25 +92,8 @@ def append_transformer_snapshot(
     )
     curves.update({f"model/{name}": value for name, value in snapshot.weights.items()})
     state = snapshot.state
-    saved = (
-        Checkpoint(
-            state.adam_m.numpy(),
-            state.adam_v.numpy(),
-            state.best_val_acc,
-            state.best_val_step,
-            state.saturation_step,
-        )
-        if checkpoint
-        else None
-    )
-    writer.write_snapshot(
-        snapshot.step,
-        curves,
-        snapshot.metrics,
-        checkpoint=saved,
-        saturation=snapshot.is_saturation,
-        final_reason=snapshot.stop_reason if snapshot.is_final else None,
-    )
+    moments = (state.adam_m.numpy(), state.adam_v.numpy()) if checkpoint else None
+    write_run_snapshot(writer, snapshot, curves, moments)
 
 
 def _metrics(
